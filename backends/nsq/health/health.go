@@ -1,0 +1,98 @@
+// Package health decides whether an nsqd node is up: active HTTP checks of
+// nsqd's /ping with interval, timeout, jitter and fall/rise thresholds
+// (HAProxy semantics), plus passive ejection when a send fails (Envoy's
+// outlier ejection).
+//
+// # State machine
+//
+// A node starts Unknown. The first check result sets Up or Down directly,
+// so a pool knows its nodes after one round. Later, an Up node goes Down
+// after Fall consecutive failed checks, and a Down node comes Up after Rise
+// consecutive passed checks. Eject marks a node Down at once and resets its
+// rise counter: it then needs Rise passed checks to come back. Machine is
+// that logic without time or I/O.
+//
+// # Checks
+//
+// A check is GET http://<http addr>/ping bounded by Config.Timeout; it
+// passes iff nsqd answers 200 with body "OK" (nsqd answers 500 when it is
+// itself unhealthy, for example when its disk queue fails). Check latency
+// is the /ping round trip alone. Depth and in-flight counts come from
+// nsqd's /stats?format=json, fetched every few checks (see WithStatsEvery)
+// or on demand (Monitor.Stats), never as part of a check.
+package health
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Config, chosen for nsqd on a LAN: a dead node is noticed
+// within Fall×Interval+Timeout ≈ 2.5s, and one lost packet or one slow
+// answer does not flap a node.
+const (
+	DefaultInterval = time.Second
+	DefaultTimeout  = 500 * time.Millisecond
+	DefaultJitter   = 0.1
+	DefaultFall     = 2
+	DefaultRise     = 2
+)
+
+// Config configures active checks. Zero values take the defaults.
+type Config struct {
+	// Interval between checks of one node. Default 1s.
+	Interval time.Duration
+	// Timeout of one check. Default 500ms.
+	Timeout time.Duration
+	// Jitter spreads checks: each interval is Interval ± Jitter×Interval,
+	// chosen uniformly. Default 0.1; a negative Jitter means none. At most 1.
+	Jitter float64
+	// Fall: consecutive failed checks that take an up node down. Default 2.
+	Fall int
+	// Rise: consecutive passed checks that bring a down node up. Default 2.
+	Rise int
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Jitter == 0 {
+		c.Jitter = DefaultJitter
+	}
+	if c.Fall == 0 {
+		c.Fall = DefaultFall
+	}
+	if c.Rise == 0 {
+		c.Rise = DefaultRise
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c, after defaults: negative
+// durations or thresholds, or a Jitter above 1.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.Interval < 0 {
+		errs = append(errs, fmt.Errorf("health: interval %v: must be positive", c.Interval))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("health: timeout %v: must be positive", c.Timeout))
+	}
+	if c.Jitter > 1 {
+		errs = append(errs, fmt.Errorf("health: jitter %v: must be at most 1", c.Jitter))
+	}
+	if c.Fall < 0 {
+		errs = append(errs, fmt.Errorf("health: fall %d: must be at least 1", c.Fall))
+	}
+	if c.Rise < 0 {
+		errs = append(errs, fmt.Errorf("health: rise %d: must be at least 1", c.Rise))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,140 @@
+// Package config loads qgate's configuration file, YAML (.yaml, .yml) or
+// TOML (.toml), into a File that converts to the NSQ pool's configuration.
+//
+// # Format
+//
+// Keys are snake_case; durations are strings such as "500ms" or "5s"; sizes
+// are integers in bytes. The layout (see docs/examples for each mode):
+//
+//	listen: 127.0.0.1:7070        # gRPC listen address
+//	mode: ha                      # cluster | failover | ha
+//	nodes:                        # cluster, failover: a flat list of members
+//	  - {name: a, tcp: 10.0.0.1:4150, http: 10.0.0.1:4151}
+//	groups:                       # ha (or any mode): groups of members,
+//	  - name: g1                  #   first member = primary
+//	    members:
+//	      - {name: a1, tcp: 10.0.0.1:4150, http: 10.0.0.1:4151}
+//	check: {interval: 1s, timeout: 500ms, jitter: 0.1, fall: 2, rise: 2}
+//	failback_hold: 5s
+//	dial_timeout: 1s
+//	write_timeout: 1s
+//	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
+//	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
+//
+// A file has either nodes or groups (or, in cluster mode, neither when
+// lookupd discovers the nodes). A member's http address defaults to its tcp
+// host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
+// name defaults to its tcp address; names are unique in the file.
+//
+// # Errors
+//
+// Loading is strict: an unknown key, a value of the wrong type and an
+// invalid value are all errors, and every error names the file, the line and
+// the field, as in
+//
+//	config.yaml:12: groups[1].members[0].tcp: missing port in address
+//
+// Load returns all errors found (errors.Join of *FieldError). For YAML every
+// error carries its line. For TOML, syntax errors carry their line from the
+// TOML parser, and field errors carry the line of the key when it is written
+// as `key = value` under a [table] or [[array]] header (the usual layout);
+// for keys inside inline tables the line is that of the enclosing key, and 0
+// (omitted from the message) when it cannot be found.
+//
+// Sections for authentication and TLS (issue 6) will be added as new
+// top-level keys; until then they are unknown keys, hence errors.
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/backends/nsq/health"
+)
+
+// File is a loaded configuration file. Durations are already parsed; zero
+// values mean "use the default" of the component that reads them.
+type File struct {
+	// Path is the file loaded (not a key of the file).
+	Path string
+
+	// Listen is the gRPC listen address, host:port. Default: the server's.
+	Listen string
+	// Mode is cluster, failover or ha. Required.
+	Mode nsq.Mode
+	// Nodes is a flat member list (cluster, failover).
+	Nodes []Member
+	// Groups lists groups of members (ha, or any mode).
+	Groups []Group
+	// Check configures active health checks.
+	Check health.Config
+	// FailbackHold, DialTimeout, WriteTimeout: see nsq.Config.
+	FailbackHold time.Duration
+	DialTimeout  time.Duration
+	WriteTimeout time.Duration
+	// Lookupd configures nsqlookupd discovery.
+	Lookupd Lookupd
+	// Limits bounds requests.
+	Limits Limits
+}
+
+// Member is one nsqd of the file.
+type Member struct {
+	Name     string
+	TCPAddr  string
+	HTTPAddr string
+}
+
+// Group is an ordered list of members; the first is the primary.
+type Group struct {
+	Name    string
+	Members []Member
+}
+
+// Lookupd configures discovery through nsqlookupd.
+type Lookupd struct {
+	// Addrs are nsqlookupd HTTP addresses (host:port or http://host:port).
+	Addrs []string
+	// PollInterval is how often they are polled; 0 takes the default.
+	PollInterval time.Duration
+}
+
+// Limits bounds requests; 0 takes the service's default.
+type Limits struct {
+	MaxBodyBytes     int64
+	MaxBatchMessages int
+	MaxBatchBytes    int64
+}
+
+// FieldError is one error of a file: where, which field, what.
+type FieldError struct {
+	File  string // path as given to Load
+	Line  int    // 1-based; 0 if unknown
+	Field string // path such as groups[1].members[0].tcp; empty for syntax errors
+	Msg   string
+}
+
+// Error formats e as file:line: field: msg.
+func (e *FieldError) Error() string {
+	s := e.File
+	if e.Line > 0 {
+		s += fmt.Sprintf(":%d", e.Line)
+	}
+	if e.Field != "" {
+		s += ": " + e.Field
+	}
+	return s + ": " + e.Msg
+}
+
+// Load reads, parses and validates the file at path; its extension chooses
+// the format. Errors are described in the package documentation.
+func Load(path string) (*File, error) { panic("TODO") }
+
+// Parse is Load of data as if read from a file named name.
+func Parse(name string, data []byte) (*File, error) { panic("TODO") }
+
+// PoolConfig converts f to the NSQ pool's configuration: groups laid out for
+// f.Mode (nodes through nsq.GroupsForMode), checks, timeouts and lookupd.
+// The caller sets Logger.
+func (f *File) PoolConfig() (nsq.Config, error) { panic("TODO") }
