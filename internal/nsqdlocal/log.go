@@ -1,0 +1,76 @@
+package nsqdlocal
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nsqio/nsq/nsqd"
+)
+
+// slogAdapter is nsqd's Logger (Output(calldepth, line)) over a
+// *slog.Logger. nsqd formats every line as "LEVEL: message"; the level is
+// parsed back out and mapped to a slog level.
+type slogAdapter struct {
+	logger atomic.Pointer[slog.Logger] // nil discards
+}
+
+// set installs logger tagged with the node's name. nsqd logs from New on,
+// before the name (which may contain the port) is known; until then lines go
+// to logger untagged.
+func (a *slogAdapter) set(logger *slog.Logger, name string) {
+	if logger != nil && name != "" {
+		logger = logger.With("node", name)
+	}
+	a.logger.Store(logger)
+}
+
+// nsqd's level prefixes, as its internal lg package writes them, and the slog
+// levels they map to. nsqd INFO lines report every client connection, topic
+// and channel: routine for a gateway that owns the connections, so Debug.
+var levelPrefixes = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"DEBUG: ", slog.LevelDebug - 4},
+	{"INFO: ", slog.LevelDebug},
+	{"WARNING: ", slog.LevelWarn},
+	{"ERROR: ", slog.LevelError},
+	{"FATAL: ", slog.LevelError},
+}
+
+// Output implements nsqd.Logger.
+func (a *slogAdapter) Output(_ int, s string) error {
+	logger := a.logger.Load()
+	if logger == nil {
+		return nil
+	}
+	level := slog.LevelInfo
+	for _, p := range levelPrefixes {
+		if rest, ok := strings.CutPrefix(s, p.prefix); ok {
+			s, level = rest, p.level
+			break
+		}
+	}
+	logger.Log(context.Background(), level, strings.TrimRight(s, "\n"), "component", "nsqd")
+	return nil
+}
+
+// setLevel sets nsqd's log level to the lowest level whose lines logger
+// keeps, so nsqd does not format lines only to have them dropped.
+func setLevel(o *nsqd.Options, logger *slog.Logger) {
+	ctx := context.Background()
+	switch {
+	case logger == nil:
+		o.LogLevel = nsqd.LOG_FATAL
+	case logger.Enabled(ctx, slog.LevelDebug-4):
+		o.LogLevel = nsqd.LOG_DEBUG
+	case logger.Enabled(ctx, slog.LevelDebug):
+		o.LogLevel = nsqd.LOG_INFO
+	case logger.Enabled(ctx, slog.LevelWarn):
+		o.LogLevel = nsqd.LOG_WARN
+	default:
+		o.LogLevel = nsqd.LOG_ERROR
+	}
+}

@@ -1,0 +1,223 @@
+package nsqdlocal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func httpDo(t *testing.T, method, url string, body []byte) string {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %s %s", method, url, resp.Status, b)
+	}
+	return string(b)
+}
+
+func topicDepth(t *testing.T, n *Node, topic string) int64 {
+	t.Helper()
+	var stats struct {
+		Topics []struct {
+			TopicName string `json:"topic_name"`
+			Depth     int64  `json:"depth"`
+		} `json:"topics"`
+	}
+	body := httpDo(t, http.MethodGet, "http://"+n.HTTPAddr+"/stats?format=json&topic="+topic, nil)
+	if err := json.Unmarshal([]byte(body), &stats); err != nil {
+		t.Fatalf("stats: %v in %s", err, body)
+	}
+	for _, tp := range stats.Topics {
+		if tp.TopicName == topic {
+			return tp.Depth
+		}
+	}
+	return -1
+}
+
+func TestStartStopRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	n, err := Start(ctx, Options{DataDir: dir, MemQueueSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(n.TCPAddr, "127.0.0.1:") || strings.HasSuffix(n.TCPAddr, ":0") {
+		t.Errorf("TCPAddr = %q, want a real 127.0.0.1 port", n.TCPAddr)
+	}
+	if n.HTTPAddr == n.TCPAddr || strings.HasSuffix(n.HTTPAddr, ":0") {
+		t.Errorf("HTTPAddr = %q, want a real port", n.HTTPAddr)
+	}
+	if got := httpDo(t, http.MethodGet, "http://"+n.HTTPAddr+"/ping", nil); got != "OK" {
+		t.Errorf("/ping = %q, want OK", got)
+	}
+	for range 3 {
+		httpDo(t, http.MethodPost, "http://"+n.HTTPAddr+"/pub?topic=t1", []byte("hello"))
+	}
+	if d := topicDepth(t, n, "t1"); d != 3 {
+		t.Errorf("depth before restart = %d, want 3", d)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	select {
+	case <-n.Done():
+	default:
+		t.Error("Done not closed after Stop")
+	}
+
+	// Same data dir: the messages are back.
+	n2, err := Start(ctx, Options{DataDir: dir})
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	t.Cleanup(func() { n2.Stop() })
+	if d := topicDepth(t, n2, "t1"); d != 3 {
+		t.Errorf("depth after restart = %d, want 3", d)
+	}
+}
+
+func TestDataDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	n, err := Start(context.Background(), Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop() })
+	if n2, err := Start(context.Background(), Options{DataDir: dir}); err == nil {
+		n2.Stop()
+		t.Fatal("second node on the same data dir started, want an error")
+	}
+}
+
+func TestStartRequiresDataDir(t *testing.T) {
+	if _, err := Start(context.Background(), Options{}); err == nil {
+		t.Fatal("Start without DataDir succeeded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Start(ctx, Options{DataDir: t.TempDir()}); err != context.Canceled {
+		t.Fatalf("Start with done ctx = %v, want context.Canceled", err)
+	}
+}
+
+func TestStartN(t *testing.T) {
+	base := t.TempDir()
+	nodes, err := StartN(context.Background(), 3, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := StopAll(nodes); err != nil {
+			t.Error(err)
+		}
+	})
+	seen := map[string]bool{}
+	for i, n := range nodes {
+		if want := filepath.Join(base, n.Name); n.DataDir != want {
+			t.Errorf("node %d DataDir = %q, want %q", i, n.DataDir, want)
+		}
+		for _, a := range []string{n.Name, n.TCPAddr, n.HTTPAddr} {
+			if seen[a] {
+				t.Errorf("node %d: %q used twice", i, a)
+			}
+			seen[a] = true
+		}
+		httpDo(t, http.MethodGet, "http://"+n.HTTPAddr+"/ping", nil)
+	}
+	ids := map[int64]bool{}
+	for _, n := range nodes {
+		ids[n.ID] = true
+	}
+	if len(ids) != 3 {
+		t.Errorf("node ids not distinct: %v", ids)
+	}
+}
+
+// recordHandler keeps records for assertions.
+type recordHandler struct {
+	level slog.Level
+	recs  chan slog.Record
+}
+
+func (h *recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h.recs <- r:
+	default:
+	}
+	return nil
+}
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestLogAdapter(t *testing.T) {
+	h := &recordHandler{level: slog.LevelDebug, recs: make(chan slog.Record, 1000)}
+	a := &slogAdapter{}
+	a.set(slog.New(h), "n1")
+	a.Output(2, "WARNING: disk slow")
+	a.Output(2, "INFO: TCP: new client(127.0.0.1:1)")
+	a.Output(2, "no prefix")
+	want := []struct {
+		level slog.Level
+		msg   string
+	}{
+		{slog.LevelWarn, "disk slow"},
+		{slog.LevelDebug, "TCP: new client(127.0.0.1:1)"},
+		{slog.LevelInfo, "no prefix"},
+	}
+	for _, w := range want {
+		r := <-h.recs
+		if r.Level != w.level || r.Message != w.msg {
+			t.Errorf("got %v %q, want %v %q", r.Level, r.Message, w.level, w.msg)
+		}
+	}
+
+	// A real node at Debug logs its start.
+	n, err := Start(context.Background(), Options{DataDir: t.TempDir(), Logger: slog.New(h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Stop()
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case r := <-h.recs:
+			if strings.Contains(r.Message, "nsqd v") {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no nsqd version line logged")
+		}
+	}
+}
+
+func TestQuietLoggerSetsLevel(t *testing.T) {
+	o := nsqdOptions(Options{DataDir: "x", Logger: slog.New(&recordHandler{level: slog.LevelInfo})})
+	if o.LogLevel.String() != "WARNING" {
+		t.Errorf("nsqd level for an Info logger = %s, want WARNING", o.LogLevel.String())
+	}
+	o = nsqdOptions(Options{DataDir: "x"})
+	if o.LogLevel.String() != "FATAL" {
+		t.Errorf("nsqd level without logger = %s, want FATAL", o.LogLevel.String())
+	}
+}
