@@ -1,0 +1,133 @@
+// Package backends defines the contract between qgate's gRPC service and the
+// message stores behind it.
+//
+// A Backend is portable in the gocloud.dev sense: the service layer validates
+// requests, assigns message ids and maps errors to gRPC status codes; a backend
+// stores and delivers messages, owns its retries, failover and health checks,
+// and tells which errors are worth retrying. Every backend must pass the
+// conformance suite in package backendtest.
+package backends
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a Backend returns. They are compared with errors.Is; a backend wraps
+// them with detail (%w). Context errors are returned unwrapped.
+var (
+	// ErrClosed: the Backend or Subscription was closed.
+	ErrClosed = errors.New("backends: closed")
+	// ErrUnavailable: no node can take the request now. Nothing was written.
+	// Retryable.
+	ErrUnavailable = errors.New("backends: no node available")
+	// ErrUnknownDelivery: Ack, Nack or Extend on a delivery that is no longer
+	// held by its subscription (already acked or nacked, deadline passed,
+	// subscription closed or its connection lost). Not retryable.
+	ErrUnknownDelivery = errors.New("backends: unknown delivery")
+	// ErrNotFound: a named object (a node) does not exist.
+	ErrNotFound = errors.New("backends: not found")
+)
+
+// Message is a message to write. The service fills every field.
+type Message struct {
+	// ID is unique per message, assigned by the caller.
+	ID string
+	// Body is the payload; never empty.
+	Body []byte
+	// Attributes travel with the message; may be nil.
+	Attributes map[string]string
+	// PublishTime is when the service accepted the message.
+	PublishTime time.Time
+}
+
+// SendOptions modify a Send.
+type SendOptions struct {
+	// Delay defers delivery; 0 means at once.
+	Delay time.Duration
+}
+
+// Backend stores messages and delivers them to subscriptions.
+//
+// All methods are safe for concurrent use.
+type Backend interface {
+	// Send writes msgs to topic. It blocks until the write is acknowledged, ctx
+	// is done or the backend gives up. nil means every message was durably
+	// accepted by the store; any error means nothing may be assumed (some or
+	// all messages may have been written). Send retries on other nodes itself:
+	// callers should not retry ErrUnavailable in a tight loop. Send honours
+	// ctx's deadline even when a node does not answer. msgs must not be
+	// modified until Send returns.
+	Send(ctx context.Context, topic string, msgs []*Message, opts SendOptions) error
+
+	// Subscribe opens a subscription. ctx bounds only the opening; the
+	// subscription lives until its Close or the Backend's Close. Options must
+	// be valid (the service validates them); zero values take the defaults
+	// documented on SubscribeOptions.
+	Subscribe(ctx context.Context, opts SubscribeOptions) (Subscription, error)
+
+	// Close stops the backend: open subscriptions are closed (their unacked
+	// deliveries handed back), later calls return ErrClosed. Close waits for
+	// every goroutine the backend started. Safe to call more than once.
+	Close() error
+}
+
+// SubscribeOptions configure a subscription.
+type SubscribeOptions struct {
+	Topic   string
+	Channel string
+	// MaxInFlight bounds deliveries handed out by Receive and not yet acked
+	// or nacked. Must be >= 1.
+	MaxInFlight int
+	// AckDeadline is how long a delivery may stay unacked before the store
+	// hands it back for redelivery. Must be > 0.
+	AckDeadline time.Duration
+	// MaxAttempts, if > 0, sends a message whose next delivery would be
+	// attempt MaxAttempts+1 to DeadLetterTopic instead of delivering it.
+	MaxAttempts int
+	// DeadLetterTopic receives messages past MaxAttempts. Required when
+	// MaxAttempts > 0.
+	DeadLetterTopic string
+}
+
+// Subscription delivers messages of one topic and channel.
+//
+// Receive must be called from one goroutine at a time; Close and the
+// Delivery methods may be called from any goroutine.
+type Subscription interface {
+	// Receive blocks until a delivery is ready, ctx is done (ctx.Err()) or the
+	// subscription is closed (ErrClosed). It returns at most MaxInFlight
+	// deliveries that are not yet acked or nacked.
+	Receive(ctx context.Context) (*Delivery, error)
+
+	// Close stops deliveries and hands every delivery that is not acked or
+	// nacked back for immediate redelivery, without waiting for its
+	// deadline. It waits for the subscription's goroutines. Safe to call more
+	// than once.
+	Close() error
+}
+
+// Delivery is one delivery of a message.
+type Delivery struct {
+	// Message holds what was sent. For a body written without qgate's
+	// envelope, ID is the store's id, Attributes is nil and Body is the raw
+	// body.
+	Message
+	// Attempt is 1 for the first delivery of the message.
+	Attempt int
+	// Acker settles the delivery.
+	Acker Acker
+}
+
+// Acker settles a delivery. Its methods are safe for concurrent use; once a
+// delivery is acked or nacked, further calls return ErrUnknownDelivery.
+type Acker interface {
+	// Ack marks the delivery done: it is not delivered again.
+	Ack() error
+	// Nack hands the delivery back for redelivery after delay.
+	Nack(delay time.Duration) error
+	// Extend resets the delivery's ack deadline to a full AckDeadline from
+	// now.
+	Extend() error
+}

@@ -1,0 +1,136 @@
+package envelope
+
+import (
+	"bytes"
+	"maps"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+func TestRoundTrip(t *testing.T) {
+	tests := []struct {
+		name    string
+		id      string
+		attrs   map[string]string
+		publish time.Time
+		body    []byte
+	}{
+		{"minimal", "", nil, time.Time{}, []byte("x")},
+		{"full", "0123456789abcdef0123456789abcdef", map[string]string{"a": "1", "b": "", "ü": "ß"}, time.Unix(1700000000, 123456789), []byte("hello")},
+		{"empty attr key", "id", map[string]string{"": "v"}, time.Unix(0, 5), []byte{0}},
+		{"before epoch", "id", nil, time.Unix(-5, 0), bytes.Repeat([]byte("z"), 70000)},
+		{"body looks like envelope", "id", nil, time.Unix(1, 0), []byte(Magic + "junk")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := Append(nil, tt.id, tt.attrs, tt.publish, tt.body)
+			if got, want := len(b), Size(tt.id, tt.attrs, tt.publish, tt.body); got != want {
+				t.Errorf("len(Append) = %d, Size = %d", got, want)
+			}
+			m, ok := Decode(b)
+			if !ok {
+				t.Fatalf("Decode(Append(...)) not ok")
+			}
+			if m.ID != tt.id || !bytes.Equal(m.Body, tt.body) || !m.PublishTime.Equal(tt.publish) {
+				t.Errorf("got id=%q body=%q time=%v, want id=%q body=%q time=%v", m.ID, m.Body, m.PublishTime, tt.id, tt.body, tt.publish)
+			}
+			if len(m.Attributes) != len(tt.attrs) || !maps.Equal(m.Attributes, tt.attrs) {
+				t.Errorf("attributes = %v, want %v", m.Attributes, tt.attrs)
+			}
+
+			// The hand-written encoding is the protobuf encoding of qgate.v1.Envelope.
+			var pb qgatev1.Envelope
+			if err := proto.Unmarshal(b[len(Magic):], &pb); err != nil {
+				t.Fatalf("proto.Unmarshal: %v", err)
+			}
+			if pb.GetMessageId() != tt.id || !bytes.Equal(pb.GetBody(), tt.body) || !maps.Equal(pb.GetAttributes(), tt.attrs) && len(tt.attrs) > 0 {
+				t.Errorf("protobuf view = %v", &pb)
+			}
+			if !tt.publish.IsZero() && !pb.GetPublishTime().AsTime().Equal(tt.publish) {
+				t.Errorf("protobuf publish_time = %v, want %v", pb.GetPublishTime().AsTime(), tt.publish)
+			}
+		})
+	}
+}
+
+func TestDecodeProtoEncoded(t *testing.T) {
+	// A producer in another language encodes with its protobuf library.
+	pb := &qgatev1.Envelope{
+		MessageId:   "m1",
+		Attributes:  map[string]string{"k": "v"},
+		PublishTime: timestamppb.New(time.Unix(42, 7)),
+		Body:        []byte("payload"),
+	}
+	raw, err := proto.Marshal(pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := Decode(append([]byte(Magic), raw...))
+	if !ok || m.ID != "m1" || m.Attributes["k"] != "v" || string(m.Body) != "payload" || !m.PublishTime.Equal(time.Unix(42, 7)) {
+		t.Fatalf("Decode = %+v, %v", m, ok)
+	}
+}
+
+func TestDecodeRaw(t *testing.T) {
+	for _, b := range [][]byte{
+		nil,
+		[]byte("plain text"),
+		[]byte(`{"json":true}`),
+		[]byte("QG\x01"),                              // short prefix
+		[]byte(Magic + "\xff\xff"),                    // prefix, then garbage
+		append([]byte(Magic), 0x0a, 0x05, 'a'),        // truncated id
+		append([]byte(Magic), 0x0a, 0x01, 0xff),       // id not UTF-8
+		append([]byte(Magic), 0x1a, 0x02, 0x10, 0xff), // truncated nanos
+	} {
+		if m, ok := Decode(b); ok {
+			t.Errorf("Decode(%q) = %+v, ok; want not ok", b, m)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("plain"))
+	f.Add(Append(nil, "id", map[string]string{"a": "b"}, time.Unix(1, 2), []byte("body")))
+	f.Add([]byte(Magic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, ok := Decode(b)
+		if !ok {
+			return
+		}
+		// Whatever decodes must re-encode to something that decodes the same.
+		again, ok := Decode(Append(nil, m.ID, m.Attributes, m.PublishTime, m.Body))
+		if !ok || again.ID != m.ID || !bytes.Equal(again.Body, m.Body) || !maps.Equal(again.Attributes, m.Attributes) || !again.PublishTime.Equal(m.PublishTime) {
+			t.Fatalf("re-encode mismatch: %+v vs %+v", m, again)
+		}
+		// And the protobuf runtime must accept it too.
+		if err := proto.Unmarshal(b[len(Magic):], &qgatev1.Envelope{}); err != nil {
+			t.Fatalf("Decode accepted what protobuf rejects: %v", err)
+		}
+	})
+}
+
+func BenchmarkAppend(b *testing.B) {
+	attrs := map[string]string{"trace": "abc123", "type": "order"}
+	body := bytes.Repeat([]byte("x"), 100)
+	now := time.Now()
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = Append(buf[:0], "0123456789abcdef0123456789abcdef", attrs, now, body)
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	enc := Append(nil, "0123456789abcdef0123456789abcdef", map[string]string{"trace": "abc123"}, time.Now(), bytes.Repeat([]byte("x"), 100))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := Decode(enc); !ok {
+			b.Fatal("decode")
+		}
+	}
+}
