@@ -92,7 +92,17 @@ type SendRequest struct {
 	// Deferred delivery: the messages become visible to subscribers after this
 	// delay. Optional; 0 or unset means at once; at most 1 hour (nsqd's default
 	// --max-req-timeout).
-	Delay         *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// How many nodes, each in a different group, must each acknowledge a copy
+	// of the messages before Send returns OK. 0 means the server default
+	// (--replicas, 1 unless configured); at most 3 and at most the number of
+	// groups. With 2 or more, an acknowledged message survives the permanent
+	// loss of a node; subscribers see one copy in the normal case because
+	// qgate drops a copy whose message_id it delivered recently on the same
+	// subscription (see the README's Guarantees section for what is and is not
+	// deduplicated). When fewer groups than asked have an up node, Send fails
+	// with UNAVAILABLE and no copy should be assumed written.
+	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +156,13 @@ func (x *SendRequest) GetDelay() *durationpb.Duration {
 		return x.Delay
 	}
 	return nil
+}
+
+func (x *SendRequest) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
 }
 
 // SendResponse is the response of QueueService.Send.
@@ -1026,11 +1043,12 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"attributes\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
 	"\vSendRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12-\n" +
 	"\bmessages\x18\x02 \x03(\v2\x11.qgate.v1.MessageR\bmessages\x12/\n" +
-	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\"/\n" +
 	"\fSendResponse\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\"]\n" +
