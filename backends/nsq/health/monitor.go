@@ -86,24 +86,24 @@ func WithStatsEvery(n int) Option { return func(o *options) { o.statsEvery = n }
 // Monitor checks one nsqd node. It owns one goroutine, from Start to Stop.
 // All methods are safe for concurrent use.
 type Monitor struct {
-	httpAddr string
-	cfg      Config
-	onChange ChangeFunc
-	opts     options
+	httpAddr  string
+	cfg       Config
+	onChange  ChangeFunc
+	opts      options
+	ownClient bool
 
-	kick chan struct{} // buffered 1: check now, or deliver queued changes
+	life     context.Context // done at Stop; bounds every check
+	stopLife context.CancelFunc
+	kick     chan struct{} // buffered 1: deliver queued changes
+	checkReq chan struct{} // buffered 1: check at once
+	done     chan struct{} // closed when the goroutine exits
 
-	mu       sync.Mutex
-	machine  Machine
-	snap     Snapshot
-	pending  []change
-	checks   int
-	started  bool
-	stopped  bool
-	cancel   context.CancelFunc
-	done     chan struct{}
-	probeCtx context.Context // cancelled by Stop
-	stopAll  context.CancelFunc
+	mu      sync.Mutex
+	machine Machine
+	snap    Snapshot
+	pending []change
+	passed  int // passed checks so far, to pace /stats
+	started bool
 }
 
 type change struct {
@@ -115,43 +115,294 @@ type change struct {
 // httpAddr. It checks nothing until Probe or Start. cfg takes defaults for
 // zero fields and must be valid. onChange may be nil.
 func New(httpAddr string, cfg Config, onChange ChangeFunc, opts ...Option) (*Monitor, error) {
-	panic("TODO")
+	if httpAddr == "" {
+		return nil, errors.New("health: empty HTTP address")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	o := options{statsEvery: 5, name: httpAddr}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := &Monitor{
+		httpAddr: httpAddr,
+		cfg:      cfg,
+		onChange: onChange,
+		opts:     o,
+		kick:     make(chan struct{}, 1),
+		checkReq: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		machine:  Machine{Fall: cfg.Fall, Rise: cfg.Rise},
+		snap:     Snapshot{State: backends.NodeUnknown, Since: time.Now()},
+	}
+	if m.opts.logger == nil {
+		m.opts.logger = slog.Default()
+	}
+	if m.opts.client == nil {
+		// A client of our own, so that Stop can close its idle connections
+		// and leave no goroutine behind. Keep-alive makes a check one round
+		// trip; a dead node's connection fails and the next check redials.
+		m.opts.client = &http.Client{Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     2 * cfg.Interval,
+			DisableCompression:  true,
+		}}
+		m.ownClient = true
+	}
+	m.life, m.stopLife = context.WithCancel(context.Background())
+	return m, nil
 }
 
 // Start starts the monitor's goroutine: it checks at once, then every
 // Interval ± Jitter, until Stop or until ctx is done. Start after Start or
 // Stop does nothing.
-func (m *Monitor) Start(ctx context.Context) { panic("TODO") }
+func (m *Monitor) Start(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started || m.life.Err() != nil {
+		return
+	}
+	m.started = true
+	runCtx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(m.life, cancel)
+	go func() {
+		defer close(m.done)
+		defer stop()
+		defer cancel()
+		m.run(runCtx)
+	}()
+}
 
 // Stop stops the goroutine and waits for it to exit, including a running
-// check or callback. Safe twice, and before Start.
-func (m *Monitor) Stop() { panic("TODO") }
+// check or callback; it must not be called from the ChangeFunc. Safe twice,
+// and before Start.
+func (m *Monitor) Stop() {
+	m.mu.Lock()
+	started := m.started
+	m.stopLife()
+	m.mu.Unlock()
+	if started {
+		<-m.done
+	}
+	if m.ownClient {
+		m.opts.client.CloseIdleConnections()
+	}
+}
+
+// run is the monitor's loop: check when the timer fires or a check is
+// asked for, deliver queued changes after every event, and exit when ctx
+// is done. Checks start every Interval (± jitter) from the start of the
+// previous one, as HAProxy's do, so a dead node is noticed within about
+// Fall×Interval + Timeout; a check never overlaps the previous one.
+func (m *Monitor) run(ctx context.Context) {
+	timer := time.NewTimer(0) // the first check runs at once
+	defer timer.Stop()
+	for {
+		m.deliver()
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-m.checkReq:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			start := time.Now()
+			m.check(ctx)
+			timer.Reset(m.nextInterval() - time.Since(start))
+		case <-timer.C:
+			start := time.Now()
+			m.check(ctx)
+			timer.Reset(m.nextInterval() - time.Since(start))
+		}
+	}
+}
+
+// nextInterval is Interval ± Jitter×Interval, uniformly.
+func (m *Monitor) nextInterval() time.Duration {
+	d := m.cfg.Interval
+	if m.cfg.Jitter > 0 {
+		j := (rand.Float64()*2 - 1) * m.cfg.Jitter * float64(d)
+		d += time.Duration(j)
+	}
+	return max(d, time.Millisecond)
+}
+
+// deliver calls onChange for every queued change, without the lock.
+func (m *Monitor) deliver() {
+	for {
+		m.mu.Lock()
+		if len(m.pending) == 0 || m.life.Err() != nil {
+			m.pending = nil
+			m.mu.Unlock()
+			return
+		}
+		c := m.pending[0]
+		m.pending = m.pending[1:]
+		m.mu.Unlock()
+		if m.onChange != nil {
+			m.onChange(c.old, c.now, c.snap)
+		}
+	}
+}
+
+// wake makes the goroutine deliver queued changes soon.
+func (m *Monitor) wake() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// check runs one scheduled check and, every statsEvery passes, a /stats
+// fetch.
+func (m *Monitor) check(ctx context.Context) {
+	err := m.Probe(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	m.mu.Lock()
+	n := m.opts.statsEvery
+	fetch := err == nil && n > 0 && (m.passed-1)%n == 0
+	m.mu.Unlock()
+	if fetch {
+		if _, err := m.Stats(ctx); err != nil && ctx.Err() == nil {
+			m.opts.logger.Debug("nsqd stats", "node", m.opts.name, "err", err)
+		}
+	}
+}
 
 // Probe runs one check now, in the caller's goroutine, bounded by
 // Config.Timeout and ctx, and feeds its result to the state machine, as a
 // scheduled check would. It returns the check's error (nil if it passed).
+// If ctx is done or the Monitor stopped before the check ends, the result is
+// not recorded and Probe returns ctx's error or ErrStopped.
 // A pool calls it for every node before Start to begin with real states.
-func (m *Monitor) Probe(ctx context.Context) error { panic("TODO") }
+func (m *Monitor) Probe(ctx context.Context) error {
+	if m.life.Err() != nil {
+		return ErrStopped
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.life, cancel)()
+	start := time.Now()
+	err := m.ping(ctx)
+	latency := time.Since(start)
+	if m.life.Err() != nil {
+		return ErrStopped
+	}
+	if cerr := context.Cause(ctx); cerr != nil {
+		return cerr
+	}
+	m.record(start, latency, err)
+	return err
+}
+
+// ping is one GET /ping bounded by the check timeout.
+func (m *Monitor) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, m.cfg.Timeout, errCheckTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.httpAddr+"/ping", nil)
+	if err != nil {
+		return fmt.Errorf("health: ping %s: %w", m.httpAddr, err)
+	}
+	resp, err := m.opts.client.Do(req)
+	if err != nil {
+		if errors.Is(context.Cause(ctx), errCheckTimeout) {
+			return fmt.Errorf("health: ping %s: no answer within %v", m.httpAddr, m.cfg.Timeout)
+		}
+		return fmt.Errorf("health: ping %s: %w", m.httpAddr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil {
+		if errors.Is(context.Cause(ctx), errCheckTimeout) {
+			return fmt.Errorf("health: ping %s: no answer within %v", m.httpAddr, m.cfg.Timeout)
+		}
+		return fmt.Errorf("health: ping %s: reading answer: %w", m.httpAddr, err)
+	}
+	if resp.StatusCode != http.StatusOK || string(body) != "OK" {
+		return fmt.Errorf("health: ping %s: status %d, body %q", m.httpAddr, resp.StatusCode, body)
+	}
+	return nil
+}
+
+var errCheckTimeout = errors.New("health: check timeout")
+
+// record feeds one check result to the machine and queues a change.
+func (m *Monitor) record(start time.Time, latency time.Duration, err error) {
+	m.mu.Lock()
+	old, now := m.machine.Observe(err == nil)
+	m.snap.LastCheck = start
+	m.snap.Latency = latency
+	m.snap.LastError = err
+	if err == nil {
+		m.passed++
+	}
+	changed := m.transitionLocked(old, now)
+	m.mu.Unlock()
+	if changed {
+		m.wake()
+	}
+}
+
+// transitionLocked updates the snapshot after a machine step and queues
+// the change, if any. m.mu is held.
+func (m *Monitor) transitionLocked(old, now backends.NodeState) bool {
+	m.snap.State = now
+	m.snap.Passes, m.snap.Fails = m.machine.Counts()
+	if old == now {
+		return false
+	}
+	m.snap.Since = time.Now()
+	m.pending = append(m.pending, change{old: old, now: now, snap: m.snap})
+	m.opts.logger.Info("nsqd node state", "node", m.opts.name, "from", old.String(), "to", now.String(), "err", m.snap.LastError)
+	return true
+}
 
 // CheckNow asks the monitor's goroutine to check at once instead of
-// waiting for the next interval. It does not block.
-func (m *Monitor) CheckNow() { panic("TODO") }
+// waiting for the next interval. It does not block, and does nothing before
+// Start.
+func (m *Monitor) CheckNow() {
+	select {
+	case m.checkReq <- struct{}{}:
+	default:
+	}
+}
 
 // Eject marks the node Down at once (a passive signal such as a failed
 // publish); it then needs Rise passed checks to come back. err is recorded
 // as the last error.
-func (m *Monitor) Eject(err error) { panic("TODO") }
+func (m *Monitor) Eject(err error) {
+	if err == nil {
+		err = errors.New("health: ejected")
+	}
+	m.mu.Lock()
+	old, now := m.machine.Eject()
+	m.snap.LastError = err
+	changed := m.transitionLocked(old, now)
+	m.mu.Unlock()
+	if changed {
+		m.wake()
+	}
+}
 
 // State returns the node's current state.
-func (m *Monitor) State() backends.NodeState { panic("TODO") }
+func (m *Monitor) State() backends.NodeState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap.State
+}
 
 // Snapshot returns the node's current health.
-func (m *Monitor) Snapshot() Snapshot { panic("TODO") }
-
-// Stats fetches nsqd's /stats now, bounded by Config.Timeout and ctx, and
-// records it in the Snapshot.
-func (m *Monitor) Stats(ctx context.Context) (Stats, error) { panic("TODO") }
-
-var _ = fmt.Sprintf
-var _ = io.EOF
-var _ = rand.N[int]
+func (m *Monitor) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
