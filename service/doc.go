@@ -1,0 +1,59 @@
+// Package service implements qgate's gRPC services on top of a
+// backends.Backend: QueueService (Queue), AdminService (Admin) and the
+// grpc.health.v1 status (Health).
+//
+// The service layer is the only place that knows gRPC: it validates every
+// request before anything reaches a backend, assigns message ids and publish
+// times, and maps backend errors to status codes in one place (toStatus).
+//
+// # Validation
+//
+// nsqd closes the TCP connection of a client that sends a bad topic name or
+// an empty or oversized body, which a pool would take for a node failure. So
+// nothing invalid is passed on: topic and channel names must match
+// ^[.a-zA-Z0-9_-]+(#ephemeral)?$ and be 1 to 64 bytes long (checked by hand,
+// without regexp); bodies must be 1 byte to Limits.MaxBodyBytes long counted
+// with qgate's envelope (backends/nsq/envelope); a batch may hold at most
+// Limits.MaxBatchMessages messages and Limits.MaxBatchBytes bytes (the size
+// of the nsqd MPUB command body: 4 bytes, plus 4 bytes and the enveloped body
+// per message). A bad request fails with INVALID_ARGUMENT and an
+// errdetails.BadRequest detail with one field violation per bad field, named
+// by its path ("topic", "messages[3].body", "messages[0].attributes[\"k\"]",
+// "open.channel", "nack.delay"); at most 100 violations are listed.
+//
+// Strings in a request must be valid UTF-8: the gRPC runtime itself rejects
+// a request with an invalid UTF-8 string field with INTERNAL ("failed to
+// unmarshal") before the service sees it. The service checks again, for
+// callers that do not go through the protobuf codec.
+//
+// # Errors
+//
+//	INVALID_ARGUMENT     a bad request field (BadRequest details)
+//	FAILED_PRECONDITION  a Subscribe stream that does not start with open, or opens twice
+//	NOT_FOUND            an unknown node name (Admin); an unknown, settled or
+//	                     expired ack id (Subscribe ack_error; the stream goes on)
+//	UNAVAILABLE          backends.ErrUnavailable (no node can take the write),
+//	                     backends.ErrClosed, and every stream ended by Shutdown
+//	DEADLINE_EXCEEDED    the call's deadline passed (context.DeadlineExceeded)
+//	CANCELLED            the call was cancelled (context.Canceled)
+//	INTERNAL             any other backend error (a bug; logged)
+//	RESOURCE_EXHAUSTED   a request larger than the gRPC server's receive limit
+//	                     (set by the server with Limits.MaxRequestBytes)
+//
+// # Shutdown
+//
+// Queue.Shutdown ends every open SendStream and Subscribe stream with
+// UNAVAILABLE (a SendStream first answers the requests it is processing; a
+// Subscribe first hands its unacked deliveries back) and refuses new streams.
+// Call it after setting the health status to NOT_SERVING and before
+// grpc.Server.GracefulStop, which would otherwise wait for streams that never
+// end by themselves.
+//
+// # Goroutines
+//
+// A SendStream handler runs at most Options' window of send goroutines, a
+// Subscribe handler one delivery goroutine; both wait for them before they
+// return. Each stream also has one reader goroutine blocked in Recv, which
+// gRPC unblocks when the handler returns; Queue.Shutdown waits for those too.
+// Health owns one goroutine, stopped by Health.Stop.
+package service

@@ -1,0 +1,106 @@
+package service
+
+import (
+	"bytes"
+	"maps"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/qgate/qgate/backends/nsq/envelope"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// FuzzValidateSend checks that validation never panics, that it rejects only
+// with INVALID_ARGUMENT and field violations, and that what it accepts is
+// what nsqd accepts: a valid topic, bodies of 1 byte to the limit with the
+// envelope, a delay within bounds.
+func FuzzValidateSend(f *testing.F) {
+	f.Add("t", []byte("body"), "k", "v", int64(0), int32(0), uint16(1))
+	f.Add("a#ephemeral", []byte{}, "", "", int64(3600), int32(1), uint16(2))
+	f.Add("#ephemeral", []byte("x"), "\xff", "v", int64(-1), int32(0), uint16(0))
+	f.Add("bad name", []byte("x"), "k", "\xc3", int64(1), int32(-1), uint16(1001))
+	l := DefaultLimits()
+	l.MaxBodyBytes = 256 // small limits let the fuzzer reach them
+	l.MaxBatchBytes = 1024
+	l.MaxBatchMessages = 8
+	f.Fuzz(func(t *testing.T, topic string, body []byte, k, v string, secs int64, nanos int32, n uint16) {
+		req := &qgatev1.SendRequest{Topic: topic, Delay: &durationpb.Duration{Seconds: secs, Nanos: nanos}}
+		if n > 16 {
+			n %= 16
+		}
+		for range n {
+			req.Messages = append(req.Messages, &qgatev1.Message{Body: body, Attributes: map[string]string{k: v}})
+		}
+		publish := time.Unix(1_700_000_000, 123)
+		delay, err := checkSend(&l, req, publish)
+		if err != nil {
+			if code, fields := violationFields(err); code != codes.InvalidArgument || len(fields) == 0 {
+				t.Fatalf("got %v %q, want InvalidArgument with violations", code, fields)
+			}
+			return
+		}
+		if !ValidName(topic) || delay < 0 || delay > l.MaxDelay || n == 0 || int(n) > l.MaxBatchMessages {
+			t.Fatalf("accepted topic %q, delay %v, %d messages", topic, delay, n)
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v) || k == "" {
+			t.Fatalf("accepted attribute %q=%q", k, v)
+		}
+		size := len(envelope.Append(nil, idPlaceholder, map[string]string{k: v}, publish, body))
+		if len(body) == 0 || size > l.MaxBodyBytes || 4+int(n)*(4+size) > l.MaxBatchBytes {
+			t.Fatalf("accepted %d messages of %d bytes (%d enveloped)", n, len(body), size)
+		}
+	})
+}
+
+// FuzzDecode checks the envelope decoder (backends/nsq/envelope): no panic
+// on any body, and a decoded envelope encodes back to one that decodes the
+// same.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("plain body"))
+	f.Add([]byte(envelope.Magic))
+	f.Add(envelope.Append(nil, "0123456789abcdef0123456789abcdef", map[string]string{"k": "v"}, time.Unix(1, 2), []byte("body")))
+	f.Add(envelope.Append(nil, "", nil, time.Time{}, nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, ok := envelope.Decode(b)
+		if !ok {
+			return
+		}
+		again, ok := envelope.Decode(envelope.Append(nil, m.ID, m.Attributes, m.PublishTime, m.Body))
+		if !ok {
+			t.Fatalf("re-encoding of %q does not decode", b)
+		}
+		if again.ID != m.ID || !maps.Equal(again.Attributes, m.Attributes) ||
+			!again.PublishTime.Equal(m.PublishTime) || !bytes.Equal(again.Body, m.Body) {
+			t.Fatalf("round trip changed %+v into %+v", m, again)
+		}
+	})
+}
+
+// FuzzEnvelopeRoundTrip checks that what Send would store decodes to what
+// was sent, and that Size is the encoded size.
+func FuzzEnvelopeRoundTrip(f *testing.F) {
+	f.Add("id", "k", "v", int64(1_700_000_000), int64(5), []byte("body"))
+	f.Add("", "", "", int64(0), int64(0), []byte{})
+	f.Fuzz(func(t *testing.T, id, k, v string, secs, nanos int64, body []byte) {
+		if !utf8.ValidString(id) || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return // the service rejects these before encoding
+		}
+		attrs := map[string]string{k: v}
+		publish := time.Unix(secs, nanos%1e9)
+		enc := envelope.Append(nil, id, attrs, publish, body)
+		if size := envelope.Size(id, attrs, publish, body); size != len(enc) {
+			t.Fatalf("Size = %d, encoded %d bytes", size, len(enc))
+		}
+		m, ok := envelope.Decode(enc)
+		if !ok || m.ID != id || !maps.Equal(m.Attributes, attrs) || !bytes.Equal(m.Body, body) {
+			t.Fatalf("decoded %+v, ok=%v, from id %q attrs %q body %q", m, ok, id, attrs, body)
+		}
+		if !publish.IsZero() && !m.PublishTime.Equal(publish) {
+			t.Fatalf("publish time %v came back as %v", publish, m.PublishTime)
+		}
+	})
+}

@@ -1,0 +1,157 @@
+package service
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/qgate/qgate/backends"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// Queue implements qgate.v1.QueueService over a backends.Backend.
+//
+// Its methods are safe for concurrent use. Create it with New; end its
+// streams with Shutdown.
+type Queue struct {
+	qgatev1.UnimplementedQueueServiceServer
+
+	backend backends.Backend
+	opts    options
+	ids     *idSource
+
+	mu       sync.Mutex
+	closing  bool
+	done     chan struct{} // closed by Shutdown
+	shutOnce sync.Once
+	// streams counts running stream handlers and their reader goroutines,
+	// which outlive the handler until gRPC closes the stream.
+	streams sync.WaitGroup
+}
+
+var _ qgatev1.QueueServiceServer = (*Queue)(nil)
+
+// New returns a Queue that stores messages in b. b is not closed by the
+// Queue; the caller closes it after the gRPC server has stopped.
+func New(b backends.Backend, opts ...Option) *Queue {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Queue{
+		backend: b,
+		opts:    o,
+		ids:     newIDSource(),
+		done:    make(chan struct{}),
+	}
+}
+
+// Limits returns the effective limits.
+func (q *Queue) Limits() Limits { return q.opts.limits }
+
+// Shutdown ends every SendStream and Subscribe stream with UNAVAILABLE and
+// makes new streams fail with UNAVAILABLE at once; unary Sends are not
+// affected (grpc.Server.GracefulStop waits for them). A SendStream first
+// answers the requests it is processing; a Subscribe hands its unacked
+// deliveries back. Shutdown waits until every stream handler and its
+// goroutines have returned or ctx is done, and returns ctx.Err() in the
+// latter case. A stream whose client stopped reading can only end when the
+// server closes its transport (grpc.Server.Stop). Safe to call more than
+// once.
+func (q *Queue) Shutdown(ctx context.Context) error {
+	q.BeginShutdown()
+	waited := make(chan struct{})
+	go func() {
+		q.streams.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// BeginShutdown is Shutdown without the wait: it tells every stream to end
+// and returns at once. It fits hooks that must return promptly; call
+// Shutdown later to wait. Safe to call more than once.
+func (q *Queue) BeginShutdown() {
+	q.shutOnce.Do(func() {
+		q.mu.Lock()
+		q.closing = true
+		q.mu.Unlock()
+		close(q.done)
+	})
+}
+
+// enter registers a stream handler; false after Shutdown.
+func (q *Queue) enter() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing {
+		return false
+	}
+	q.streams.Add(1)
+	return true
+}
+
+// Send implements QueueService.Send.
+func (q *Queue) Send(ctx context.Context, req *qgatev1.SendRequest) (*qgatev1.SendResponse, error) {
+	ids, err := q.send(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &qgatev1.SendResponse{MessageIds: ids}, nil
+}
+
+// send validates req, assigns ids and writes the messages. Errors are status
+// errors.
+func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, error) {
+	publish := time.Now()
+	delay, err := checkSend(&q.opts.limits, req, publish)
+	if err != nil {
+		return nil, err
+	}
+	in := req.GetMessages()
+	ids := q.ids.assign(len(in))
+	msgs := make([]backends.Message, len(in))
+	ptrs := make([]*backends.Message, len(in))
+	for i, m := range in {
+		msgs[i] = backends.Message{
+			ID:          ids[i],
+			Body:        m.GetBody(),
+			Attributes:  m.GetAttributes(),
+			PublishTime: publish,
+		}
+		ptrs[i] = &msgs[i]
+	}
+	err = q.backend.Send(ctx, req.GetTopic(), ptrs, backends.SendOptions{Delay: delay})
+	if err != nil {
+		return nil, toStatus(q.opts.logger, "send", err)
+	}
+	return ids, nil
+}
+
+// recvLoop passes what recv returns to out until recv fails (the error goes
+// to errc, which must have room for it) or stop is closed. It runs in its own
+// goroutine, counted in q.streams, because a blocked Recv ends only when the
+// stream does, after its handler returns.
+func recvLoop[T any](q *Queue, recv func() (T, error), out chan<- T, errc chan<- error, stop <-chan struct{}) {
+	q.streams.Add(1)
+	go func() {
+		defer q.streams.Done()
+		for {
+			m, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case out <- m:
+			case <-stop:
+				return
+			}
+		}
+	}()
+}

@@ -1,0 +1,272 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/qgate/qgate/backends"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+type subscribeServer = grpc.BidiStreamingServer[qgatev1.SubscribeRequest, qgatev1.SubscribeResponse]
+
+// Subscribe implements QueueService.Subscribe.
+//
+// Three goroutines serve a stream: the handler, which waits for the open,
+// opens the backend subscription and then settles acks, nacks and extends as
+// they arrive; a delivery goroutine, which receives from the subscription
+// and sends deliveries; and a reader (see recvLoop). Whatever ends the stream,
+// the handler stops the delivery goroutine and closes the subscription,
+// which hands every unacked delivery back at once.
+func (q *Queue) Subscribe(stream subscribeServer) error {
+	if !q.enter() {
+		return errShutdown
+	}
+	defer q.streams.Done()
+
+	ctx := stream.Context()
+	stop := make(chan struct{})
+	defer close(stop)
+	reqs := make(chan *qgatev1.SubscribeRequest)
+	readErr := make(chan error, 1)
+	recvLoop(q, stream.Recv, reqs, readErr, stop)
+
+	var first *qgatev1.SubscribeRequest
+	select {
+	case first = <-reqs:
+	case err := <-readErr:
+		if errors.Is(err, io.EOF) {
+			return nil // closed before opening: nothing to do
+		}
+		return err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-q.done:
+		return errShutdown
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return status.Error(codes.FailedPrecondition, "subscribe: the first message must be open")
+	}
+	opts, err := checkOpen(&q.opts.limits, open)
+	if err != nil {
+		return err
+	}
+	sub, err := q.backend.Subscribe(ctx, opts)
+	if err != nil {
+		return toStatus(q.opts.logger, "subscribe", err)
+	}
+	s := &subStream{
+		q:      q,
+		stream: stream,
+		sub:    sub,
+		acks:   newAckTable(opts.MaxInFlight, opts.AckDeadline),
+	}
+	defer s.close()
+
+	err = s.send(&qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_Opened_{
+		Opened: &qgatev1.SubscribeResponse_Opened{
+			MaxInFlight:     uint32(opts.MaxInFlight),
+			AckDeadline:     durationpb.New(opts.AckDeadline),
+			MaxAttempts:     uint32(opts.MaxAttempts),
+			DeadLetterTopic: opts.DeadLetterTopic,
+		},
+	}})
+	if err != nil {
+		return err
+	}
+	s.startDeliveries(ctx)
+
+	for {
+		select {
+		case req := <-reqs:
+			if err := s.handle(req); err != nil {
+				return err
+			}
+		case err := <-readErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case err := <-s.failed:
+			return err
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-q.done:
+			return errShutdown
+		}
+	}
+}
+
+// subStream is one open Subscribe stream.
+type subStream struct {
+	q      *Queue
+	stream subscribeServer
+	sub    backends.Subscription
+	acks   *ackTable
+
+	mu sync.Mutex // serializes stream.Send
+
+	cancel    context.CancelFunc
+	delivered sync.WaitGroup
+	failed    chan error
+}
+
+// send sends one response.
+func (s *subStream) send(resp *qgatev1.SubscribeResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(resp)
+}
+
+// startDeliveries starts the delivery goroutine.
+func (s *subStream) startDeliveries(ctx context.Context) {
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.failed = make(chan error, 1)
+	s.delivered.Add(1)
+	go func() {
+		defer s.delivered.Done()
+		if err := s.deliver(ctx); err != nil && ctx.Err() == nil {
+			s.failed <- err
+		}
+	}()
+}
+
+// deliver receives deliveries and sends them until the subscription or the
+// stream fails or ctx is done.
+func (s *subStream) deliver(ctx context.Context) error {
+	for {
+		d, err := s.sub.Receive(ctx)
+		if err != nil {
+			return toStatus(s.q.opts.logger, "subscribe", err)
+		}
+		ackID := s.acks.add(d)
+		if err := s.send(deliveryResponse(d, ackID)); err != nil {
+			return err // the table still holds d; close hands it back
+		}
+	}
+}
+
+// close stops the delivery goroutine and closes the subscription, handing
+// unacked deliveries back.
+func (s *subStream) close() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if err := s.sub.Close(); err != nil {
+		s.q.opts.logger.Warn("closing a subscription", "err", err)
+	}
+	s.delivered.Wait()
+}
+
+func deliveryResponse(d *backends.Delivery, ackID string) *qgatev1.SubscribeResponse {
+	out := &qgatev1.Delivery{
+		MessageId:  d.ID,
+		AckId:      ackID,
+		Body:       d.Body,
+		Attributes: d.Attributes,
+		Attempt:    uint32(min(max(d.Attempt, 0), math.MaxUint32)),
+	}
+	if !d.PublishTime.IsZero() {
+		out.PublishTime = timestamppb.New(d.PublishTime)
+	}
+	return &qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_Delivery{Delivery: out}}
+}
+
+// handle processes one client message after the open. An error ends the
+// stream.
+func (s *subStream) handle(req *qgatev1.SubscribeRequest) error {
+	switch k := req.GetKind().(type) {
+	case *qgatev1.SubscribeRequest_Open_:
+		return status.Error(codes.FailedPrecondition, "subscribe: the subscription is already open; open may be sent only once")
+	case *qgatev1.SubscribeRequest_Ack_:
+		return s.settle("ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
+	case *qgatev1.SubscribeRequest_Nack_:
+		var v violations
+		delay := v.checkDuration("nack.delay", k.Nack.GetDelay(), 0, 0, s.q.opts.limits.MaxDelay)
+		return s.settle("nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
+	case *qgatev1.SubscribeRequest_Extend_:
+		return s.settle("extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
+	default:
+		var v violations
+		v.add("kind", "one of ack, nack or extend is required")
+		return s.ackError("", v.err("subscribe request"))
+	}
+}
+
+// settle applies op to the deliveries named by ids. Problems are reported as
+// ack_error responses; only a failure to send one ends the stream. v holds
+// violations of the message's other fields: if there are any, no id is
+// settled and each gets INVALID_ARGUMENT. take removes the entries (ack,
+// nack); otherwise their deadline is restarted (extend).
+func (s *subStream) settle(kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
+	if v == nil {
+		v = &violations{}
+	}
+	switch {
+	case len(ids) == 0:
+		v.add(kind+".ack_ids", "at least one ack id is required")
+	case len(ids) > maxAckIDs:
+		v.addf(kind+".ack_ids", "has %d ack ids; at most %d are allowed", len(ids), maxAckIDs)
+	}
+	if !v.empty() {
+		err := v.err(kind)
+		if len(ids) == 0 || len(ids) > maxAckIDs {
+			return s.ackError("", err)
+		}
+		for _, id := range ids {
+			if err := s.ackError(id, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, id := range ids {
+		var d *backends.Delivery
+		var ok bool
+		if take {
+			d, ok = s.acks.take(id)
+		} else {
+			d, ok = s.acks.touch(id)
+		}
+		if !ok {
+			if err := s.ackError(id, errUnknownAckID(kind, id)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := op(d.Acker); err != nil {
+			if errors.Is(err, backends.ErrUnknownDelivery) {
+				s.acks.forget(id) // extend of a delivery the backend gave up
+				err = errUnknownAckID(kind, id)
+			} else {
+				err = toStatus(s.q.opts.logger, kind, err)
+			}
+			if err := s.ackError(id, err); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func errUnknownAckID(kind, id string) error {
+	return status.Errorf(codes.NotFound,
+		"%s: ack id %q is unknown on this stream, already acked or nacked, or past its deadline", kind, id)
+}
+
+// ackError sends an ack_error response.
+func (s *subStream) ackError(id string, err error) error {
+	return s.send(&qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_AckError_{
+		AckError: &qgatev1.SubscribeResponse_AckError{AckId: id, Status: status.Convert(err).Proto()},
+	}})
+}

@@ -1,0 +1,210 @@
+package service
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/envelope"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// idPlaceholder has the length of every message id; the envelope size
+// depends only on the id's length, so requests are sized before ids are
+// assigned.
+const idPlaceholder = "00000000000000000000000000000000"
+
+// violations collects the bad fields of one request.
+type violations struct {
+	list    []*errdetails.BadRequest_FieldViolation
+	dropped int
+}
+
+func (v *violations) add(field, desc string) {
+	if len(v.list) >= maxViolations {
+		v.dropped++
+		return
+	}
+	v.list = append(v.list, &errdetails.BadRequest_FieldViolation{Field: field, Description: desc})
+}
+
+func (v *violations) addf(field, format string, args ...any) {
+	v.add(field, fmt.Sprintf(format, args...))
+}
+
+func (v *violations) empty() bool { return len(v.list) == 0 }
+
+// err returns nil if there are no violations, else an INVALID_ARGUMENT
+// status error with a BadRequest detail. what names the request.
+func (v *violations) err(what string) error {
+	if v.empty() {
+		return nil
+	}
+	first := v.list[0]
+	msg := fmt.Sprintf("invalid %s: %s %s", what, first.Field, first.Description)
+	if n := len(v.list) + v.dropped - 1; n > 0 {
+		msg += fmt.Sprintf(" (and %d more)", n)
+	}
+	st := status.New(codes.InvalidArgument, msg)
+	if v.dropped > 0 {
+		v.list = append(v.list, &errdetails.BadRequest_FieldViolation{
+			Description: fmt.Sprintf("%d more violations not listed", v.dropped),
+		})
+	}
+	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: v.list}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// checkName adds a violation if name is not a valid topic or channel name.
+func (v *violations) checkName(field, name string) {
+	if p := nameProblem(name); p != "" {
+		v.add(field, p)
+	}
+}
+
+// checkDuration validates an optional duration field in [lo, hi] and returns
+// its value (def if unset).
+func (v *violations) checkDuration(field string, d *durationpb.Duration, def, lo, hi time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	if err := d.CheckValid(); err != nil {
+		v.add(field, "is not a valid duration")
+		return def
+	}
+	got := d.AsDuration()
+	switch {
+	case got < 0:
+		v.addf(field, "is %v; must not be negative", got)
+	case got < lo:
+		v.addf(field, "is %v; at least %v is required", got, lo)
+	case got > hi:
+		v.addf(field, "is %v; at most %v is allowed", got, hi)
+	}
+	return got
+}
+
+// checkSend validates a Send request against l. publish is the publish time
+// the messages will carry (it changes the envelope's size by a few bytes).
+func checkSend(l *Limits, req *qgatev1.SendRequest, publish time.Time) (time.Duration, error) {
+	var v violations
+	v.checkName("topic", req.GetTopic())
+	delay := v.checkDuration("delay", req.GetDelay(), 0, 0, l.MaxDelay)
+
+	msgs := req.GetMessages()
+	switch {
+	case len(msgs) == 0:
+		v.add("messages", "at least one message is required")
+	case len(msgs) > l.MaxBatchMessages:
+		v.addf("messages", "has %d messages; at most %d are allowed", len(msgs), l.MaxBatchMessages)
+	}
+	batch := 4 // MPUB: message count, then size and body per message
+	for i, m := range msgs {
+		if m == nil {
+			m = &qgatev1.Message{}
+		}
+		checkAttributes(&v, i, m.GetAttributes())
+		body := m.GetBody()
+		if len(body) == 0 {
+			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
+			continue
+		}
+		size := envelope.Size(idPlaceholder, m.GetAttributes(), publish, body)
+		if size > l.MaxBodyBytes {
+			v.addf(msgField(i, "body"), "is %d bytes with qgate's envelope (%d of body); at most %d are allowed",
+				size, len(body), l.MaxBodyBytes)
+		}
+		batch += 4 + size
+	}
+	if batch > l.MaxBatchBytes {
+		v.addf("messages", "are %d bytes in all with qgate's envelope and nsqd's framing; at most %d are allowed",
+			batch, l.MaxBatchBytes)
+	}
+	return delay, v.err("send request")
+}
+
+func msgField(i int, name string) string {
+	return "messages[" + strconv.Itoa(i) + "]." + name
+}
+
+// checkAttributes validates the attributes of message i.
+func checkAttributes(v *violations, i int, attrs map[string]string) {
+	if len(attrs) == 0 {
+		return
+	}
+	if len(attrs) > maxAttributes {
+		v.addf(msgField(i, "attributes"), "has %d attributes; at most %d are allowed", len(attrs), maxAttributes)
+	}
+	for k, val := range attrs {
+		switch {
+		case k == "":
+			v.add(attrField(i, k), "key is empty; 1 to 256 bytes are required")
+		case len(k) > maxAttrKeyBytes:
+			v.addf(attrField(i, k), "key is %d bytes; at most %d are allowed", len(k), maxAttrKeyBytes)
+		case !utf8.ValidString(k):
+			v.add(attrField(i, k), "key is not valid UTF-8")
+		}
+		switch {
+		case len(val) > maxAttrValBytes:
+			v.addf(attrField(i, k), "value is %d bytes; at most %d are allowed", len(val), maxAttrValBytes)
+		case !utf8.ValidString(val):
+			v.add(attrField(i, k), "value is not valid UTF-8")
+		}
+	}
+}
+
+// attrField names an attribute: messages[i].attributes["key"], with long
+// keys shortened.
+func attrField(i int, k string) string {
+	if len(k) > 64 {
+		k = k[:64] + "..."
+	}
+	return msgField(i, "attributes") + "[" + strconv.Quote(k) + "]"
+}
+
+// checkOpen validates a Subscribe open message and returns the effective
+// settings.
+func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeOptions, error) {
+	var v violations
+	v.checkName("open.topic", o.GetTopic())
+	v.checkName("open.channel", o.GetChannel())
+	opts := backends.SubscribeOptions{
+		Topic:       o.GetTopic(),
+		Channel:     o.GetChannel(),
+		MaxInFlight: int(o.GetMaxInFlight()),
+		MaxAttempts: int(o.GetMaxAttempts()),
+	}
+	if opts.MaxInFlight == 0 {
+		opts.MaxInFlight = DefaultSubscribeMaxInFlight
+	}
+	if opts.MaxInFlight > l.MaxInFlight {
+		v.addf("open.max_in_flight", "is %d; at most %d is allowed", opts.MaxInFlight, l.MaxInFlight)
+	}
+	opts.AckDeadline = v.checkDuration("open.ack_deadline", o.GetAckDeadline(),
+		DefaultAckDeadline, MinAckDeadline, l.MaxAckDeadline)
+	if opts.MaxAttempts > maxMaxAttempts {
+		v.addf("open.max_attempts", "is %d; at most %d is allowed", opts.MaxAttempts, maxMaxAttempts)
+	}
+	switch dl := o.GetDeadLetterTopic(); {
+	case dl != "":
+		v.checkName("open.dead_letter_topic", dl)
+		opts.DeadLetterTopic = dl
+	case ValidName(o.GetTopic()):
+		dl = deadLetterDefault(o.GetTopic())
+		if p := nameProblem(dl); p == "" {
+			opts.DeadLetterTopic = dl
+		} else if opts.MaxAttempts > 0 {
+			v.addf("open.dead_letter_topic", "is unset and the default %q %s; name one", dl, p)
+		}
+	}
+	return opts, v.err("open")
+}
