@@ -22,6 +22,10 @@ import (
 	"github.com/nsqio/nsq/nsqd"
 )
 
+// DefaultQueueScanRefreshInterval is Options.QueueScanRefreshInterval's
+// default.
+const DefaultQueueScanRefreshInterval = time.Second
+
 // Options configure one in-process nsqd. Zero values take nsqd's defaults
 // unless documented otherwise.
 type Options struct {
@@ -62,6 +66,13 @@ type Options struct {
 	SyncEvery int64
 	// SyncTimeout is the longest time between fsyncs. nsqd default 2s.
 	SyncTimeout time.Duration
+	// QueueScanRefreshInterval is how often nsqd refreshes the list of
+	// channels whose deferred and timed-out messages it scans. A channel
+	// created after the last refresh has its nack delays, deferred sends and
+	// ack deadlines handled late by up to this long. Default 1s here (nsqd's
+	// own default, 5s, makes a new subscription's first redeliveries up to 5s
+	// late; the refresh is cheap).
+	QueueScanRefreshInterval time.Duration
 	// Tune, if set, is called with the nsqd options last, to set anything
 	// not covered above. Do not change the addresses or the logger.
 	Tune func(*nsqd.Options)
@@ -226,6 +237,8 @@ func nsqdOptions(opts Options) *nsqd.Options {
 	setIf(&o.MaxBodySize, opts.MaxBodySize)
 	setIf(&o.SyncEvery, opts.SyncEvery)
 	setIf(&o.SyncTimeout, opts.SyncTimeout)
+	o.QueueScanRefreshInterval = DefaultQueueScanRefreshInterval
+	setIf(&o.QueueScanRefreshInterval, opts.QueueScanRefreshInterval)
 	if opts.Tune != nil {
 		opts.Tune(o)
 	}

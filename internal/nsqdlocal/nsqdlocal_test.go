@@ -221,3 +221,40 @@ func TestQuietLoggerSetsLevel(t *testing.T) {
 		t.Errorf("nsqd level without logger = %s, want FATAL", o.LogLevel.String())
 	}
 }
+
+// A channel created after nsqd started gets its deferred messages on time:
+// nsqd rescans its channel list every QueueScanRefreshInterval.
+func TestNewChannelDeferredOnTime(t *testing.T) {
+	n, err := Start(context.Background(), Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Stop() })
+	time.Sleep(100 * time.Millisecond) // nsqd's first channel scan has run
+	base := "http://" + n.HTTPAddr
+	httpDo(t, http.MethodPost, base+"/topic/create?topic=d", nil)
+	httpDo(t, http.MethodPost, base+"/channel/create?topic=d&channel=c", nil)
+	start := time.Now()
+	httpDo(t, http.MethodPost, base+"/pub?topic=d&defer=200", []byte("later"))
+	for {
+		var stats struct {
+			Topics []struct {
+				Channels []struct {
+					Depth int64 `json:"depth"`
+				} `json:"channels"`
+			} `json:"topics"`
+		}
+		body := httpDo(t, http.MethodGet, base+"/stats?format=json&topic=d", nil)
+		if err := json.Unmarshal([]byte(body), &stats); err != nil {
+			t.Fatal(err)
+		}
+		if len(stats.Topics) == 1 && len(stats.Topics[0].Channels) == 1 && stats.Topics[0].Channels[0].Depth == 1 {
+			break
+		}
+		if time.Since(start) > DefaultQueueScanRefreshInterval+time.Second {
+			t.Fatalf("deferred message not ready after %v: %s", time.Since(start), body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("200ms deferred message ready after %v", time.Since(start))
+}
