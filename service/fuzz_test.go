@@ -35,8 +35,7 @@ func FuzzValidateSend(f *testing.F) {
 		for range n {
 			req.Messages = append(req.Messages, &qgatev1.Message{Body: body, Attributes: map[string]string{k: v}})
 		}
-		publish := time.Unix(1_700_000_000, 123)
-		delay, err := checkSend(&l, req, publish)
+		delay, err := checkSend(&l, req)
 		if err != nil {
 			if code, fields := violationFields(err); code != codes.InvalidArgument || len(fields) == 0 {
 				t.Fatalf("got %v %q, want InvalidArgument with violations", code, fields)
@@ -49,6 +48,7 @@ func FuzzValidateSend(f *testing.F) {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) || k == "" {
 			t.Fatalf("accepted attribute %q=%q", k, v)
 		}
+		publish := time.Now() // any real publish time fits
 		size := len(envelope.Append(nil, idPlaceholder, map[string]string{k: v}, publish, body))
 		if len(body) == 0 || size > l.MaxBodyBytes || 4+int(n)*(4+size) > l.MaxBatchBytes {
 			t.Fatalf("accepted %d messages of %d bytes (%d enveloped)", n, len(body), size)

@@ -108,11 +108,11 @@ func (q *Queue) Send(ctx context.Context, req *qgatev1.SendRequest) (*qgatev1.Se
 // send validates req, assigns ids and writes the messages. Errors are status
 // errors.
 func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, error) {
-	publish := time.Now()
-	delay, err := checkSend(&q.opts.limits, req, publish)
+	delay, err := checkSend(&q.opts.limits, req)
 	if err != nil {
 		return nil, err
 	}
+	publish := time.Now()
 	in := req.GetMessages()
 	ids := q.ids.assign(len(in))
 	msgs := make([]backends.Message, len(in))

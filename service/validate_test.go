@@ -42,8 +42,8 @@ func msgs(bodies ...string) []*qgatev1.Message {
 
 // maxBody is the largest body that fits the default limit with no
 // attributes.
-func maxBody(publish time.Time) int {
-	over := envelope.Size(idPlaceholder, nil, publish, make([]byte, DefaultMaxBodyBytes)) - DefaultMaxBodyBytes
+func maxBody() int {
+	over := envelope.Size(idPlaceholder, nil, time.Unix(1<<35-1, 999_999_999), make([]byte, DefaultMaxBodyBytes)) - DefaultMaxBodyBytes
 	return DefaultMaxBodyBytes - over
 }
 
@@ -57,12 +57,12 @@ func manyAttrs(n int) map[string]string {
 
 // badSendRequests is the table of bad (and borderline good) Send requests,
 // shared by the validation test and the gRPC test over real nsqd.
-func badSendRequests(publish time.Time) []struct {
+func badSendRequests() []struct {
 	name   string
 	req    *qgatev1.SendRequest
 	fields []string // nil: valid
 } {
-	big := maxBody(publish)
+	big := maxBody()
 	type tc = struct {
 		name   string
 		req    *qgatev1.SendRequest
@@ -112,10 +112,9 @@ func badSendRequests(publish time.Time) []struct {
 
 func TestCheckSend(t *testing.T) {
 	l := DefaultLimits()
-	publish := time.Now()
-	for _, tc := range badSendRequests(publish) {
+	for _, tc := range badSendRequests() {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := checkSend(&l, tc.req, publish)
+			_, err := checkSend(&l, tc.req)
 			code, fields := violationFields(err)
 			if tc.fields == nil {
 				if err != nil {
@@ -136,7 +135,7 @@ func TestCheckSendInvalidUTF8(t *testing.T) {
 	l := DefaultLimits()
 	for _, attrs := range []map[string]string{{"\xff": "v"}, {"k": "a\xc3"}} {
 		req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: []byte("x"), Attributes: attrs}}}
-		_, err := checkSend(&l, req, time.Now())
+		_, err := checkSend(&l, req)
 		code, fields := violationFields(err)
 		if code != codes.InvalidArgument || len(fields) != 1 || !strings.HasPrefix(fields[0], "messages[0].attributes[") {
 			t.Errorf("%q: got %v %q, want InvalidArgument on the attribute", attrs, code, fields)
@@ -147,7 +146,7 @@ func TestCheckSendInvalidUTF8(t *testing.T) {
 func TestViolationsCapped(t *testing.T) {
 	l := DefaultLimits()
 	req := &qgatev1.SendRequest{Topic: "t", Messages: msgs(slices.Repeat([]string{""}, 1000)...)}
-	_, err := checkSend(&l, req, time.Now())
+	_, err := checkSend(&l, req)
 	code, fields := violationFields(err)
 	if code != codes.InvalidArgument || len(fields) != maxViolations+1 {
 		t.Fatalf("got %v with %d violations, want %d", code, len(fields), maxViolations+1)
