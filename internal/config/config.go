@@ -18,13 +18,21 @@
 //	failback_hold: 5s
 //	dial_timeout: 1s
 //	write_timeout: 1s
+//	attempt_timeout: 1s
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
 //
 // A file has either nodes or groups (or, in cluster mode, neither when
 // lookupd discovers the nodes). A member's http address defaults to its tcp
 // host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
-// name defaults to its tcp address; names are unique in the file.
+// name defaults to its tcp address; names and tcp addresses are unique in
+// the file. A group's name defaults to group-<n>, n counting from 1.
+//
+// Every key is optional except mode and the nodes. Leaving a key out takes
+// the default of the component that reads it (health.Config,
+// nsq.Config, the service's limits); a value given must be valid: durations
+// and counts positive, jitter from 0 to 1, where 0 means no jitter.
+// Discovery (lookupd) is for mode cluster, where it may replace nodes.
 //
 // # Errors
 //
@@ -34,9 +42,11 @@
 //
 //	config.yaml:12: groups[1].members[0].tcp: missing port in address
 //
-// Load returns all errors found (errors.Join of *FieldError). For YAML every
-// error carries its line. For TOML, syntax errors carry their line from the
-// TOML parser, and field errors carry the line of the key when it is written
+// Load returns all errors found (errors.Join of *FieldError, in line
+// order, at most one per field). For YAML every error carries a line:
+// syntax errors the line the YAML parser reports (for an unclosed [ or {
+// that can be the line where it opened), other errors the line of the key.
+// For TOML, syntax errors carry their line from the TOML parser, and field errors carry the line of the key when it is written
 // as `key = value` under a [table] or [[array]] header (the usual layout);
 // for keys inside inline tables the line is that of the enclosing key, and 0
 // (omitted from the message) when it cannot be found.
@@ -46,7 +56,14 @@
 package config
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq"
@@ -69,10 +86,12 @@ type File struct {
 	Groups []Group
 	// Check configures active health checks.
 	Check health.Config
-	// FailbackHold, DialTimeout, WriteTimeout: see nsq.Config.
-	FailbackHold time.Duration
-	DialTimeout  time.Duration
-	WriteTimeout time.Duration
+	// FailbackHold, DialTimeout, WriteTimeout, AttemptTimeout: see
+	// nsq.Config.
+	FailbackHold   time.Duration
+	DialTimeout    time.Duration
+	WriteTimeout   time.Duration
+	AttemptTimeout time.Duration
 	// Lookupd configures nsqlookupd discovery.
 	Lookupd Lookupd
 	// Limits bounds requests.
@@ -129,12 +148,90 @@ func (e *FieldError) Error() string {
 
 // Load reads, parses and validates the file at path; its extension chooses
 // the format. Errors are described in the package documentation.
-func Load(path string) (*File, error) { panic("TODO") }
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
 
 // Parse is Load of data as if read from a file named name.
-func Parse(name string, data []byte) (*File, error) { panic("TODO") }
+func Parse(name string, data []byte) (*File, error) {
+	var (
+		t   *tree
+		err error
+	)
+	switch ext := strings.ToLower(filepath.Ext(name)); ext {
+	case ".yaml", ".yml":
+		t, err = parseYAML(name, data)
+	case ".toml":
+		t, err = parseTOML(name, data)
+	default:
+		return nil, fmt.Errorf("config: %s: unknown format %q (want .yaml, .yml or .toml)", name, ext)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{file: name, lines: map[string]int{}, bad: map[string]bool{}}
+	var raw rawFile
+	d.decode(t, reflect.ValueOf(&raw).Elem(), "")
+	c := &checker{decoder: d, rootLine: max(t.line, 1)}
+	f := c.file(&raw)
+	f.Path = name
+	if len(d.errs) > 0 {
+		return nil, joinSorted(d.errs)
+	}
+	return f, nil
+}
+
+// joinSorted joins errors in line order (stable for equal lines).
+func joinSorted(errs []*FieldError) error {
+	slices.SortStableFunc(errs, func(a, b *FieldError) int { return cmp.Compare(a.Line, b.Line) })
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return errors.Join(out...)
+}
 
 // PoolConfig converts f to the NSQ pool's configuration: groups laid out for
 // f.Mode (nodes through nsq.GroupsForMode), checks, timeouts and lookupd.
-// The caller sets Logger.
-func (f *File) PoolConfig() (nsq.Config, error) { panic("TODO") }
+// With discovery alone (mode cluster, no nodes) Groups is empty. The caller
+// sets Logger.
+func (f *File) PoolConfig() (nsq.Config, error) {
+	cfg := nsq.Config{
+		Check:               f.Check,
+		FailbackHold:        f.FailbackHold,
+		DialTimeout:         f.DialTimeout,
+		WriteTimeout:        f.WriteTimeout,
+		AttemptTimeout:      f.AttemptTimeout,
+		LookupdHTTPAddrs:    slices.Clone(f.Lookupd.Addrs),
+		LookupdPollInterval: f.Lookupd.PollInterval,
+	}
+	switch {
+	case len(f.Groups) > 0:
+		for _, g := range f.Groups {
+			gc := nsq.GroupConfig{Name: g.Name}
+			for _, m := range g.Members {
+				gc.Nodes = append(gc.Nodes, m.nodeConfig())
+			}
+			cfg.Groups = append(cfg.Groups, gc)
+		}
+	case len(f.Nodes) > 0:
+		nodes := make([]nsq.NodeConfig, len(f.Nodes))
+		for i, m := range f.Nodes {
+			nodes[i] = m.nodeConfig()
+		}
+		groups, err := nsq.GroupsForMode(f.Mode, nodes)
+		if err != nil {
+			return nsq.Config{}, fmt.Errorf("config: %s: %w", f.Path, err)
+		}
+		cfg.Groups = groups
+	}
+	return cfg, nil
+}
+
+func (m Member) nodeConfig() nsq.NodeConfig {
+	return nsq.NodeConfig{Name: m.Name, TCPAddr: m.TCPAddr, HTTPAddr: m.HTTPAddr}
+}
