@@ -1,0 +1,159 @@
+package metrics
+
+import (
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+)
+
+// Namespace prefixes qgate's own metric names.
+const Namespace = "qgate"
+
+// Metrics holds qgate's collectors and their registry. Its methods are safe
+// for concurrent use.
+type Metrics struct {
+	reg  *prometheus.Registry
+	grpc *grpcprom.ServerMetrics
+
+	sends        *prometheus.CounterVec
+	sendErrors   *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	sendDuration *prometheus.HistogramVec
+	failovers    *prometheus.CounterVec
+	failbacks    *prometheus.CounterVec
+	nodeState    *prometheus.GaugeVec
+	nodeActive   *prometheus.GaugeVec
+	deliveries   *prometheus.CounterVec
+	redeliveries *prometheus.CounterVec
+	acks         *prometheus.CounterVec
+	nacks        *prometheus.CounterVec
+	deadLetters  *prometheus.CounterVec
+	inFlight     *inFlightCollector
+}
+
+// SendBuckets are the buckets of qgate_send_duration_seconds: a write to a
+// local nsqd takes well under a millisecond, a failover about an attempt
+// timeout (1s by default).
+var SendBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New returns a Metrics with a new registry holding every collector.
+func New() *Metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets(prometheus.DefBuckets))),
+		sends:      counter("sends_total", "Writes of a batch that a node acknowledged.", "node", "topic"),
+		sendErrors: counter("send_errors_total", "Writes of a batch to a node that failed.", "node", "topic"),
+		retries:    counter("send_retries_total", "Writes retried on another node after a failure.", "topic"),
+		sendDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "send_duration_seconds",
+			Help:    "Latency of a Send to the backend, retries included.",
+			Buckets: SendBuckets,
+		}, []string{"topic"}),
+		failovers:    counter("failovers_total", "Sends of a group moved to a lower-priority member.", "group"),
+		failbacks:    counter("failbacks_total", "Sends of a group moved back to a higher-priority member.", "group"),
+		nodeState:    gauge("node_state", "1 for the node's current state, 0 for the others.", "node", "group", "state"),
+		nodeActive:   gauge("node_active", "1 while the node takes its group's sends.", "node", "group"),
+		deliveries:   counter("deliveries_total", "Deliveries handed to subscribers, redeliveries included.", "topic", "channel"),
+		redeliveries: counter("redeliveries_total", "Deliveries of a message after its first (attempt > 1).", "topic", "channel"),
+		acks:         counter("acks_total", "Acked deliveries.", "topic", "channel"),
+		nacks:        counter("nacks_total", "Nacked deliveries.", "topic", "channel"),
+		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic after max attempts.", "topic", "channel"),
+		inFlight:     newInFlightCollector(),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.grpc,
+		m.sends, m.sendErrors, m.retries, m.sendDuration,
+		m.failovers, m.failbacks, m.nodeState, m.nodeActive,
+		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.inFlight,
+	)
+	return m
+}
+
+// Registry is the registry every collector is registered in; register more
+// collectors here, or gather it in tests.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// GRPC is the go-grpc-middleware server metrics collector.
+func (m *Metrics) GRPC() *grpcprom.ServerMetrics { return m.grpc }
+
+// UnaryServerInterceptor counts and times every unary call (grpc_server_*).
+// Put it first in the chain, so rejected calls are counted too.
+func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return m.grpc.UnaryServerInterceptor()
+}
+
+// StreamServerInterceptor counts and times every stream (grpc_server_*).
+func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return m.grpc.StreamServerInterceptor()
+}
+
+// InitializeGRPC creates the grpc_server_* series of every registered
+// method with zero values, so dashboards see them before the first call.
+// Call it after the services are registered on s.
+func (m *Metrics) InitializeGRPC(s *grpc.Server) { m.grpc.InitializeMetrics(s) }
+
+// PoolObserver is what a pool reports about its writes. Metrics implements
+// it; a pool that takes an observer declares its own interface with the
+// methods it calls, which Metrics satisfies.
+type PoolObserver interface {
+	// SendAttempt reports one write of msgs messages to node: err nil
+	// means the node acknowledged it.
+	SendAttempt(node, topic string, msgs int, err error)
+	// SendRetry reports that a failed write of topic is tried again on
+	// another node.
+	SendRetry(topic string)
+	// DeadLettered reports a message of topic/channel moved to its
+	// dead-letter topic.
+	DeadLettered(topic, channel string)
+}
+
+var _ PoolObserver = (*Metrics)(nil)
+
+// SendAttempt implements PoolObserver.
+func (m *Metrics) SendAttempt(node, topic string, _ int, err error) {
+	if err != nil {
+		m.sendErrors.WithLabelValues(node, topic).Inc()
+		return
+	}
+	m.sends.WithLabelValues(node, topic).Inc()
+}
+
+// SendRetry implements PoolObserver.
+func (m *Metrics) SendRetry(topic string) { m.retries.WithLabelValues(topic).Inc() }
+
+// DeadLettered implements PoolObserver.
+func (m *Metrics) DeadLettered(topic, channel string) {
+	m.deadLetters.WithLabelValues(topic, channel).Inc()
+}
+
+// SendDone records the latency of a Send as the service sees it.
+func (m *Metrics) SendDone(topic string, d time.Duration) {
+	m.sendDuration.WithLabelValues(topic).Observe(d.Seconds())
+}
+
+// Delivered counts a delivery of attempt (1 = first) handed to a
+// subscriber of topic/channel.
+func (m *Metrics) Delivered(topic, channel string, attempt int) {
+	m.deliveries.WithLabelValues(topic, channel).Inc()
+	if attempt > 1 {
+		m.redeliveries.WithLabelValues(topic, channel).Inc()
+	}
+}
+
+// Acked counts an acked delivery of topic/channel.
+func (m *Metrics) Acked(topic, channel string) { m.acks.WithLabelValues(topic, channel).Inc() }
+
+// Nacked counts a nacked delivery of topic/channel.
+func (m *Metrics) Nacked(topic, channel string) { m.nacks.WithLabelValues(topic, channel).Inc() }
