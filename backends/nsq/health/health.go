@@ -20,6 +20,16 @@
 // is the /ping round trip alone. Depth and in-flight counts come from
 // nsqd's /stats?format=json, fetched every few checks (see WithStatsEvery)
 // or on demand (Monitor.Stats), never as part of a check.
+//
+// # Timing
+//
+// Checks start every Interval (± jitter) counted from the start of the
+// previous check, and never overlap. With Timeout ≤ Interval, a node that
+// dies or freezes is Down within Fall×Interval + Timeout (2.5s with the
+// defaults; a refused connection fails at once, a frozen node through the
+// timeout), and a recovered node is Up within about Rise×Interval. A
+// passive Eject is immediate. With Timeout > Interval, failed checks are
+// Timeout apart, so detection takes up to Interval + Fall×Timeout.
 package health
 
 import (

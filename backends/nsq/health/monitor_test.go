@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/internal/nsqtest"
 )
 
 // fast is a check config for tests: 100ms interval, no jitter.
@@ -84,8 +85,8 @@ func waitState(t *testing.T, m *Monitor, want backends.NodeState, d time.Duratio
 }
 
 func TestProbeRealNSQD(t *testing.T) {
-	n := startNSQD(t)
-	m := newMonitor(t, n.RealHTTPAddr().String(), Config{Fall: 3, Rise: 3}, nil)
+	n := nsqtest.StartNodes(t, 1)[0]
+	m := newMonitor(t, n.HTTPAddr, Config{Fall: 3, Rise: 3}, nil)
 	if got := m.State(); got != backends.NodeUnknown {
 		t.Fatalf("before a check: %v, want unknown", got)
 	}
@@ -102,9 +103,9 @@ func TestProbeRealNSQD(t *testing.T) {
 }
 
 func TestStartRealNSQDUpQuickly(t *testing.T) {
-	n := startNSQD(t)
+	n := nsqtest.StartNodes(t, 1)[0]
 	rec := newRecorder()
-	m := newMonitor(t, n.RealHTTPAddr().String(), Config{}, rec)
+	m := newMonitor(t, n.HTTPAddr, Config{}, rec)
 	start := time.Now()
 	m.Start(context.Background())
 	select {
@@ -165,40 +166,51 @@ func TestDown(t *testing.T) {
 	}
 }
 
-func TestFrozenNodeDownByTimeout(t *testing.T) {
-	n := startNSQD(t)
-	f := startFreezer(t, n.RealHTTPAddr().String())
+// A frozen nsqd (SIGSTOP: connections open, nothing answers) is found
+// through the timeout path; a killed one through refused connections; both
+// come back after Rise checks.
+func TestProcessFrozenKilledRestarted(t *testing.T) {
+	p := nsqtest.StartProcess(t)
 	rec := newRecorder()
-	m := newMonitor(t, f.Addr(), fast, rec)
+	m := newMonitor(t, p.HTTPAddr(), fast, rec)
 	m.Start(context.Background())
 	waitState(t, m, backends.NodeUp, 2*time.Second)
-
-	f.frozen.Store(true)
 	bound := time.Duration(fast.Fall)*fast.Interval + fast.Timeout
-	took := waitState(t, m, backends.NodeDown, bound+3*time.Second)
-	t.Logf("frozen node down after %v (bound fall×interval+timeout = %v)", took, bound)
 	// The slack absorbs scheduling delays of a loaded CI machine under -race.
-	if slack := 500 * time.Millisecond; took > bound+slack {
-		t.Errorf("down after %v, want within %v + %v slack", took, bound, slack)
+	const slack = 500 * time.Millisecond
+
+	p.Stop()
+	took := waitState(t, m, backends.NodeDown, bound+3*time.Second)
+	t.Logf("SIGSTOPped node down after %v (bound fall×interval+timeout = %v)", took, bound)
+	if took > bound+slack {
+		t.Errorf("frozen: down after %v, want within %v + %v slack", took, bound, slack)
 	}
 	if err := m.Snapshot().LastError; err == nil || !strings.Contains(err.Error(), "no answer within") {
 		t.Errorf("last error %v, want the timeout", err)
 	}
+	p.Cont()
+	took = waitState(t, m, backends.NodeUp, 3*time.Second)
+	t.Logf("SIGCONTinued node up after %v", took)
 
-	f.frozen.Store(false)
-	took = waitState(t, m, backends.NodeUp, 2*time.Second)
-	t.Logf("thawed node up after %v", took)
+	p.Kill()
+	took = waitState(t, m, backends.NodeDown, bound+3*time.Second)
+	t.Logf("SIGKILLed node down after %v", took)
+	if took > bound+slack {
+		t.Errorf("killed: down after %v, want within %v + %v slack", took, bound, slack)
+	}
+	p.Restart()
+	took = waitState(t, m, backends.NodeUp, 3*time.Second)
+	t.Logf("restarted node up after %v (rise×interval = %v)", took, time.Duration(fast.Rise)*fast.Interval)
 }
 
 func TestEject(t *testing.T) {
-	n := startNSQD(t)
+	n := nsqtest.StartNodes(t, 1)[0]
 	rec := newRecorder()
-	m := newMonitor(t, n.RealHTTPAddr().String(), fast, rec)
+	m := newMonitor(t, n.HTTPAddr, fast, rec)
 	m.Start(context.Background())
 	waitState(t, m, backends.NodeUp, 2*time.Second)
 
 	cause := errors.New("publish: connection reset")
-	start := time.Now()
 	m.Eject(cause)
 	if got := m.State(); got != backends.NodeDown {
 		t.Fatalf("after Eject: %v, want down at once", got)
@@ -223,12 +235,11 @@ func TestEject(t *testing.T) {
 	if got := rec.list(); len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Errorf("changes %v, want %v", got, want)
 	}
-	_ = start
 }
 
 func TestStats(t *testing.T) {
-	n := startNSQD(t)
-	addr := n.RealHTTPAddr().String()
+	n := nsqtest.StartNodes(t, 1)[0]
+	addr := n.HTTPAddr
 	for _, body := range []string{"a", "b", "c"} {
 		resp, err := http.Post("http://"+addr+"/pub?topic=t", "application/octet-stream", strings.NewReader(body))
 		if err != nil {
@@ -263,8 +274,8 @@ func TestStats(t *testing.T) {
 }
 
 func TestStopLeavesNoGoroutines(t *testing.T) {
-	n := startNSQD(t)
-	addr := n.RealHTTPAddr().String()
+	n := nsqtest.StartNodes(t, 1)[0]
+	addr := n.HTTPAddr
 	// Warm nsqd up so its own lazily started goroutines are in the baseline.
 	if resp, err := http.Get("http://" + addr + "/ping"); err == nil {
 		resp.Body.Close()
@@ -313,8 +324,8 @@ func TestStopBeforeStartAndCancelledContext(t *testing.T) {
 	m.Start(context.Background()) // does nothing after Stop
 	m.Stop()
 
-	n := startNSQD(t)
-	m2 := newMonitor(t, n.RealHTTPAddr().String(), fast, nil)
+	n := nsqtest.StartNodes(t, 1)[0]
+	m2 := newMonitor(t, n.HTTPAddr, fast, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := m2.Probe(ctx); err != context.Canceled {
