@@ -217,13 +217,14 @@ func receive(t testing.TB, sub backends.Subscription, d time.Duration, what stri
 	return del
 }
 
-// receiveN receives n deliveries, acking each if ack.
+// receiveN receives n deliveries, acking each if ack. Each may take up to
+// waitFor.
 func receiveN(t testing.TB, sub backends.Subscription, n int, ack bool, what string) []*backends.Delivery {
 	t.Helper()
 	dels := make([]*backends.Delivery, 0, n)
-	deadline := time.Now().Add(waitFor + time.Duration(n)*10*time.Millisecond)
+	start := time.Now()
 	for len(dels) < n {
-		d := receive(t, sub, time.Until(deadline), fmt.Sprintf("%s: %d of %d", what, len(dels)+1, n))
+		d := receive(t, sub, waitFor, fmt.Sprintf("%s: %d of %d, %v since the first", what, len(dels)+1, n, time.Since(start).Round(time.Millisecond)))
 		if ack {
 			mustAck(t, d)
 		}

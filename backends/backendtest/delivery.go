@@ -2,6 +2,7 @@ package backendtest
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -130,14 +131,49 @@ func testDelay(t *testing.T, h Harness, f Features) {
 }
 
 // testAckStopsRedelivery: an acked message is not delivered again after
-// its ack deadline.
-func testAckStopsRedelivery(t *testing.T, h Harness, _ Features) {
+// its ack deadline, while an unacked one sent with it is (the control that
+// proves deadlines are enforced in this very setup).
+func testAckStopsRedelivery(t *testing.T, h Harness, f Features) {
 	b := h.Backend()
 	topic := newTopic(t, "")
 	sub := subscribe(t, b, backends.SubscribeOptions{Topic: topic, Channel: "c", AckDeadline: ackDeadline})
-	send(t, b, topic, backends.SendOptions{}, newMsg("ack me", nil))
-	mustAck(t, receive(t, sub, waitFor, "the message"))
-	expectNone(t, sub, ackDeadline+1500*time.Millisecond, "acked message, ack deadline passed")
+	acked, control := newMsg("ack me", nil), newMsg("leave me", nil)
+	send(t, b, topic, backends.SendOptions{}, acked, control)
+	for _, d := range receiveN(t, sub, 2, false, "both messages") {
+		if d.ID == acked.ID {
+			mustAck(t, d)
+		}
+	}
+	redelivered := watch(t, sub, ackDeadline+f.Slack, func(d *backends.Delivery) {
+		mustAck(t, d)
+	})
+	if redelivered[acked.ID] > 0 {
+		t.Errorf("acked message redelivered %d times after its ack deadline", redelivered[acked.ID])
+	}
+	if redelivered[control.ID] != 1 {
+		t.Errorf("unacked control message redelivered %d times within %v, want 1 (ack deadline %v)",
+			redelivered[control.ID], ackDeadline+f.Slack, ackDeadline)
+	}
+}
+
+// watch receives for d, calls fn with each delivery, and returns how many
+// times each message id was delivered.
+func watch(t testing.TB, sub backends.Subscription, d time.Duration, fn func(*backends.Delivery)) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		del, err := sub.Receive(ctx)
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Receive: %v", err)
+			}
+			return seen
+		}
+		seen[del.ID]++
+		fn(del)
+	}
 }
 
 // testDeadlineRedelivers: a delivery left unsettled past its ack deadline
@@ -201,13 +237,19 @@ func testNackRedelivers(t *testing.T, h Harness, f Features) {
 
 // testExtend: a delivery extended before each deadline stays held past
 // twice its first deadline, is not redelivered meanwhile, and can then be
-// acked.
+// acked; an unextended control message sent with it is redelivered.
 func testExtend(t *testing.T, h Harness, _ Features) {
 	b := h.Backend()
 	topic := newTopic(t, "")
 	sub := subscribe(t, b, backends.SubscribeOptions{Topic: topic, Channel: "c", AckDeadline: ackDeadline})
-	send(t, b, topic, backends.SendOptions{}, newMsg("keep me", nil))
-	d := receive(t, sub, waitFor, "the message")
+	kept, control := newMsg("keep me", nil), newMsg("leave me", nil)
+	send(t, b, topic, backends.SendOptions{}, kept, control)
+	var d *backends.Delivery
+	for _, del := range receiveN(t, sub, 2, false, "both messages") {
+		if del.ID == kept.ID {
+			d = del
+		}
+	}
 
 	stop := make(chan struct{})
 	errs := make(chan error, 1)
@@ -227,10 +269,17 @@ func testExtend(t *testing.T, h Harness, _ Features) {
 			}
 		}
 	}()
-	expectNone(t, sub, 2*ackDeadline+500*time.Millisecond, "extended delivery")
+	window := 2*ackDeadline + 500*time.Millisecond
+	redelivered := watch(t, sub, window, func(d *backends.Delivery) { mustAck(t, d) })
 	close(stop)
 	if err := <-errs; err != nil {
 		t.Fatalf("Extend: %v", err)
+	}
+	if n := redelivered[kept.ID]; n > 0 {
+		t.Errorf("extended message redelivered %d times within %v (ack deadline %v)", n, window, ackDeadline)
+	}
+	if n := redelivered[control.ID]; n < 1 {
+		t.Errorf("unextended control message not redelivered within %v (ack deadline %v)", window, ackDeadline)
 	}
 	mustAck(t, d)
 	expectNone(t, sub, ackDeadline+500*time.Millisecond, "extended then acked delivery")
@@ -245,7 +294,9 @@ func testCloseHandsBack(t *testing.T, h Harness, f Features) {
 	opts := backends.SubscribeOptions{Topic: topic, Channel: "c", MaxInFlight: 10, AckDeadline: longDeadline}
 	sub1 := subscribe(t, b, opts)
 	msgs := newMsgs(5, "held")
-	send(t, b, topic, backends.SendOptions{}, msgs...)
+	for _, m := range msgs { // one by one, so they spread over nodes
+		send(t, b, topic, backends.SendOptions{}, m)
+	}
 	held := receiveN(t, sub1, len(msgs), false, "messages to hold")
 	closed := time.Now()
 	if err := sub1.Close(); err != nil {
