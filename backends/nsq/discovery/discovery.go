@@ -231,8 +231,8 @@ func (p *Poller) Run(ctx context.Context, fn func(nodes []Node)) error {
 		case err != nil:
 			p.logger.Warn("nsqlookupd poll failed", "err", err)
 		case !reported || !slices.Equal(prev, nodes):
-			fn(nodes)
 			prev, reported = nodes, true
+			fn(slices.Clone(nodes)) // fn may keep or change its copy
 		}
 		select {
 		case <-ctx.Done():
