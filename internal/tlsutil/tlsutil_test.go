@@ -253,4 +253,3 @@ func TestNSQTLSAndAuth(t *testing.T) {
 		t.Error("with an untrusted server certificate: publish succeeded")
 	}
 }
-
