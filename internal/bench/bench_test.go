@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// -bench.args runs the whole `qgate bench` through Main in TestBenchReport,
+// e.g. go test ./internal/bench -run TestBenchReport -v -timeout 30m
+// -bench.args='--rounds 3 --duration 3s'.
+var benchArgs = flag.String("bench.args", "", "run TestBenchReport with these qgate bench flags")
+
+// TestBenchReport runs qgate bench for real when -bench.args is given.
+func TestBenchReport(t *testing.T) {
+	if *benchArgs == "" {
+		t.Skip("set -bench.args to run the full benchmark")
+	}
+	args := strings.Fields(*benchArgs)
+	var out bytes.Buffer
+	code := Main(context.Background(), args, &out, os.Stderr)
+	t.Logf("\n%s", out.String())
+	if code != 0 {
+		t.Errorf("exit status %d", code)
+	}
+}
+
+// TestRunTiny runs every workload for one short round against real
+// in-process nsqd and an in-process qgate and checks the report.
+func TestRunTiny(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Config{
+		Duration:    200 * time.Millisecond,
+		Warmup:      50 * time.Millisecond,
+		Rounds:      1,
+		Backlog:     2000,
+		MemDuration: 500 * time.Millisecond,
+		MemRate:     2000,
+	}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress:\n%s", progress.String())
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+
+	if got, want := len(rep.Workloads), len(workloads); got != want {
+		t.Fatalf("got %d workloads, want %d", got, want)
+	}
+	for _, wr := range rep.Workloads {
+		w := workloadByName(wr.Name)
+		if len(wr.Rounds) != 1 {
+			t.Errorf("%s: got %d rounds, want 1", wr.Name, len(wr.Rounds))
+			continue
+		}
+		for _, s := range []struct {
+			name string
+			r    SideResult
+		}{{"A", wr.Rounds[0].A}, {"B", wr.Rounds[0].B}} {
+			r := s.r
+			if r.Errors != 0 || r.Error != "" {
+				t.Errorf("%s %s: %d errors: %s", wr.Name, s.name, r.Errors, r.Error)
+			}
+			if r.Msgs <= 0 || r.MsgsPerSec <= 0 || r.Seconds <= 0 || r.CPUSecPerMillion <= 0 {
+				t.Errorf("%s %s: want positive msgs, rate, seconds and cpu: %+v", wr.Name, s.name, r)
+			}
+			if w.kind == drain {
+				if want := 2000 - drainTail(2000, w.inFly) - 1; r.Msgs != want {
+					t.Errorf("%s %s: timed %d messages, want %d", wr.Name, s.name, r.Msgs, want)
+				}
+			} else if r.P50us <= 0 || r.P99us < r.P50us {
+				t.Errorf("%s %s: want 0 < p50 <= p99: %+v", wr.Name, s.name, r)
+			}
+		}
+		if wr.Ratio.Median <= 0 || wr.Ratio.Min > wr.Ratio.Median || wr.Ratio.Max < wr.Ratio.Median {
+			t.Errorf("%s: bad ratio spread %+v", wr.Name, wr.Ratio)
+		}
+		if (w.goal != goal{}) && wr.Goal == nil {
+			t.Errorf("%s: goal missing", wr.Name)
+		}
+	}
+	m := rep.Memory
+	if m == nil {
+		t.Fatal("no memory result")
+	}
+	if m.Error != "" || m.Sent <= 0 || m.MaxRSSMiB <= 0 || m.Samples == 0 || m.MaxRSSMiB < m.StartRSSMiB {
+		t.Errorf("memory: bad result %+v", m)
+	}
+	if m.Delivered > memInFly {
+		t.Errorf("memory: %d deliveries to a subscriber that never acks, want at most %d", m.Delivered, memInFly)
+	}
+
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatalf("JSON does not read back: %v", err)
+	}
+	if len(back.Workloads) != len(rep.Workloads) || back.Memory == nil {
+		t.Errorf("JSON lost data")
+	}
+}

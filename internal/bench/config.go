@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config configures a benchmark run. Zero values take the defaults.
+type Config struct {
+	// Workloads names the workloads to run, in order (see Workloads).
+	// Default: every workload.
+	Workloads []string
+	// Duration is the measured time of one side of one round of a send
+	// workload. Default DefaultDuration.
+	Duration time.Duration
+	// Warmup runs before each measured Duration and is not counted.
+	// Default Duration/10, at most 500ms.
+	Warmup time.Duration
+	// Rounds is how many A/B rounds each workload runs. Default 3.
+	Rounds int
+	// Size is the message body size in bytes. Default 100.
+	Size int
+	// Backlog is how many messages a drain workload prepares and drains
+	// per side and round. Default DefaultBacklog.
+	Backlog int
+	// Nodes is how many in-process nsqd nodes to start when NSQD is empty.
+	// Default 1.
+	Nodes int
+	// NSQD lists running nsqd nodes to use instead of in-process ones.
+	NSQD []NodeAddr
+	// Addr is the address of a running qgate to measure instead of an
+	// in-process one. It must use the nodes in NSQD.
+	Addr string
+	// QgatePID, with Addr, is the process id of that qgate: its CPU time
+	// is added to the measured CPU and the memory mode samples its RSS.
+	QgatePID int
+	// Durable makes send workloads write to normal topics, which nsqd
+	// writes to disk beyond its memory queue. By default they write to
+	// ephemeral topics, whose overflow nsqd drops, so disk syncs do not
+	// drown the cost of the hop being measured.
+	Durable bool
+	// MemDuration is how long the memory mode runs. Default 10s.
+	MemDuration time.Duration
+	// MemRate is the memory mode's send rate in messages per second.
+	// Default 20000.
+	MemRate int
+	// CPUProfileDir, if set, receives a CPU profile of the first round of
+	// each side of each workload: <dir>/<workload>-<A|B>.pprof.
+	CPUProfileDir string
+	// Logger receives the logs of the in-process nodes and qgate. nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// NodeAddr is the address of a running nsqd.
+type NodeAddr struct {
+	TCP  string `json:"tcp"`
+	HTTP string `json:"http"`
+}
+
+// Defaults of Config.
+const (
+	DefaultDuration    = 3 * time.Second
+	DefaultRounds      = 3
+	DefaultSize        = 100
+	DefaultBacklog     = 200_000
+	DefaultMemDuration = 10 * time.Second
+	DefaultMemRate     = 20_000
+)
+
+func (c Config) withDefaults() Config {
+	if len(c.Workloads) == 0 {
+		c.Workloads = WorkloadNames()
+	}
+	if c.Duration <= 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Warmup <= 0 {
+		c.Warmup = min(c.Duration/10, 500*time.Millisecond)
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = DefaultRounds
+	}
+	if c.Size <= 0 {
+		c.Size = DefaultSize
+	}
+	if c.Backlog <= 0 {
+		c.Backlog = DefaultBacklog
+	}
+	if c.Nodes <= 0 {
+		c.Nodes = 1
+	}
+	if c.MemDuration <= 0 {
+		c.MemDuration = DefaultMemDuration
+	}
+	if c.MemRate <= 0 {
+		c.MemRate = DefaultMemRate
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	known := WorkloadNames()
+	for _, w := range c.Workloads {
+		if !slices.Contains(known, w) {
+			return fmt.Errorf("bench: unknown workload %q (known: %s)", w, strings.Join(known, ", "))
+		}
+	}
+	if c.Addr != "" && len(c.NSQD) == 0 {
+		return fmt.Errorf("bench: --addr %s needs --nsqd: the nodes that qgate uses, for the direct side", c.Addr)
+	}
+	if c.QgatePID != 0 && c.Addr == "" {
+		return fmt.Errorf("bench: --qgate-pid needs --addr")
+	}
+	return nil
+}
+
+// parseNodes parses "tcp[/http],..." into node addresses; a missing HTTP
+// address is the TCP port plus one (nsqd's 4150/4151 convention).
+func parseNodes(s string) ([]NodeAddr, error) {
+	var out []NodeAddr
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		tcp, http, ok := strings.Cut(f, "/")
+		if !ok {
+			var err error
+			if http, err = nextPort(tcp); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, NodeAddr{TCP: tcp, HTTP: http})
+	}
+	return out, nil
+}

@@ -1,0 +1,183 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// gateway is side B: the same traffic through qgate's gRPC API, over one
+// client connection shared by every worker.
+type gateway struct {
+	e    *env
+	body []byte
+}
+
+func (g *gateway) name() string { return "B" }
+
+func (g *gateway) request(topic string, n int) *qgatev1.SendRequest {
+	msgs := make([]*qgatev1.Message, n)
+	for i := range msgs {
+		msgs[i] = &qgatev1.Message{Body: g.body}
+	}
+	return &qgatev1.SendRequest{Topic: topic, Messages: msgs}
+}
+
+func (g *gateway) sender(topic string, w *workload, _ int) func(context.Context) error {
+	req := g.request(topic, w.batch)
+	return func(ctx context.Context) error {
+		_, err := g.e.client.Send(ctx, req)
+		return err
+	}
+}
+
+func (g *gateway) openWindow(ctx context.Context, topic string, w *workload, complete func(int, error)) (windowSender, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := g.e.client.SendStream(sctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("bench: SendStream: %w", err)
+	}
+	ws := &gatewayWindow{stream: stream, req: g.request(topic, w.batch), cancel: cancel}
+	ws.wg.Add(1)
+	go func() {
+		defer ws.wg.Done()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return // EOF after close, or the stream failed: send reports it
+			}
+			var rerr error
+			if st := resp.GetStatus(); st.GetCode() != int32(codes.OK) {
+				rerr = status.ErrorProto(st)
+			}
+			complete(int(resp.GetRequestId()&0xffff), rerr)
+		}
+	}()
+	return ws, nil
+}
+
+// gatewayWindow is an open SendStream. Request ids carry the slot in their
+// low 16 bits.
+type gatewayWindow struct {
+	stream interface {
+		Send(*qgatev1.SendStreamRequest) error
+		CloseSend() error
+	}
+	req    *qgatev1.SendRequest // shared, never modified
+	seq    uint64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (ws *gatewayWindow) send(slot int) error {
+	ws.seq++
+	err := ws.stream.Send(&qgatev1.SendStreamRequest{RequestId: ws.seq<<16 | uint64(slot), Send: ws.req})
+	if err != nil {
+		return fmt.Errorf("bench: SendStream: %w", err)
+	}
+	return nil
+}
+
+func (ws *gatewayWindow) close() {
+	_ = ws.stream.CloseSend()
+	ws.wg.Wait() // the server ends the stream once it answered everything
+	ws.cancel()
+}
+
+// prepare writes n messages through qgate with Sends of 100 from 4
+// goroutines, so the backlog holds what qgate writes (its envelope).
+func (g *gateway) prepare(ctx context.Context, topic string, n int) error {
+	return inParallel(ctx, 4, n, 100, func(k int) error {
+		_, err := g.e.client.Send(ctx, g.request(topic, k))
+		return err
+	})
+}
+
+func (g *gateway) subscribe(ctx context.Context, topic, channel string, inFly int, onMsg func()) (func(), error) {
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := g.e.client.Subscribe(sctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("bench: Subscribe: %w", err)
+	}
+	err = stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{
+		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(inFly)},
+	}})
+	if err == nil {
+		var resp *qgatev1.SubscribeResponse
+		if resp, err = stream.Recv(); err == nil && resp.GetOpened() == nil {
+			err = errors.New("first response is not opened")
+		}
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("bench: Subscribe: %w", err)
+	}
+	// The reader hands ack ids to the acker, which sends whatever has
+	// piled up as one Ack: acks batch themselves under load and go out
+	// at once when idle.
+	acks := make(chan string, inFly)
+	var wg sync.WaitGroup
+	var stopped atomic.Bool
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			d := resp.GetDelivery()
+			if d == nil {
+				continue
+			}
+			onMsg()
+			select {
+			case acks <- d.GetAckId():
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			var ids []string // a new slice: gRPC may hold a sent message
+			select {
+			case id := <-acks:
+				ids = append(ids, id)
+			case <-sctx.Done():
+				return
+			}
+		more:
+			for len(ids) < 2500 {
+				select {
+				case id := <-acks:
+					ids = append(ids, id)
+				default:
+					break more
+				}
+			}
+			err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{
+				Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids},
+			}})
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		if stopped.CompareAndSwap(false, true) {
+			cancel()
+			wg.Wait()
+		}
+	}, nil
+}
