@@ -43,6 +43,9 @@ type Report struct {
 	Broken []string
 	// Err is a harness failure: the run could not be carried out.
 	Err error
+	// Skipped says why the scenario could not prove its promise (a
+	// feature it needs is missing); the figures are then partial.
+	Skipped string
 }
 
 // Metric returns the named metric's value (NaN if absent).
@@ -87,7 +90,7 @@ func (r *Report) Evaluate() {
 }
 
 // OK reports whether the run completed and kept every promise.
-func (r *Report) OK() bool { return r.Err == nil && len(r.Broken) == 0 }
+func (r *Report) OK() bool { return r.Err == nil && r.Skipped == "" && len(r.Broken) == 0 }
 
 // Print writes the report as a table.
 func (r *Report) Print(w io.Writer) {
@@ -124,6 +127,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "   note: %s\n", n)
 	}
 	switch {
+	case r.Skipped != "":
+		fmt.Fprintf(w, "   RESULT: SKIPPED: %s\n", r.Skipped)
 	case r.Err != nil:
 		fmt.Fprintf(w, "   RESULT: ERROR: %v\n", r.Err)
 	case len(r.Broken) > 0:

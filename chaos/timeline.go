@@ -9,6 +9,7 @@ type NodeEvent struct {
 	Node     string
 	State    string // "up", "down", "draining", "unknown"
 	Previous string // "" for the initial state
+	Active   bool   // the node takes its group's sends
 }
 
 // Fault is one injected fault: its kind ("SIGKILL", "SIGSTOP", ...), the

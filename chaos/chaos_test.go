@@ -1,0 +1,92 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qgate/qgate/internal/nsqproc"
+)
+
+// TestMain lets the test binary serve as the gateway child of S9.
+func TestMain(m *testing.M) {
+	if js := os.Getenv(childEnv); js != "" {
+		os.Exit(runChild(js, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuf collects logs for t.Log on failure.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestScenarios runs every scenario's short form, one after another.
+// Scenarios whose needed feature is missing are skipped with the reason.
+func TestScenarios(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	bin, err := nsqproc.BuildNSQD(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range Scenarios() {
+		t.Run(sc.Name, func(t *testing.T) {
+			runScenario(t, sc, bin)
+		})
+	}
+}
+
+func runScenario(t *testing.T, sc Scenario, bin string) {
+	logs := &syncBuf{}
+	p := Params{
+		NSQD:         bin,
+		Long:         !testing.Short() && os.Getenv("QGATE_CHAOS_LONG") != "",
+		Dir:          t.TempDir(),
+		ChildCommand: []string{os.Args[0], "-test.run=^$"},
+		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		NodeOutput:   logs,
+	}
+	start := time.Now()
+	r := Run(context.Background(), sc, p)
+	var out strings.Builder
+	r.Print(&out)
+	t.Logf("%s(%v)", out.String(), time.Since(start).Round(100*time.Millisecond))
+	switch {
+	case r.Skipped != "":
+		t.Skip(r.Skipped)
+	case !r.OK():
+		if lines := strings.Split(logs.String(), "\n"); len(lines) > 200 {
+			t.Logf("logs (last 200 lines):\n%s", strings.Join(lines[len(lines)-200:], "\n"))
+		} else {
+			t.Logf("logs:\n%s", logs.String())
+		}
+		t.Error(fmt.Sprint(errOr(r)))
+	}
+}
+
+func errOr(r *Report) any {
+	if r.Err != nil {
+		return r.Err
+	}
+	return strings.Join(r.Broken, "; ")
+}

@@ -1,0 +1,258 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// dial connects to a qgate; the connection reconnects fast after the
+// gateway restarts on the same address.
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 300 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
+}
+
+// classify maps a Send error to an outcome: errors by which the server says
+// it rejected the request are failures; everything that may have written
+// (deadline, cancellation, a broken connection, UNAVAILABLE, internal
+// errors) is unknown.
+func classify(err error) (Outcome, string) {
+	if err == nil {
+		return Acked, ""
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.ResourceExhausted,
+		codes.PermissionDenied, codes.Unauthenticated, codes.NotFound,
+		codes.AlreadyExists, codes.OutOfRange, codes.Unimplemented:
+		return Failed, st.Code().String()
+	}
+	return Unknown, st.Code().String()
+}
+
+// publisher sends messages with unique ids at a fixed rate, one message per
+// Send, and records each attempt.
+type publisher struct {
+	name     string
+	client   qgatev1.QueueServiceClient
+	topic    string
+	interval time.Duration
+	timeout  time.Duration
+	replicas uint32
+	delay    time.Duration
+	ledger   *Ledger
+	// due records, for deferred messages, when each id may be delivered.
+	due *sync.Map
+	seq int
+}
+
+// run sends until ctx is done.
+func (p *publisher) run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.seq++
+		id := fmt.Sprintf("%s-%06d", p.name, p.seq)
+		req := &qgatev1.SendRequest{
+			Topic:    p.topic,
+			Messages: []*qgatev1.Message{{Body: []byte(id), Attributes: map[string]string{"chaos": "1"}}},
+			Replicas: p.replicas,
+		}
+		if p.delay > 0 {
+			req.Delay = durationpb.New(p.delay)
+		}
+		// The send is not cut short by ctx: an attempt in progress when
+		// the load stops completes (or times out) and is recorded.
+		sctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		start := time.Now()
+		if p.due != nil {
+			p.due.Store(id, start.Add(p.delay))
+		}
+		_, err := p.client.Send(sctx, req)
+		end := time.Now()
+		cancel()
+		o, code := classify(err)
+		p.ledger.RecordSend(SendRecord{IDs: []string{id}, Outcome: o, Code: code, Start: start, End: end})
+	}
+}
+
+// action is what a subscriber does with a delivery.
+type action int
+
+const (
+	ackIt action = iota
+	nackIt
+	holdIt // neither ack nor nack: wait for the ack deadline
+)
+
+// subscriber reads a subscription through qgate, records each delivery
+// and acks it (or does what decide says). It reopens the stream after an
+// error until ctx is done.
+type subscriber struct {
+	name        string
+	client      qgatev1.QueueServiceClient
+	topic       string
+	channel     string
+	maxInFlight uint32
+	ackDeadline time.Duration
+	ledger      *Ledger
+	// decide, if set, picks the action for a delivery and a nack delay.
+	decide func(d *qgatev1.Delivery) (action, time.Duration)
+
+	opens  atomic.Int64 // streams opened
+	broken atomic.Int64 // streams that ended with an error
+}
+
+// run reads until ctx is done.
+func (s *subscriber) run(ctx context.Context, opened chan<- struct{}) {
+	first := true
+	for ctx.Err() == nil {
+		err := s.stream(ctx, func() {
+			if first {
+				first = false
+				close(opened)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.broken.Add(1)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stream runs one Subscribe stream.
+func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := s.client.Subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	err = st.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: &qgatev1.SubscribeRequest_Open{
+		Topic: s.topic, Channel: s.channel, MaxInFlight: s.maxInFlight,
+		AckDeadline: durationpb.New(s.ackDeadline),
+	}}})
+	if err != nil {
+		return err
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if resp.GetOpened() == nil {
+		return fmt.Errorf("chaos: subscribe: first response is not opened: %v", resp)
+	}
+	s.opens.Add(1)
+	onOpen()
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		d := resp.GetDelivery()
+		if d == nil {
+			continue // ack errors: the delivery went back, it comes again
+		}
+		act, delay := ackIt, time.Duration(0)
+		if s.decide != nil {
+			act, delay = s.decide(d)
+		}
+		s.ledger.RecordDelivery(DeliveryRecord{
+			ID: string(d.GetBody()), Attempt: int(d.GetAttempt()), At: time.Now(),
+			Acked: act == ackIt, Subscriber: s.name,
+		})
+		var req *qgatev1.SubscribeRequest
+		switch act {
+		case ackIt:
+			req = &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: []string{d.GetAckId()}}}}
+		case nackIt:
+			req = &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: []string{d.GetAckId()}, Delay: durationpb.New(delay)}}}
+		}
+		if req != nil {
+			if err := st.Send(req); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// watcher follows AdminService.WatchNodes and records every event; it
+// reconnects after the gateway restarts.
+type watcher struct {
+	client qgatev1.AdminServiceClient
+	mu     sync.Mutex
+	events []NodeEvent
+}
+
+func (w *watcher) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		st, err := w.client.WatchNodes(ctx, &qgatev1.WatchNodesRequest{})
+		for err == nil {
+			var ev *qgatev1.WatchNodesResponse
+			if ev, err = st.Recv(); err == nil {
+				w.record(ev)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (w *watcher) record(ev *qgatev1.WatchNodesResponse) {
+	prev := ""
+	if !ev.GetInitial() {
+		prev = stateName(ev.GetPreviousState())
+	}
+	w.mu.Lock()
+	w.events = append(w.events, NodeEvent{
+		At: time.Now(), Node: ev.GetNode().GetName(), State: stateName(ev.GetNode().GetState()),
+		Previous: prev, Active: ev.GetNode().GetActive(),
+	})
+	w.mu.Unlock()
+}
+
+func (w *watcher) snapshot() []NodeEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]NodeEvent(nil), w.events...)
+}
+
+func stateName(s qgatev1.NodeState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "NODE_STATE_"))
+}

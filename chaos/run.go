@@ -1,0 +1,587 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/qgate/qgate/backends/nsq"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/nsqproc"
+)
+
+// Params are the knobs of a run, shared by every scenario.
+type Params struct {
+	// NSQD is the nsqd binary. Required.
+	NSQD string
+	// Long runs the long form of the scenario.
+	Long bool
+	// Replicas, if > 0, overrides the scenario's replicas per send.
+	Replicas int
+	// Rate is messages per second over all publishers. Default 200.
+	Rate int
+	// Dir holds the nodes' data directories; default a temporary directory
+	// removed after the run.
+	Dir string
+	// ChildCommand starts a gateway child (scenarios that SIGKILL qgate):
+	// the argv of a program that runs Main or the package's TestMain with
+	// the gateway config in its environment. Required by those scenarios.
+	ChildCommand []string
+	// Logger receives the harness's, pool's and server's logs. Default
+	// discards.
+	Logger *slog.Logger
+	// NodeOutput receives nsqd's output. Default discards.
+	NodeOutput io.Writer
+}
+
+func (p Params) withDefaults() Params {
+	if p.Rate <= 0 {
+		p.Rate = 200
+	}
+	if p.Logger == nil {
+		p.Logger = slog.New(slog.DiscardHandler)
+	}
+	if p.NodeOutput == nil {
+		p.NodeOutput = io.Discard
+	}
+	return p
+}
+
+// Scenario is one named fault schedule with its promises.
+type Scenario struct {
+	// Name is short ("S1", "S1-durable"); Title says what happens.
+	Name, Title string
+	// Nodes is the number of nsqd processes (default 3); Mode and Layout
+	// (node indices per group, ModeHA only) shape the pool.
+	Nodes  int
+	Mode   nsq.Mode
+	Layout [][]int
+	// NodeArgs are extra nsqd flags for every node.
+	NodeArgs []string
+	// Replicas per send (0: the server default).
+	Replicas int
+	// Child runs qgate as a child process (so it can be SIGKILLed).
+	Child bool
+	// AckDeadline of the subscriptions. Default 3s.
+	AckDeadline time.Duration
+	// Setup adjusts the harness before the subscribers and publishers
+	// start: more subscribers, the ack policy, deferred publishers.
+	Setup func(ctx context.Context, h *Harness) error
+	// Fault runs the fault schedule under load; it returns when the system
+	// is healed.
+	Fault func(ctx context.Context, h *Harness) error
+	// Measure adds scenario-specific metrics to the report.
+	Measure func(h *Harness, r *Report)
+	// Promises are checked on the report.
+	Promises []Promise
+	// Notes are printed with the table.
+	Notes []string
+	// NeedsReplicas: the scenario proves replication; it is skipped when
+	// the nodes do not hold the extra copies.
+	NeedsReplicas bool
+}
+
+// Harness is one scenario run in progress, as a scenario's functions see
+// it.
+type Harness struct {
+	P  Params
+	Sc Scenario
+
+	log     *slog.Logger
+	dir     string
+	cluster *cluster
+	gc      gatewayConfig
+	gw      gateway
+	conn    *grpc.ClientConn
+	queue   qgatev1.QueueServiceClient
+	admin   qgatev1.AdminServiceClient
+	ledger  *Ledger
+	watch   *watcher
+	topic   string
+
+	mu     sync.Mutex
+	faults []*Fault
+	// marks are named instants a scenario records (gateway restarts).
+	marks map[string]time.Time
+
+	subs    []*subscriber
+	subStop []context.CancelFunc
+	pubs    []*publisher
+	due     sync.Map // id -> time.Time: earliest delivery of deferred messages
+	nacked  sync.Map // id -> time.Time: earliest redelivery after a nack
+
+	// decide is the standard subscribers' ack policy (nil: ack all).
+	decide func(*qgatev1.Delivery) (action, time.Duration)
+	// holderStop ends S10's non-acking subscriber.
+	holderStop func()
+
+	wg sync.WaitGroup
+}
+
+// d picks the short or long form of a duration.
+func (h *Harness) d(short, long time.Duration) time.Duration {
+	if h.P.Long {
+		return long
+	}
+	return short
+}
+
+// Sleep waits d or until ctx is done.
+func (h *Harness) Sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// Begin records the start of a fault on nodes (none for gateway faults).
+func (h *Harness) Begin(kind string, nodes ...string) *Fault {
+	f := &Fault{Kind: kind, Nodes: nodes, At: time.Now()}
+	h.mu.Lock()
+	h.faults = append(h.faults, f)
+	h.mu.Unlock()
+	return f
+}
+
+// Heal records the end of a fault.
+func (h *Harness) Heal(f *Fault) {
+	h.mu.Lock()
+	f.Healed = time.Now()
+	h.mu.Unlock()
+}
+
+// Mark records a named instant.
+func (h *Harness) Mark(name string) {
+	h.mu.Lock()
+	h.marks[name] = time.Now()
+	h.mu.Unlock()
+}
+
+// Node returns a node's process by name ("n1" …).
+func (h *Harness) Node(name string) *nsqproc.Process { return h.cluster.node(name) }
+
+// Signal applies a fault to a node: "SIGKILL", "SIGTERM", "SIGSTOP",
+// "SIGCONT" or "restart".
+func (h *Harness) Signal(ctx context.Context, name, what string) error {
+	p := h.Node(name)
+	var err error
+	switch what {
+	case "SIGKILL":
+		err = p.Kill()
+	case "SIGTERM":
+		err = p.Term()
+	case "SIGSTOP":
+		err = p.Stop()
+	case "SIGCONT":
+		err = p.Cont()
+	case "restart":
+		err = p.Restart(ctx)
+	default:
+		err = fmt.Errorf("unknown signal %q", what)
+	}
+	if err != nil {
+		return fmt.Errorf("chaos: %s %s: %w", what, name, err)
+	}
+	h.log.Info("chaos: node fault", "node", name, "signal", what)
+	return nil
+}
+
+// StopGateway stops qgate, abruptly (kill) or gracefully.
+func (h *Harness) StopGateway(kill bool) error {
+	if kill {
+		return h.gw.kill()
+	}
+	return h.gw.stop()
+}
+
+// StartGateway starts qgate again on the same address and nodes.
+func (h *Harness) StartGateway(ctx context.Context) error {
+	gw, err := h.startGateway(ctx)
+	if err != nil {
+		return err
+	}
+	h.gw = gw
+	return nil
+}
+
+func (h *Harness) startGateway(ctx context.Context) (gateway, error) {
+	if h.Sc.Child {
+		if len(h.P.ChildCommand) == 0 {
+			return nil, errors.New("chaos: scenario needs a gateway child process and Params.ChildCommand is empty")
+		}
+		return startChild(ctx, h.P.ChildCommand, h.gc, h.P.NodeOutput)
+	}
+	var gw gateway
+	var err error
+	// The address was free a moment ago (or was ours before a restart):
+	// retry briefly while the kernel releases it.
+	for range 50 {
+		if gw, err = startInproc(h.gc, h.log); err == nil {
+			return gw, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, err
+}
+
+// AddSubscriber starts another subscriber on the run's topic and channel.
+// decide (may be nil: ack everything) picks what it does with a delivery.
+// It returns a function that ends the subscriber's stream.
+func (h *Harness) AddSubscriber(ctx context.Context, name string, maxInFlight uint32, decide func(*qgatev1.Delivery) (action, time.Duration)) (func(), error) {
+	s := &subscriber{
+		name: name, client: h.queue, topic: h.topic, channel: "chaos",
+		maxInFlight: maxInFlight, ackDeadline: h.Sc.AckDeadline,
+		ledger: h.ledger, decide: decide,
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	opened := make(chan struct{})
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		s.run(sctx, opened)
+	}()
+	h.subs = append(h.subs, s)
+	h.subStop = append(h.subStop, cancel)
+	select {
+	case <-opened:
+		return cancel, nil
+	case <-time.After(10 * time.Second):
+		cancel()
+		return nil, fmt.Errorf("chaos: subscriber %s not opened after 10s", name)
+	}
+}
+
+// AddPublisher adds a publisher; call from Setup (publishers start after
+// Setup). delay > 0 makes deferred sends.
+func (h *Harness) AddPublisher(name string, rate int, delay time.Duration) {
+	p := &publisher{
+		name: name, client: h.queue, topic: h.topic,
+		interval: time.Second / time.Duration(max(rate, 1)), timeout: 2 * time.Second,
+		replicas: uint32(h.replicas()), delay: delay, ledger: h.ledger,
+	}
+	if delay > 0 {
+		p.due = &h.due
+	}
+	h.pubs = append(h.pubs, p)
+}
+
+func (h *Harness) replicas() int {
+	if h.P.Replicas > 0 {
+		return h.P.Replicas
+	}
+	return h.Sc.Replicas
+}
+
+// Queue is the gRPC client of QueueService.
+func (h *Harness) Queue() qgatev1.QueueServiceClient { return h.queue }
+
+// Run runs sc with p and returns its report; the report's Err is set when
+// the run could not be carried out.
+func Run(ctx context.Context, sc Scenario, p Params) *Report {
+	p = p.withDefaults()
+	if sc.Nodes == 0 {
+		sc.Nodes = 3
+	}
+	if sc.AckDeadline == 0 {
+		sc.AckDeadline = 3 * time.Second
+	}
+	h := &Harness{P: p, Sc: sc, log: p.Logger, ledger: NewLedger(), topic: "chaos", marks: make(map[string]time.Time)}
+	r := &Report{Scenario: sc.Name, Title: sc.Title, Promises: sc.Promises, Notes: sc.Notes}
+	form := "short"
+	if p.Long {
+		form = "long"
+	}
+	mode := sc.Mode
+	if mode == "" {
+		mode = nsq.ModeCluster
+	}
+	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s, ack deadline %v, nsqd args %v",
+		form, sc.Nodes, mode, max(h.replicas(), 1), p.Rate, sc.AckDeadline, sc.NodeArgs)
+	if sc.Child {
+		r.Setup += ", qgate as a child process"
+	}
+	err := h.run(ctx, mode, r)
+	if err != nil {
+		r.Err = err
+	}
+	if r.Skipped == "" && r.Err == nil {
+		r.Evaluate()
+	}
+	return r
+}
+
+func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error) {
+	if p := h.P; p.NSQD == "" {
+		return errors.New("chaos: no nsqd binary")
+	}
+	h.dir = h.P.Dir
+	if h.dir == "" {
+		if h.dir, err = os.MkdirTemp("", "qgate-chaos-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(h.dir)
+	}
+	if h.cluster, err = startCluster(ctx, h.P.NSQD, h.dir, h.Sc.Nodes, h.Sc.NodeArgs, h.P.NodeOutput); err != nil {
+		return err
+	}
+	defer h.cluster.close()
+	groups, err := h.cluster.groups(mode, h.Sc.Layout)
+	if err != nil {
+		return err
+	}
+	addr, err := nsqproc.FreeAddr()
+	if err != nil {
+		return err
+	}
+	h.gc = gatewayConfig{
+		Addr: addr, Groups: groups,
+		CheckInterval: 100 * time.Millisecond, CheckTimeout: 250 * time.Millisecond,
+		Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
+	}
+	if h.gw, err = h.startGateway(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if h.gw != nil {
+			err = errors.Join(err, h.gw.stop())
+		}
+	}()
+	if h.conn, err = dial(addr); err != nil {
+		return err
+	}
+	defer h.conn.Close()
+	h.queue = qgatev1.NewQueueServiceClient(h.conn)
+	h.admin = qgatev1.NewAdminServiceClient(h.conn)
+
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer func() {
+		stopAll()
+		h.wg.Wait()
+	}()
+	h.watch = &watcher{client: h.admin}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.watch.run(runCtx)
+	}()
+	if err := h.waitNodesUp(ctx, 10*time.Second); err != nil {
+		return err
+	}
+	if h.Sc.Setup != nil {
+		if err := h.Sc.Setup(runCtx, h); err != nil {
+			return err
+		}
+	}
+	for i := range 2 {
+		if _, err := h.AddSubscriber(runCtx, fmt.Sprintf("sub%d", i+1), 200, h.decide); err != nil {
+			return err
+		}
+	}
+	if len(h.pubs) == 0 {
+		h.AddPublisher("p1", h.P.Rate/2, 0)
+		h.AddPublisher("p2", h.P.Rate-h.P.Rate/2, 0)
+	}
+	loadCtx, stopLoad := context.WithCancel(runCtx)
+	defer stopLoad()
+	var pubWG sync.WaitGroup
+	for _, p := range h.pubs {
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			p.run(loadCtx)
+		}()
+	}
+
+	// Warm up, then the fault schedule, then load on the healed system.
+	loadStart := time.Now()
+	if err := h.Sleep(ctx, h.d(time.Second, 3*time.Second)); err != nil {
+		return err
+	}
+	if h.Sc.NeedsReplicas {
+		if reason := h.checkReplicas(ctx); reason != "" {
+			r.Skipped = reason
+			stopLoad()
+			pubWG.Wait()
+			return nil
+		}
+	}
+	if h.Sc.Fault != nil {
+		if err := h.Sc.Fault(runCtx, h); err != nil {
+			stopLoad()
+			pubWG.Wait()
+			return err
+		}
+	}
+	if err := h.Sleep(ctx, h.d(time.Second, 3*time.Second)); err != nil {
+		return err
+	}
+	stopLoad()
+	pubWG.Wait()
+	loadEnd := time.Now()
+	drained := h.drain(ctx)
+
+	res := h.ledger.Check()
+	var first *Fault
+	if len(h.faults) > 0 {
+		first = h.faults[0]
+	}
+	var faultAt time.Time
+	if first != nil {
+		faultAt = first.At
+	}
+	r.addResult(res, faultAt)
+	r.AddText("load", loadEnd.Sub(loadStart).Seconds(), "s", fmt.Sprintf("%.1f s", loadEnd.Sub(loadStart).Seconds()))
+	r.AddDuration("drain", drained, true)
+	h.addFaultMetrics(r)
+	if h.Sc.Measure != nil {
+		h.Sc.Measure(h, r)
+	}
+	return nil
+}
+
+// waitNodesUp waits until the pool reports every node up.
+func (h *Harness) waitNodesUp(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := h.admin.ListNodes(lctx, &qgatev1.ListNodesRequest{})
+		cancel()
+		if err == nil {
+			up := 0
+			for _, n := range resp.GetNodes() {
+				if n.GetState() == qgatev1.NodeState_NODE_STATE_UP {
+					up++
+				}
+			}
+			if up == h.Sc.Nodes {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("chaos: pool nodes not all up after %v (last error %v)", limit, err)
+		}
+		if err := h.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// WaitNodesUp waits until the pool reports every node up again.
+func (h *Harness) WaitNodesUp(ctx context.Context) error {
+	return h.waitNodesUp(ctx, 15*time.Second)
+}
+
+// drain waits until every acked message was delivered and nothing new
+// arrived for a moment, or nothing new arrived for a quiet period (ack
+// deadline + 2s: redeliveries of a lost stream come after the deadline),
+// or a time limit passes. It returns how long it waited.
+func (h *Harness) drain(ctx context.Context) time.Duration {
+	start := time.Now()
+	quiet := h.Sc.AckDeadline + 2*time.Second
+	limit := start.Add(2*h.Sc.AckDeadline + h.d(10*time.Second, 30*time.Second))
+	for time.Now().Before(limit) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		_, _, last := h.ledger.Counts()
+		if last.Before(start) {
+			last = start
+		}
+		idle := time.Since(last)
+		if idle >= quiet {
+			break
+		}
+		if idle >= 300*time.Millisecond && h.ledger.Check().LostCount() == 0 {
+			break
+		}
+	}
+	return time.Since(start)
+}
+
+// addFaultMetrics adds detection and recovery times and the availability
+// of sends while faults lasted.
+func (h *Harness) addFaultMetrics(r *Report) {
+	events := h.watch.snapshot()
+	var detect, recov time.Duration
+	detected, recovered, nodeFaults := true, true, 0
+	for _, f := range h.faults {
+		if len(f.Nodes) == 0 {
+			continue
+		}
+		nodeFaults++
+		t := Timings(*f, events)
+		detected = detected && t.Detected
+		recovered = recovered && t.Recovered
+		detect, recov = max(detect, t.Detect), max(recov, t.Recover)
+	}
+	if nodeFaults > 0 {
+		r.AddDuration("detect", detect, detected)
+		r.AddDuration("recover", recov, recovered)
+	}
+	r.Add("false failovers", float64(Downs(events, derefFaults(h.faults))), "")
+	if len(h.faults) == 0 {
+		return
+	}
+	from := h.faults[0].At
+	to := h.faults[len(h.faults)-1].Healed
+	if to.IsZero() {
+		to = time.Now()
+	}
+	ok, all := 0, 0
+	for _, s := range h.ledger.Sends() {
+		if s.Start.Before(from) || s.Start.After(to) {
+			continue
+		}
+		all++
+		if s.Outcome == Acked {
+			ok++
+		}
+	}
+	avail := math.NaN()
+	if all > 0 {
+		avail = math.Round(1000*float64(ok)/float64(all)) / 10
+	}
+	r.AddText("availability", avail, "%", fmt.Sprintf("%s%% (%d of %d sends acked during the fault)", fmtNum(avail), ok, all))
+}
+
+func derefFaults(fs []*Fault) []Fault {
+	out := make([]Fault, len(fs))
+	for i, f := range fs {
+		out[i] = *f
+	}
+	return out
+}
+
+// checkReplicas returns why replicated sends are not in effect, or "".
+// It compares the messages the nodes hold with the sends acked so far: with
+// replicas = k the nodes must hold about k copies of each.
+func (h *Harness) checkReplicas(ctx context.Context) string {
+	res := h.ledger.Check()
+	if res.Acked == 0 {
+		return fmt.Sprintf("no send with replicas=%d was acked during warm-up (errors: %v)", h.replicas(), res.SendErrors)
+	}
+	var held uint64
+	for _, p := range h.cluster.procs {
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			return fmt.Sprintf("cannot read nsqd stats: %v", err)
+		}
+		held += st.messages(h.topic)
+	}
+	// Sends are still running: held counts copies of a few sends acked
+	// after the ledger was read; the 0.75 factor absorbs that the other way.
+	want := float64(h.replicas()) * float64(res.Acked) * 0.75
+	if float64(held) < want {
+		return fmt.Sprintf("replicated sends are not in effect: %d sends acked with replicas=%d but the nodes hold %d copies (the pool does not write replicas yet)",
+			res.Acked, h.replicas(), held)
+	}
+	return ""
+}
