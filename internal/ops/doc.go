@@ -1,0 +1,6 @@
+// Package ops holds the end-to-end tests of qgate's production operations
+// wiring — metrics, auth, TLS and limits around the real pool, service and
+// server — and the Node.js client test (clients/node), and documents that
+// wiring in WIRING.md. It has no code of its own: the pieces are packages
+// internal/metrics, internal/auth, internal/tlsutil and internal/limits.
+package ops
