@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
@@ -106,6 +108,7 @@ func start(t *testing.T) *env {
 	qgatev1.RegisterQueueServiceServer(srv, fake)
 	qgatev1.RegisterAdminServiceServer(srv, fakeAdmin{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
+	reflection.Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -147,6 +150,18 @@ func TestUnaryTable(t *testing.T) {
 	}{
 		{"health without token", "", func(ctx context.Context) error {
 			_, err := healthpb.NewHealthClient(e.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		}, codes.OK},
+		{"reflection without token", "", func(ctx context.Context) error {
+			stream, err := reflectionpb.NewServerReflectionClient(e.conn).ServerReflectionInfo(ctx)
+			if err != nil {
+				return err
+			}
+			req := &reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}
+			if err := stream.Send(req); err != nil {
+				return err
+			}
+			_, err = stream.Recv()
 			return err
 		}, codes.OK},
 		{"no token", "", func(ctx context.Context) error {

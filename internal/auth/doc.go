@@ -33,7 +33,7 @@
 // Authenticator's interceptors do all of it, so the service needs no change:
 //
 //   - the bearer token, through go-grpc-middleware's auth interceptor behind
-//     a selector that skips grpc.health.v1 and server reflection (Public):
+//     a selector that skips grpc.health.v1 and server reflection (Protected):
 //     a missing or unknown token is UNAUTHENTICATED;
 //   - the topic ACL, by request type: a SendRequest (unary Send) must be
 //     granted by Send, else PERMISSION_DENIED; each SendStreamRequest is

@@ -33,14 +33,17 @@ func NewContext(ctx context.Context, p *Principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)
 }
 
-// Public matches the calls that need no token: grpc.health.v1 and server
-// reflection (both versions). Use it with selector to skip other
-// interceptors (limits) for the same calls.
-var Public = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-	return !isPublic(c.Service)
+// Protected is a selector.Matcher that matches the calls that need a token:
+// every call but grpc.health.v1 and server reflection (both versions). The
+// interceptors apply only to those; use it to skip other interceptors
+// (limits) for the same calls.
+var Protected = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+	return !IsPublic(c.Service)
 })
 
-func isPublic(service string) bool {
+// IsPublic reports whether the calls of service (full name, e.g.
+// "grpc.health.v1.Health") need no token.
+func IsPublic(service string) bool {
 	return service == "grpc.health.v1.Health" || strings.HasPrefix(service, "grpc.reflection.")
 }
 
@@ -80,19 +83,20 @@ func (a *Authenticator) authenticate(ctx context.Context) (*Principal, *snapshot
 	return p, snap, nil
 }
 
-// UnaryServerInterceptor authenticates every unary call but the Public
+// UnaryServerInterceptor authenticates every unary call but the public
 // ones (go-grpc-middleware's auth interceptor with AuthFunc, behind a
-// selector) and checks the request's topic against the token's ACL.
+// selector with Protected) and checks the request's topic against the
+// token's ACL.
 func (a *Authenticator) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	authn := grpcauth.UnaryServerInterceptor(a.AuthFunc)
 	return selector.UnaryServerInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		return authn(ctx, req, info, func(ctx context.Context, req any) (any, error) {
 			return a.authorizeUnary(ctx, req, info, handler)
 		})
-	}, Public)
+	}, Protected)
 }
 
-// StreamServerInterceptor authenticates every stream but the Public ones
+// StreamServerInterceptor authenticates every stream but the public ones
 // (as UnaryServerInterceptor), checks each request's topic against the
 // token's ACL as it is read, and ends the stream when the token is revoked
 // (see the package doc).
@@ -102,7 +106,7 @@ func (a *Authenticator) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		return authn(srv, ss, info, func(srv any, ss grpc.ServerStream) error {
 			return a.authorizeStream(srv, ss, info, handler)
 		})
-	}, Public)
+	}, Protected)
 }
 
 // authorizeUnary runs after AuthFunc: the principal is in ctx.

@@ -19,8 +19,8 @@
 //
 // The token is the caller's auth.Principal name (package auth's
 // interceptors must run first); callers without one share the key "". Use
-// WithKey to limit by something else. Calls that need no token
-// (auth.Public: health, reflection) are not limited.
+// WithKey to limit by something else. Calls that need no token (health,
+// reflection; see auth.Protected) are not limited.
 package limits
 
 import (
@@ -135,17 +135,18 @@ func (l *Limiter) Limit(ctx context.Context) error {
 
 var _ ratelimit.Limiter = (*Limiter)(nil)
 
-// UnaryServerInterceptor rate-limits unary calls but the auth.Public ones.
+// UnaryServerInterceptor rate-limits unary calls but the public ones
+// (see auth.Protected).
 // Put it after auth's interceptor.
 func (l *Limiter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
-	return selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(l), auth.Public)
+	return selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(l), auth.Protected)
 }
 
 // StreamServerInterceptor rate-limits stream starts and SendStream
 // requests and bounds Subscribe streams per token, for every stream but
-// the auth.Public ones. Put it after auth's interceptor.
+// the public ones (see auth.Protected). Put it after auth's interceptor.
 func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
-	return selector.StreamServerInterceptor(l.stream, auth.Public)
+	return selector.StreamServerInterceptor(l.stream, auth.Protected)
 }
 
 func (l *Limiter) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
