@@ -134,12 +134,16 @@ func TestNodeMetricsFromWatch(t *testing.T) {
 
 	// Draining the primary moves the group's sends to the backup: a
 	// failover; undraining moves them back after the hold: a failback.
+	// (Start-up may have counted some already: n1 can come up first.)
+	group := map[string]string{"group": "failover"}
+	failovers, _ := value(t, m, "qgate_failovers_total", group)
+	failbacks, _ := value(t, m, "qgate_failbacks_total", group)
 	if _, err := p.SetDraining("n0", true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a failover", func() bool {
-		v, _ := value(t, m, "qgate_failovers_total", map[string]string{"group": "failover"})
-		return v == 1
+		v, _ := value(t, m, "qgate_failovers_total", group)
+		return v == failovers+1
 	})
 	wantValue(t, m, "qgate_node_state", map[string]string{"node": "n0", "state": "draining"}, 1)
 	wantValue(t, m, "qgate_node_active", map[string]string{"node": "n1", "group": "failover"}, 1)
@@ -147,10 +151,10 @@ func TestNodeMetricsFromWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "a failback", func() bool {
-		v, _ := value(t, m, "qgate_failbacks_total", map[string]string{"group": "failover"})
-		return v == 1
+		v, _ := value(t, m, "qgate_failbacks_total", group)
+		return v == failbacks+1
 	})
-	wantValue(t, m, "qgate_failovers_total", map[string]string{"group": "failover"}, 1)
+	wantValue(t, m, "qgate_failovers_total", group, failovers+1)
 	wantValue(t, m, "qgate_node_active", map[string]string{"node": "n0", "group": "failover"}, 1)
 }
 
