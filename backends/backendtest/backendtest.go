@@ -55,7 +55,10 @@ type Features struct {
 	// DeadLetter: SubscribeOptions.MaxAttempts and DeadLetterTopic work.
 	DeadLetter bool
 	// Slack is how late an event may happen after it is due (a delay or an
-	// ack deadline passing, a nack's requeue). Default 2s.
+	// ack deadline passing, a nack's requeue). Default 2s, enough for
+	// nsqdlocal nodes, which rescan their channels every second. nsqd
+	// processes rescan every 5s (not settable by flag), so a new channel's
+	// deferred and timed-out messages can be 5s late: use 6s or more.
 	Slack time.Duration
 }
 
@@ -198,7 +201,13 @@ func subscribe(t testing.TB, b backends.Backend, opts backends.SubscribeOptions)
 	if err != nil {
 		t.Fatalf("Subscribe(%+v): %v", opts, err)
 	}
-	t.Cleanup(func() { sub.Close() })
+	t.Cleanup(func() {
+		start := time.Now()
+		sub.Close()
+		if d := time.Since(start); d > time.Second {
+			t.Logf("Subscription.Close(%s/%s) took %v", opts.Topic, opts.Channel, d)
+		}
+	})
 	return sub
 }
 
