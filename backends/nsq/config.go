@@ -1,0 +1,197 @@
+package nsq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/qgate/qgate/backends/nsq/health"
+)
+
+// Mode names a preset of the pool's group layout.
+type Mode string
+
+// The three HA modes. They are presets of one model: a pool of groups, each
+// group an ordered list of members (priority order, first = primary).
+const (
+	// ModeCluster: every node is its own group; sends spread over all up nodes.
+	ModeCluster Mode = "cluster"
+	// ModeFailover: one group; sends go to the highest-priority up member.
+	ModeFailover Mode = "failover"
+	// ModeHA: several groups of primary + backups; sends spread over groups,
+	// fail over inside a group, spill to other groups when a group is down.
+	ModeHA Mode = "ha"
+)
+
+// NodeConfig names one nsqd.
+type NodeConfig struct {
+	// Name is unique in the pool; defaults to TCPAddr.
+	Name string
+	// TCPAddr is nsqd's TCP address (host:port), for publishing and consuming.
+	TCPAddr string
+	// HTTPAddr is nsqd's HTTP address (host:port), for /ping and /stats.
+	HTTPAddr string
+}
+
+// GroupConfig is an ordered list of members: the first is the primary.
+type GroupConfig struct {
+	Name  string
+	Nodes []NodeConfig
+}
+
+// Config configures a Pool. Zero values take the documented defaults.
+type Config struct {
+	// Groups lists the pool's groups. Required, at least one node.
+	Groups []GroupConfig
+	// Check configures active health checks.
+	Check health.Config
+	// FailbackHold is how long a higher-priority member must stay up before
+	// sends fail back to it. Default 5s.
+	FailbackHold time.Duration
+	// DialTimeout bounds connecting to a node. Default 1s.
+	DialTimeout time.Duration
+	// WriteTimeout bounds writing one command to a node. Default 1s.
+	WriteTimeout time.Duration
+	// AttemptTimeout bounds one send attempt on one node (the call's own
+	// deadline bounds it too), so one frozen node cannot eat a whole Send
+	// deadline: an attempt that times out ejects the node and the Send moves
+	// on. Default 1s.
+	AttemptTimeout time.Duration
+	// LookupdHTTPAddrs, if set, discovers nodes from nsqlookupd (cluster mode):
+	// nodes it lists join the pool, nodes it stops listing leave.
+	LookupdHTTPAddrs []string
+	// LookupdPollInterval is how often nsqlookupd is polled. Default 5s.
+	LookupdPollInterval time.Duration
+	// Logger receives the pool's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultFailbackHold        = 5 * time.Second
+	DefaultDialTimeout         = time.Second
+	DefaultWriteTimeout        = time.Second
+	DefaultAttemptTimeout      = time.Second
+	DefaultLookupdPollInterval = 5 * time.Second
+)
+
+// GroupsForMode lays out nodes as the groups of a mode preset: cluster makes
+// one group per node, failover one group of all nodes in the given order.
+// ModeHA needs explicit groups (a config file) and is an error here.
+func GroupsForMode(mode Mode, nodes []NodeConfig) ([]GroupConfig, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("nsq: no nodes")
+	}
+	switch mode {
+	case ModeCluster, "":
+		groups := make([]GroupConfig, len(nodes))
+		for i, n := range nodes {
+			groups[i] = GroupConfig{Name: nodeName(n), Nodes: []NodeConfig{n}}
+		}
+		return groups, nil
+	case ModeFailover:
+		return []GroupConfig{{Name: "failover", Nodes: append([]NodeConfig(nil), nodes...)}}, nil
+	case ModeHA:
+		return nil, errors.New("nsq: mode ha needs explicit groups (a config file)")
+	}
+	return nil, fmt.Errorf("nsq: unknown mode %q (want cluster, failover or ha)", mode)
+}
+
+func nodeName(n NodeConfig) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.TCPAddr
+}
+
+// withDefaults returns cfg with defaults filled in and node names set.
+func (cfg Config) withDefaults() Config {
+	cfg.Check = cfg.Check.WithDefaults()
+	if cfg.FailbackHold == 0 {
+		cfg.FailbackHold = DefaultFailbackHold
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if cfg.LookupdPollInterval == 0 {
+		cfg.LookupdPollInterval = DefaultLookupdPollInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	groups := make([]GroupConfig, len(cfg.Groups))
+	for i, g := range cfg.Groups {
+		g.Nodes = append([]NodeConfig(nil), g.Nodes...)
+		for j := range g.Nodes {
+			g.Nodes[j].Name = nodeName(g.Nodes[j])
+		}
+		if g.Name == "" {
+			g.Name = fmt.Sprintf("group%d", i)
+		}
+		groups[i] = g
+	}
+	cfg.Groups = groups
+	return cfg
+}
+
+// validate reports every problem of cfg (after defaults), naming the field.
+func (cfg Config) validate() error {
+	var errs []error
+	if err := cfg.Check.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("check: %w", err))
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"failback hold", cfg.FailbackHold}, {"dial timeout", cfg.DialTimeout},
+		{"write timeout", cfg.WriteTimeout}, {"attempt timeout", cfg.AttemptTimeout},
+		{"lookupd poll interval", cfg.LookupdPollInterval},
+	} {
+		if f.d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", f.name, f.d))
+		}
+	}
+	if cfg.WriteTimeout > 0 && cfg.WriteTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("write timeout %v: must be at least 100ms", cfg.WriteTimeout))
+	}
+	if len(cfg.Groups) == 0 && len(cfg.LookupdHTTPAddrs) == 0 {
+		errs = append(errs, errors.New("groups: at least one node is required"))
+	}
+	names := make(map[string]bool)
+	groupNames := make(map[string]bool)
+	for i, g := range cfg.Groups {
+		if groupNames[g.Name] {
+			errs = append(errs, fmt.Errorf("groups[%d]: duplicate group name %q", i, g.Name))
+		}
+		groupNames[g.Name] = true
+		if len(g.Nodes) == 0 {
+			errs = append(errs, fmt.Errorf("groups[%d] (%s): no nodes", i, g.Name))
+		}
+		for j, n := range g.Nodes {
+			field := fmt.Sprintf("groups[%d].nodes[%d]", i, j)
+			if _, _, err := net.SplitHostPort(n.TCPAddr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: tcp address %q: %w", field, n.TCPAddr, err))
+			}
+			if _, _, err := net.SplitHostPort(n.HTTPAddr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: http address %q: %w", field, n.HTTPAddr, err))
+			}
+			if names[n.Name] {
+				errs = append(errs, fmt.Errorf("%s: duplicate node name %q", field, n.Name))
+			}
+			names[n.Name] = true
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("nsq: invalid config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+// Package nsq is qgate's NSQ backend: a Pool of nsqd nodes, health-checked,
+// with failover, spreading and failback, behind the backends.Backend
+// interface.
+//
+// # Model
+//
+// A pool is a list of groups; a group is an ordered list of members (the
+// first is the primary). The three modes are presets of that model (see
+// GroupsForMode): cluster is one group per node, failover is one group, ha is
+// several groups of a primary with backups.
+//
+// # Routing
+//
+// Every node has a health Monitor (package health): active /ping checks with
+// fall/rise thresholds, plus passive ejection when a send to the node fails
+// at the connection level or times out. A node is usable when it is Up (or
+// still Unknown) and not draining.
+//
+// Within a group the active member is the highest-priority usable member
+// that has been Up for at least Config.FailbackHold; when none has, it is the
+// highest-priority Up member (so a fresh pool and a pool after a total
+// outage work at once), and last an Unknown one. So a backup takes over at
+// once when the primary fails, and the primary takes its work back only
+// after it has stayed up for the hold-down time.
+//
+// A Send goes to the active member of one group, chosen round-robin over the
+// groups that have one, so sends spread over groups and spill to the
+// remaining groups when a whole group is down. When the attempt fails with a
+// connection-level error or does not answer within Config.AttemptTimeout,
+// the node is ejected and the Send is retried on the next group's active
+// member, then on any other usable node, within the call's deadline. The
+// caller sees an error only when no node could take the write:
+// backends.ErrUnavailable (wrapped) when none was usable or all failed, the
+// context's error when its deadline passed, or ErrRejected when nsqd refused
+// the request itself (a bad topic or an oversized body): such a request is
+// not retried and does not mark the node down.
+//
+// # Delivery semantics
+//
+// At least once. An attempt that times out has an unknown outcome: nsqd may
+// still write it (a frozen node that is thawed processes what was buffered
+// in its socket), and the retry on another node then makes a duplicate.
+// Likewise a batch that fails half-way is retried whole.
+//
+// A batch without delay is one MPUB (one PUB for a single message), so it
+// lands on one node atomically. nsqd has no deferred MPUB: a delayed batch
+// is one DPUB per message, pipelined on the same connection, and may be
+// partly written when it fails.
+//
+// # Subscriptions
+//
+// A subscription is one go-nsq Consumer connected directly to every node of
+// every group (primaries, backups and drained nodes alike), because messages
+// can live on any of them: nothing written to a backup during an outage is
+// stranded after failback. A node that comes back Up is reconnected within
+// about one check interval. When a node goes Down, the deliveries it handed
+// out are released (acking them returns backends.ErrUnknownDelivery); nsqd
+// redelivers them. Messages past SubscribeOptions.MaxAttempts are written to
+// the dead-letter topic through the pool's own Send and then finished; if
+// that write fails they are requeued, never dropped.
+//
+// # Goroutines
+//
+// The pool owns: one health monitor goroutine and one sender goroutine per
+// node, one housekeeping goroutine, one goroutine per Watch, and per
+// subscription one loop goroutine (connects, expiry of deliveries past their
+// deadline, release of deliveries of failed nodes), short-lived connect
+// goroutines (one per node per connect round) and, with MaxAttempts, one
+// dead-letter goroutine. Close stops them all and waits. go-nsq runs its own
+// goroutines per connection; they end when the pool stops its producers and
+// consumers.
+package nsq

@@ -1,0 +1,176 @@
+package nsq
+
+import (
+	"sync/atomic"
+	"time"
+
+	gonsq "github.com/nsqio/go-nsq"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/health"
+)
+
+// group is an ordered list of members; members[0] is the primary.
+type group struct {
+	name    string
+	members []*node
+}
+
+// node is one nsqd of the pool: its producer, its monitor and the sender
+// goroutine that feeds the producer.
+type node struct {
+	cfg      NodeConfig
+	group    *group
+	priority int
+
+	// producer is owned by the sender goroutine, which replaces it after
+	// its connection was lost: a go-nsq Producer that reconnects races with
+	// its own exiting router goroutine (a data race in go-nsq 1.1.0), so we
+	// use a fresh Producer per connection instead.
+	producer *gonsq.Producer
+	newProd  func() (*gonsq.Producer, error)
+	// stale is set when the producer's connection was lost (its router
+	// exited, a command failed with a connection error, or the node went
+	// down); the sender replaces the producer before the next publish.
+	stale atomic.Bool
+	mon   *health.Monitor
+	// reqs feeds the sender goroutine. Unbuffered: a caller whose attempt
+	// times out while the sender is stuck (dialling a frozen node) simply
+	// gives up, and nothing is queued behind a dead node.
+	reqs chan *pubReq
+	stop chan struct{} // closed when the node leaves the pool
+	done chan struct{} // closed when the sender goroutine has exited
+
+	// Guarded by Pool.mu.
+	health      backends.NodeState // from the monitor (or a local ejection)
+	healthSince time.Time
+	upSince     time.Time // when it last came Up; for the failback hold
+	draining    bool
+	snap        health.Snapshot
+	// What Watch last reported, to emit events only on change.
+	reported      backends.NodeState
+	reportedSince time.Time
+	active        bool
+	removed       bool
+	discovered    bool // joined through nsqlookupd; may leave
+}
+
+// pubReq is one attempt of a Send on one node.
+type pubReq struct {
+	topic  string
+	bodies [][]byte
+	delay  time.Duration
+	// done receives one transaction per nsqd command: one for a PUB or
+	// MPUB, one per message for DPUBs. Buffered to that count, so neither
+	// the sender nor go-nsq ever blocks on a caller that gave up.
+	done chan *gonsq.ProducerTransaction
+}
+
+// commands returns how many nsqd commands r takes.
+func (r *pubReq) commands() int {
+	if r.delay > 0 {
+		return len(r.bodies)
+	}
+	return 1
+}
+
+// sendLoop is the node's sender goroutine. go-nsq's async publish calls
+// block while the producer dials (up to DialTimeout plus readTimeout on a
+// frozen node) and while its router writes; running them here lets callers
+// give up on their deadline instead of blocking with them.
+func (n *node) sendLoop() {
+	defer close(n.done)
+	defer func() { n.producer.Stop() }()
+	for {
+		select {
+		case r := <-n.reqs:
+			if n.stale.Swap(false) {
+				n.replaceProducer()
+			}
+			n.publish(r)
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// replaceProducer stops the producer (its router has exited or will soon)
+// and makes a new one, which connects on the next publish.
+func (n *node) replaceProducer() {
+	n.producer.Stop()
+	if p, err := n.newProd(); err == nil {
+		n.producer = p
+	}
+}
+
+// publish hands r's commands to the producer. A command that cannot be
+// started reports its error on r.done, as go-nsq would, so r.done always
+// receives exactly r.commands() results.
+func (n *node) publish(r *pubReq) {
+	var err error
+	sent := 0
+	switch {
+	case r.delay > 0:
+		// nsqd has no deferred MPUB: one DPUB per message, pipelined.
+		for _, b := range r.bodies {
+			if err = n.producer.DeferredPublishAsync(r.topic, r.delay, b, r.done); err != nil {
+				break
+			}
+			sent++
+		}
+	case len(r.bodies) == 1:
+		if err = n.producer.PublishAsync(r.topic, r.bodies[0], r.done); err == nil {
+			sent++
+		}
+	default:
+		if err = n.producer.MultiPublishAsync(r.topic, r.bodies, r.done); err == nil {
+			sent++
+		}
+	}
+	for ; sent < r.commands(); sent++ {
+		r.done <- &gonsq.ProducerTransaction{Error: err}
+	}
+}
+
+// usable reports whether n may take new sends. Unknown counts as usable
+// until a check or a send says otherwise. Callers hold Pool.mu.
+func (n *node) usable() bool {
+	return !n.removed && !n.draining && (n.health == backends.NodeUp || n.health == backends.NodeUnknown)
+}
+
+// reportedState is the state operators see: Draining while otherwise Up.
+func (n *node) reportedState() backends.NodeState {
+	if n.draining && n.health == backends.NodeUp {
+		return backends.NodeDraining
+	}
+	return n.health
+}
+
+// active returns g's active member at now, or nil: the highest-priority
+// usable member Up for at least hold; else the highest-priority usable Up
+// member; else the highest-priority usable Unknown member. Callers hold
+// Pool.mu.
+func (g *group) active(now time.Time, hold time.Duration) *node {
+	var up, unknown *node
+	for _, m := range g.members {
+		if !m.usable() {
+			continue
+		}
+		if m.health == backends.NodeUnknown {
+			if unknown == nil {
+				unknown = m
+			}
+			continue
+		}
+		if now.Sub(m.upSince) >= hold {
+			return m
+		}
+		if up == nil {
+			up = m
+		}
+	}
+	if up != nil {
+		return up
+	}
+	return unknown
+}

@@ -1,0 +1,429 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	gonsq "github.com/nsqio/go-nsq"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/health"
+)
+
+// Pool is a pool of nsqd nodes behind the backends.Backend interface. It is
+// safe for concurrent use; see the package documentation for routing,
+// failover and delivery semantics.
+type Pool struct {
+	cfg  Config
+	log  *slog.Logger
+	http *http.Client // nsqd's HTTP API (channel creation)
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the pool starts
+
+	closeOnce sync.Once
+
+	mu       sync.RWMutex
+	groups   []*group
+	nodes    map[string]*node
+	subs     map[*subscription]struct{}
+	watchers map[*watcher]struct{}
+	closed   bool
+
+	rr uint64 // round-robin counter over groups; guarded by rrMu
+	// rrMu is separate from mu so picking a group never waits on a writer.
+	rrMu sync.Mutex
+}
+
+var _ backends.Backend = (*Pool)(nil)
+
+// New validates cfg, connects the pool's nodes and starts health checking.
+// It runs one round of checks before returning (bounded by Check.Timeout) so
+// the pool starts with real node states. Close releases everything.
+func New(cfg Config) (*Pool, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		http:     &http.Client{},
+		ctx:      ctx,
+		cancel:   cancel,
+		nodes:    make(map[string]*node),
+		subs:     make(map[*subscription]struct{}),
+		watchers: make(map[*watcher]struct{}),
+	}
+	var created []*node
+	for _, gc := range cfg.Groups {
+		g := &group{name: gc.Name}
+		for i, nc := range gc.Nodes {
+			n, err := p.newNode(nc, g, i)
+			if err != nil {
+				for _, n := range created {
+					n.producer.Stop()
+					n.mon.Stop()
+				}
+				cancel()
+				return nil, err
+			}
+			g.members = append(g.members, n)
+			p.nodes[n.cfg.Name] = n
+			created = append(created, n)
+		}
+		p.groups = append(p.groups, g)
+	}
+	p.probeAll(created)
+	p.mu.Lock()
+	for _, n := range created {
+		p.startNodeLocked(n)
+	}
+	p.refreshLocked(time.Now()) // record initial Active flags; no watchers yet
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go p.housekeeping()
+	if len(cfg.LookupdHTTPAddrs) > 0 {
+		if err := p.startDiscovery(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created))
+	return p, nil
+}
+
+// newNode creates a node's producer and monitor; nothing runs yet.
+func (p *Pool) newNode(nc NodeConfig, g *group, priority int) (*node, error) {
+	n := &node{
+		cfg:      nc,
+		group:    g,
+		priority: priority,
+		reqs:     make(chan *pubReq),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		health:   backends.NodeUnknown,
+	}
+	n.newProd = func() (*gonsq.Producer, error) {
+		prod, err := gonsq.NewProducer(nc.TCPAddr, p.producerConfig())
+		if err != nil {
+			return nil, fmt.Errorf("nsq: node %s: producer: %w", nc.Name, err)
+		}
+		// go-nsq logs at Info when the producer's router exits; the
+		// logger watches for it to mark the producer stale.
+		prod.SetLogger(producerLogger{nsqLogger{p.log.With("node", nc.Name)}, &n.stale}, gonsq.LogLevelInfo)
+		return prod, nil
+	}
+	prod, err := n.newProd()
+	if err != nil {
+		return nil, err
+	}
+	n.producer = prod
+	now := time.Now()
+	n.healthSince, n.reportedSince = now, now
+	mon, err := health.New(nc.HTTPAddr, p.cfg.Check, func(old, now backends.NodeState, snap health.Snapshot) {
+		p.onHealth(n, old, now, snap)
+	}, health.WithLogger(p.log), health.WithName(nc.Name))
+	if err != nil {
+		prod.Stop()
+		return nil, fmt.Errorf("nsq: node %s: monitor: %w", nc.Name, err)
+	}
+	n.mon = mon
+	return n, nil
+}
+
+// probeAll runs one check of every node at once, bounded by the check
+// timeout, and records the results as the nodes' first states.
+func (p *Pool) probeAll(nodes []*node) {
+	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.Check.Timeout+100*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = n.mon.Probe(ctx) // the result is in the snapshot
+		}()
+	}
+	wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range nodes {
+		snap := n.mon.Snapshot()
+		n.snap = snap
+		if snap.State != backends.NodeUnknown {
+			n.health, n.healthSince = snap.State, snap.Since
+			if snap.State == backends.NodeUp {
+				n.upSince = snap.Since
+			}
+			n.reported, n.reportedSince = n.reportedState(), snap.Since
+		}
+	}
+}
+
+// startNodeLocked starts n's sender goroutine and monitor. Callers hold
+// p.mu.
+func (p *Pool) startNodeLocked(n *node) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		n.sendLoop()
+	}()
+	n.mon.Start(p.ctx)
+}
+
+// Close stops the pool: subscriptions are closed (their unacked deliveries
+// handed back), watchers' channels closed, monitors, senders and producers
+// stopped; later calls return backends.ErrClosed. It waits for every
+// goroutine the pool started. Safe to call more than once.
+func (p *Pool) Close() error {
+	p.closeOnce.Do(p.close)
+	return nil
+}
+
+func (p *Pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	subs := make([]*subscription, 0, len(p.subs))
+	for s := range p.subs {
+		subs = append(subs, s)
+	}
+	p.mu.Unlock()
+	// Subscriptions first: their dead-letter sends still need the pool.
+	var wg sync.WaitGroup
+	for _, s := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	p.cancel()
+	p.mu.Lock()
+	nodes := make([]*node, 0, len(p.nodes))
+	for _, n := range p.nodes {
+		nodes = append(nodes, n)
+	}
+	p.mu.Unlock()
+	for _, n := range nodes {
+		p.stopNode(n)
+	}
+	p.wg.Wait()
+	p.http.CloseIdleConnections()
+	p.log.Info("nsq pool closed")
+}
+
+// stopNode stops n's monitor, sender and producer. It blocks until they
+// exit (the producer's router may finish a write, up to WriteTimeout).
+func (p *Pool) stopNode(n *node) {
+	n.mon.Stop()
+	close(n.stop)
+	<-n.done // the sender stops its producer
+}
+
+// onHealth is the monitors' state-change callback: it mirrors the state,
+// emits Watch events, and tells subscriptions to reconnect (Up) or release
+// the node's deliveries (Down).
+func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapshot) {
+	p.mu.Lock()
+	if n.removed {
+		p.mu.Unlock()
+		return
+	}
+	n.snap = snap
+	if n.health != now {
+		n.health, n.healthSince = now, snap.Since
+		if now == backends.NodeUp {
+			n.upSince = snap.Since
+		}
+	}
+	p.refreshLocked(time.Now())
+	subs := p.subsLocked()
+	p.mu.Unlock()
+
+	attrs := []any{"node", n.cfg.Name, "group", n.group.name, "from", old.String(), "to", now.String()}
+	if snap.LastError != nil {
+		attrs = append(attrs, "err", snap.LastError.Error())
+	}
+	p.log.Info("nsq node state changed", attrs...)
+	for _, s := range subs {
+		if now == backends.NodeDown {
+			n.stale.Store(true)
+		}
+		switch now {
+		case backends.NodeUp:
+			s.kickConnect()
+		case backends.NodeDown:
+			s.nodeDown(n.cfg.TCPAddr)
+		}
+	}
+}
+
+// eject marks n down at once after a failed send (passive check) and tells
+// its monitor, which then needs Rise passed checks to bring it back.
+func (p *Pool) eject(n *node, err error) {
+	p.mu.Lock()
+	if n.health != backends.NodeDown && !n.removed {
+		n.health, n.healthSince = backends.NodeDown, time.Now()
+	}
+	p.mu.Unlock()
+	n.mon.Eject(err)
+}
+
+func (p *Pool) subsLocked() []*subscription {
+	subs := make([]*subscription, 0, len(p.subs))
+	for s := range p.subs {
+		subs = append(subs, s)
+	}
+	return subs
+}
+
+// refreshLocked recomputes every node's reported state and Active flag and
+// sends an event to the watchers for each node whose view changed.
+// Callers hold p.mu (write).
+func (p *Pool) refreshLocked(now time.Time) {
+	for _, g := range p.groups {
+		a := g.active(now, p.cfg.FailbackHold)
+		for _, m := range g.members {
+			st := m.reportedState()
+			isActive := m == a
+			if st == m.reported && isActive == m.active {
+				continue
+			}
+			prev := m.reported
+			if st != m.reported {
+				m.reported = st
+				m.reportedSince = m.healthSince
+				if st == backends.NodeDraining || prev == backends.NodeDraining {
+					m.reportedSince = now
+				}
+			}
+			if isActive != m.active {
+				m.active = isActive
+				if isActive {
+					p.log.Info("nsq node active", "node", m.cfg.Name, "group", g.name)
+				}
+			}
+			ev := backends.NodeEvent{Node: p.statusLocked(m), Previous: prev}
+			for w := range p.watchers {
+				w.push(ev)
+			}
+		}
+	}
+}
+
+// housekeeping re-evaluates Active flags as failback holds expire, so
+// watchers see a failback when it happens, and pokes subscriptions to
+// reconnect lost nodes once per check interval.
+func (p *Pool) housekeeping() {
+	defer p.wg.Done()
+	tick := clampDuration(p.cfg.FailbackHold/20, 10*time.Millisecond, 250*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastConnect := time.Now()
+	for {
+		select {
+		case now := <-t.C:
+			p.mu.Lock()
+			p.refreshLocked(now)
+			var subs []*subscription
+			if now.Sub(lastConnect) >= p.cfg.Check.Interval {
+				lastConnect = now
+				subs = p.subsLocked()
+			}
+			p.mu.Unlock()
+			for _, s := range subs {
+				s.kickConnect()
+			}
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// statusLocked returns n's NodeStatus. Callers hold p.mu.
+func (p *Pool) statusLocked(n *node) backends.NodeStatus {
+	st := backends.NodeStatus{
+		Name:         n.cfg.Name,
+		TCPAddr:      n.cfg.TCPAddr,
+		HTTPAddr:     n.cfg.HTTPAddr,
+		Group:        n.group.name,
+		Priority:     n.priority,
+		State:        n.reported,
+		Since:        n.reportedSince,
+		LastCheck:    n.snap.LastCheck,
+		CheckLatency: n.snap.Latency,
+		Depth:        n.snap.Stats.Depth,
+		InFlight:     n.snap.Stats.InFlight,
+		Active:       n.active,
+	}
+	if n.snap.LastError != nil {
+		st.LastError = n.snap.LastError.Error()
+	}
+	return st
+}
+
+// Nodes returns a snapshot of every node, in group order and, within a
+// group, in priority order.
+func (p *Pool) Nodes() []backends.NodeStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refreshLocked(time.Now())
+	var out []backends.NodeStatus
+	for _, g := range p.groups {
+		for _, m := range g.members {
+			out = append(out, p.statusLocked(m))
+		}
+	}
+	return out
+}
+
+// SetDraining drains (true) or undrains (false) the named node: a drained
+// node takes no new sends, while subscriptions keep reading it. It returns
+// the node's status after the change, or backends.ErrNotFound.
+func (p *Pool) SetDraining(name string, draining bool) (backends.NodeStatus, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, ok := p.nodes[name]
+	if !ok {
+		return backends.NodeStatus{}, fmt.Errorf("nsq: node %q: %w", name, backends.ErrNotFound)
+	}
+	if n.draining != draining {
+		n.draining = draining
+		p.log.Info("nsq node draining changed", "node", name, "draining", draining)
+	}
+	p.refreshLocked(time.Now())
+	return p.statusLocked(n), nil
+}
+
+// Writable reports whether some node can take sends now.
+func (p *Pool) Writable() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return false
+	}
+	for _, n := range p.nodes {
+		if n.usable() {
+			return true
+		}
+	}
+	return false
+}
+
+// errClosed wraps backends.ErrClosed.
+var errClosed = fmt.Errorf("nsq: pool: %w", backends.ErrClosed)
+
+// ErrRejected marks a request that nsqd refused as invalid (a bad topic
+// name, an empty or oversized body). It is not retried on other nodes and
+// does not count against the node's health. The service validates requests
+// so that this should not happen.
+var ErrRejected = errors.New("nsq: request rejected by nsqd")

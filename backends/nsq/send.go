@@ -1,0 +1,196 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	gonsq "github.com/nsqio/go-nsq"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/envelope"
+)
+
+// errAttemptTimeout is the error of an attempt that exceeded its budget.
+var errAttemptTimeout = errors.New("nsq: no answer within the attempt timeout")
+
+// Send writes msgs to topic on one node: the active member of the next
+// group in round-robin order. On a connection-level failure or an attempt
+// timeout it ejects the node and retries on the next usable node, within
+// ctx's deadline. See the package documentation for what an error means.
+func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bodies := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		b := make([]byte, 0, envelope.Size(m.ID, m.Attributes, m.PublishTime, m.Body))
+		bodies[i] = envelope.Append(b, m.ID, m.Attributes, m.PublishTime, m.Body)
+	}
+	start := p.nextStart()
+	var tried []*node
+	var lastErr error
+	for {
+		n, err := p.pick(start, tried)
+		if err != nil {
+			return err
+		}
+		if n == nil {
+			if lastErr == nil {
+				return fmt.Errorf("nsq: send to %s: %w", topic, backends.ErrUnavailable)
+			}
+			return fmt.Errorf("nsq: send to %s: %w (last error: %w)", topic, backends.ErrUnavailable, lastErr)
+		}
+		tried = append(tried, n)
+		err = p.attempt(ctx, n, topic, bodies, opts.Delay)
+		if err == nil {
+			return nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			p.log.Warn("nsq send failed: deadline", "node", n.cfg.Name, "topic", topic, "err", err)
+			return ctxErr
+		}
+		if errors.Is(err, errClosed) {
+			return err
+		}
+		if !errors.Is(err, errAttemptTimeout) {
+			n.stale.Store(true) // a failed command may have closed the connection
+		}
+		retry, eject := classify(err)
+		p.log.Warn("nsq send failed", "node", n.cfg.Name, "topic", topic, "err", err,
+			"retry", retry, "eject", eject)
+		if eject {
+			p.eject(n, err)
+		}
+		if !retry {
+			return fmt.Errorf("nsq: send to %s on %s: %w: %w", topic, n.cfg.Name, ErrRejected, err)
+		}
+		lastErr = fmt.Errorf("%s: %w", n.cfg.Name, err)
+	}
+}
+
+// nextStart returns the round-robin position of a new Send.
+func (p *Pool) nextStart() int {
+	p.rrMu.Lock()
+	defer p.rrMu.Unlock()
+	p.rr++
+	return int(p.rr)
+}
+
+// pick returns the node for the next attempt of a Send, skipping tried
+// nodes: first the active member of a group, chosen round-robin (from
+// start) among the groups whose active member is untried; then any other
+// usable node, in group and priority order. nil means no node is left.
+func (p *Pool) pick(start int, tried []*node) (*node, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, errClosed
+	}
+	now := time.Now()
+	var live []*node
+	for _, g := range p.groups {
+		if a := g.active(now, p.cfg.FailbackHold); a != nil && !contains(tried, a) {
+			live = append(live, a)
+		}
+	}
+	if len(live) > 0 {
+		return live[start%len(live)], nil
+	}
+	for i := range p.groups {
+		g := p.groups[(start+i)%len(p.groups)]
+		for _, m := range g.members {
+			if m.usable() && !contains(tried, m) {
+				return m, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+func contains(ns []*node, n *node) bool {
+	for _, m := range ns {
+		if m == n {
+			return true
+		}
+	}
+	return false
+}
+
+// attempt sends bodies on n within min(ctx's deadline, AttemptTimeout). A
+// timed-out attempt has an unknown outcome: its commands may still land.
+func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	r := &pubReq{topic: topic, bodies: bodies, delay: delay}
+	r.done = make(chan *gonsq.ProducerTransaction, r.commands())
+	select {
+	case n.reqs <- r:
+	case <-ctx.Done():
+		return attemptErr(ctx)
+	case <-n.stop:
+		return errNodeGone
+	case <-p.ctx.Done():
+		return errClosed
+	}
+	var firstErr error
+	for range r.commands() {
+		select {
+		case t := <-r.done:
+			if t.Error != nil && firstErr == nil {
+				firstErr = t.Error
+			}
+		case <-ctx.Done():
+			return attemptErr(ctx)
+		case <-p.ctx.Done():
+			return errClosed
+		}
+	}
+	return firstErr
+}
+
+// attemptErr is the error of an attempt whose context ended.
+func attemptErr(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return errAttemptTimeout
+	}
+	return ctx.Err()
+}
+
+// errNodeGone: the node left the pool during the attempt.
+var errNodeGone = errors.New("nsq: node left the pool")
+
+// classify tells whether a failed attempt is worth retrying on another
+// node, and whether it should eject the node (passive health check).
+//
+//   - nsqd refused the request itself (E_BAD_TOPIC, E_BAD_MESSAGE,
+//     E_BAD_BODY, E_INVALID): the same request fails everywhere; neither.
+//   - the connection closed under a pending command (go-nsq's
+//     ErrNotConnected, also what a protocol error of another request on
+//     the same connection causes) or the producer stopped: retry, but no
+//     ejection; the next dial tells whether the node is really gone.
+//   - anything else (dial and I/O errors, E_PUB_FAILED from an exiting
+//     nsqd, an attempt timeout): retry and eject.
+func classify(err error) (retry, eject bool) {
+	var pe gonsq.ErrProtocol
+	if errors.As(err, &pe) {
+		code, _, _ := strings.Cut(pe.Reason, " ")
+		switch code {
+		case "E_BAD_TOPIC", "E_BAD_MESSAGE", "E_BAD_BODY", "E_INVALID":
+			return false, false
+		}
+		return true, true
+	}
+	if errors.Is(err, ErrRejected) {
+		return false, false
+	}
+	if errors.Is(err, gonsq.ErrNotConnected) || errors.Is(err, gonsq.ErrStopped) || errors.Is(err, errNodeGone) {
+		return true, false
+	}
+	return true, true
+}

@@ -1,0 +1,680 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	gonsq "github.com/nsqio/go-nsq"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/envelope"
+)
+
+// Attributes added to a message written to a dead-letter topic.
+const (
+	AttrDeadLetterAttempts = "qgate-dead-letter-attempts"
+	AttrDeadLetterReason   = "qgate-dead-letter-reason"
+)
+
+// Timings of subscriptions.
+const (
+	// deadLetterTimeout bounds one dead-letter write.
+	deadLetterTimeout = 5 * time.Second
+	// deadLetterRetryDelay is the requeue delay of a message whose
+	// dead-letter write failed: it comes back and is tried again.
+	deadLetterRetryDelay = 5 * time.Second
+	// maxRequeueDelay is nsqd's default --max-req-timeout; a longer REQ
+	// would make nsqd close the connection.
+	maxRequeueDelay = time.Hour
+	// deliverySkew is how much earlier than our receipt nsqd may have
+	// started a delivery's timeout: its output buffering plus slack.
+	deliverySkew = outputBufferTimeout + 25*time.Millisecond
+	// overflowDelay requeues a message that arrives while the subscription
+	// already holds far more than MaxInFlight (only after connection churn).
+	overflowDelay = time.Second
+)
+
+// subscription is one Subscribe: a go-nsq Consumer per node, all feeding
+// one queue.
+//
+// One Consumer per node rather than one Consumer connected to every node:
+// a go-nsq Consumer splits its max in flight evenly over its connections
+// and moves RDY between them only slowly (and, when connections come up
+// concurrently, can leave one at RDY 0 for 5s), so a node holding most of
+// the messages would be read at a fraction of the rate. Each per-node
+// Consumer gets the subscription's MaxInFlight; Receive enforces the
+// subscription-wide bound, and messages beyond it wait in the queue (at
+// most MaxInFlight per node), reserved for this subscriber and kept alive
+// with TOUCH.
+type subscription struct {
+	p    *Pool
+	opts backends.SubscribeOptions
+	log  *slog.Logger
+	// msgTimeout is nsqd's timeout of a delivery to this consumer: the ack
+	// deadline clamped to what nsqd accepts.
+	msgTimeout time.Duration
+
+	ctx       context.Context // cancelled by Close
+	cancel    context.CancelFunc
+	closing   <-chan struct{} // ctx.Done()
+	closeOnce sync.Once
+	kick      chan struct{} // buffered 1: wake the loop (connect, release)
+	avail     chan struct{} // buffered 1: wake Receive
+	deadKick  chan struct{} // buffered 1: wake the dead-letter goroutine
+	wg        sync.WaitGroup
+
+	mu         sync.Mutex
+	closed     bool
+	held       map[*delivery]struct{} // not settled: queued or handed out
+	queue      []*delivery            // waiting for Receive, in arrival order
+	handed     int                    // handed out by Receive, not settled
+	dead       []*gonsq.Message       // waiting for the dead-letter goroutine
+	down       map[string]bool        // node addresses whose deliveries to release
+	connecting map[string]bool        // node addresses with a connect running
+	consumers  map[string]*gonsq.Consumer
+}
+
+// delivery is one message held by a subscription; it is the Acker.
+type delivery struct {
+	s   *subscription
+	msg *gonsq.Message
+	d   backends.Delivery
+	// Guarded by s.mu.
+	deadline    time.Time // the client's ack deadline, once handed out
+	nsqDeadline time.Time // when nsqd times the message out, absent a TOUCH
+	touched     time.Time // last arrival or TOUCH
+	settled     bool
+	handed      bool
+}
+
+// Subscribe opens a subscription that reads topic/channel from every node
+// of the pool. ctx bounds the first connection round; nodes that cannot be
+// reached yet are connected when they come up.
+func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (backends.Subscription, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts.MaxInFlight < 1 {
+		opts.MaxInFlight = 1
+	}
+	if opts.AckDeadline <= 0 {
+		opts.AckDeadline = 30 * time.Second
+	}
+	if opts.MaxAttempts > 0 && opts.DeadLetterTopic == "" {
+		return nil, fmt.Errorf("nsq: subscribe: max attempts %d without a dead-letter topic: %w",
+			opts.MaxAttempts, ErrRejected)
+	}
+	if !gonsq.IsValidTopicName(opts.Topic) || !gonsq.IsValidChannelName(opts.Channel) {
+		return nil, fmt.Errorf("nsq: subscribe %q/%q: invalid topic or channel name: %w",
+			opts.Topic, opts.Channel, ErrRejected)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &subscription{
+		p:          p,
+		opts:       opts,
+		consumers:  make(map[string]*gonsq.Consumer),
+		msgTimeout: msgTimeout(opts.AckDeadline),
+		log:        p.log.With("topic", opts.Topic, "channel", opts.Channel),
+		ctx:        sctx,
+		cancel:     cancel,
+		closing:    sctx.Done(),
+		kick:       make(chan struct{}, 1),
+		avail:      make(chan struct{}, 1),
+		deadKick:   make(chan struct{}, 1),
+		held:       make(map[*delivery]struct{}),
+		down:       make(map[string]bool),
+		connecting: make(map[string]bool),
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		cancel()
+		return nil, errClosed
+	}
+	p.subs[s] = struct{}{}
+	p.mu.Unlock()
+
+	round := s.connectRound()
+	s.wg.Add(1)
+	go s.loop()
+	if opts.MaxAttempts > 0 {
+		s.wg.Add(1)
+		go s.deadLetterLoop()
+	}
+	// Wait for the first round so that the channel exists on every
+	// reachable node before the caller goes on; a node that hangs does not
+	// hold the caller for longer than a dial.
+	select {
+	case <-round:
+	case <-time.After(p.cfg.DialTimeout + 500*time.Millisecond):
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	}
+	s.log.Info("nsq subscription opened", "max_in_flight", opts.MaxInFlight, "ack_deadline", opts.AckDeadline)
+	return s, nil
+}
+
+// connectRound connects the consumer to every node not known to be down,
+// one goroutine per node that is not already connecting. The returned
+// channel is closed when this round's connects have finished.
+func (s *subscription) connectRound() <-chan struct{} {
+	targets := s.p.consumeTargets()
+	var round sync.WaitGroup
+	s.mu.Lock()
+	if !s.closed {
+		for _, nc := range targets {
+			addr := nc.TCPAddr
+			if s.connecting[addr] {
+				continue
+			}
+			s.connecting[addr] = true
+			round.Add(1)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer round.Done()
+				s.connect(nc)
+			}()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		round.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// connect connects addr's consumer, making it first if needed;
+// ErrAlreadyConnected is success.
+//
+// go-nsq's ConnectToNSQD returns once SUB is written, not when nsqd has
+// processed it, so a message published right after Subscribe returns could
+// reach the topic before the channel exists, and the channel would never
+// see it. Creating the channel first through nsqd's HTTP API, which answers
+// once it exists, closes that gap.
+func (s *subscription) connect(nc NodeConfig) {
+	addr := nc.TCPAddr
+	c, err := s.consumerOf(addr)
+	if err == nil {
+		if err := s.p.createChannel(s.ctx, nc.HTTPAddr, s.opts.Topic, s.opts.Channel); err != nil {
+			s.log.Debug("nsq channel create failed", "addr", nc.HTTPAddr, "err", err)
+		}
+		err = c.ConnectToNSQD(addr)
+	}
+	s.mu.Lock()
+	delete(s.connecting, addr)
+	s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.log.Debug("nsq consumer connected", "addr", addr)
+	case errors.Is(err, gonsq.ErrAlreadyConnected):
+	default:
+		s.log.Debug("nsq consumer connect failed", "addr", addr, "err", err)
+	}
+}
+
+// consumeTargets returns every node that is not known to be down:
+// primaries, backups and drained nodes alike.
+func (p *Pool) consumeTargets() []NodeConfig {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]NodeConfig, 0, len(p.nodes))
+	for _, g := range p.groups {
+		for _, m := range g.members {
+			if !m.removed && m.health != backends.NodeDown {
+				out = append(out, m.cfg)
+			}
+		}
+	}
+	return out
+}
+
+// createChannel creates topic/channel on the nsqd at httpAddr (POST
+// /channel/create), bounded by the check timeout.
+func (p *Pool) createChannel(ctx context.Context, httpAddr, topic, channel string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Check.Timeout)
+	defer cancel()
+	u := "http://" + httpAddr + "/channel/create?" + url.Values{"topic": {topic}, "channel": {channel}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	return nil
+}
+
+// consumerOf returns addr's consumer, making it if needed.
+func (s *subscription) consumerOf(addr string) (*gonsq.Consumer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.consumers[addr]; c != nil {
+		return c, nil
+	}
+	c, err := gonsq.NewConsumer(s.opts.Topic, s.opts.Channel, s.p.consumerConfig(s.opts.MaxInFlight, s.opts.AckDeadline))
+	if err != nil {
+		return nil, err
+	}
+	c.SetLogger(nsqLogger{s.log.With("addr", addr)}, s.p.nsqLogLevel())
+	// One handler goroutine: the handler never blocks for long (it only
+	// queues), so more would not help.
+	c.AddHandler(s)
+	s.consumers[addr] = c
+	return c, nil
+}
+
+// disconnect stops consuming from addr (a node that left the pool) and
+// waits for the consumer to stop, bounded.
+func (s *subscription) disconnect(addr string) {
+	s.mu.Lock()
+	c := s.consumers[addr]
+	delete(s.consumers, addr)
+	s.mu.Unlock()
+	if c != nil {
+		s.stopConsumers([]*gonsq.Consumer{c}, nil)
+	}
+}
+
+// stopConsumers stops cs (CLS on their connections), then runs between (if
+// any), then waits for them to stop, bounded: a frozen node's connection
+// ends only when its reads time out.
+func (s *subscription) stopConsumers(cs []*gonsq.Consumer, between func()) {
+	for _, c := range cs {
+		c.Stop()
+	}
+	if between != nil {
+		between()
+	}
+	timeout := time.NewTimer(readTimeout + 2*time.Second)
+	defer timeout.Stop()
+	for _, c := range cs {
+		select {
+		case <-c.StopChan:
+		case <-timeout.C:
+			s.log.Warn("nsq consumer did not stop in time")
+			return
+		}
+	}
+}
+
+// kickConnect asks the loop to run a connect round. It never blocks.
+func (s *subscription) kickConnect() { wake(s.kick) }
+
+// nodeDown asks the loop to release the deliveries of the node at addr.
+func (s *subscription) nodeDown(addr string) {
+	s.mu.Lock()
+	s.down[addr] = true
+	s.mu.Unlock()
+	wake(s.kick)
+}
+
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the subscription's background goroutine: connect rounds when
+// kicked, release of deliveries of failed nodes, and expiry of deliveries
+// past their ack deadline (nsqd has already handed those back; answering
+// them frees go-nsq's per-connection count so a dead connection can close).
+func (s *subscription) loop() {
+	defer s.wg.Done()
+	sweep := time.NewTicker(clampDuration(s.opts.AckDeadline/10, 20*time.Millisecond, time.Second))
+	defer sweep.Stop()
+	for {
+		select {
+		case <-s.kick:
+			s.releaseDown()
+			s.connectRound()
+		case now := <-sweep.C:
+			s.expire(now)
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+// releaseDown settles every delivery of the nodes reported down and hands
+// it back (REQ 0): nsqd requeues them anyway when the connection is gone.
+func (s *subscription) releaseDown() {
+	s.mu.Lock()
+	if len(s.down) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	var rel []*delivery
+	for d := range s.held {
+		if s.down[d.msg.NSQDAddress] {
+			s.settleLocked(d)
+			rel = append(rel, d)
+		}
+	}
+	clear(s.down)
+	s.mu.Unlock()
+	if len(rel) > 0 {
+		s.log.Info("nsq released deliveries of a down node", "count", len(rel))
+	}
+	for _, d := range rel {
+		d.msg.RequeueWithoutBackoff(0)
+	}
+}
+
+// expire settles handed-out deliveries whose ack deadline has passed, and
+// keeps queued ones alive: a message waiting in the queue for Receive has
+// not been seen by the client, so its deadline has not started; a TOUCH
+// stops nsqd from timing it out (and counting another attempt) meanwhile.
+func (s *subscription) expire(now time.Time) {
+	s.mu.Lock()
+	var exp, touch []*delivery
+	for d := range s.held {
+		switch {
+		case d.handed && now.After(d.deadline), !d.handed && now.After(d.nsqDeadline):
+			s.settleLocked(d)
+			exp = append(exp, d)
+		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
+			d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+			touch = append(touch, d)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range exp {
+		d.msg.RequeueWithoutBackoff(0)
+	}
+	for _, d := range touch {
+		d.msg.Touch()
+	}
+}
+
+// HandleMessage is the go-nsq handler: it queues the message for Receive
+// (or for the dead-letter goroutine) and returns at once; responses are
+// sent when the delivery is settled.
+func (s *subscription) HandleMessage(m *gonsq.Message) error {
+	m.DisableAutoResponse()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		m.RequeueWithoutBackoff(0)
+		return nil
+	}
+	if s.opts.MaxAttempts > 0 && int(m.Attempts) > s.opts.MaxAttempts {
+		s.dead = append(s.dead, m)
+		s.mu.Unlock()
+		wake(s.deadKick)
+		return nil
+	}
+	if len(s.held) >= 2*s.opts.MaxInFlight+16 {
+		s.mu.Unlock()
+		m.RequeueWithoutBackoff(overflowDelay)
+		return nil
+	}
+	// nsqd started the message's timeout when it wrote it to its output
+	// buffer, up to outputBufferTimeout before we read it: count from then,
+	// so an Ack that we accept reaches nsqd before its deadline.
+	now := time.Now()
+	d := &delivery{s: s, msg: m, touched: now.Add(-deliverySkew), nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
+	d.d = backends.Delivery{Message: decode(m), Attempt: int(m.Attempts), Acker: d}
+	s.held[d] = struct{}{}
+	s.queue = append(s.queue, d)
+	s.mu.Unlock()
+	wake(s.avail)
+	return nil
+}
+
+// decode turns an NSQ message into the message qgate sent; a body without
+// the envelope is delivered as-is with nsqd's id and timestamp.
+func decode(m *gonsq.Message) backends.Message {
+	if e, ok := envelope.Decode(m.Body); ok {
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}
+	}
+	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}
+}
+
+// Receive returns the next delivery; see backends.Subscription.
+func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("nsq: subscription: %w", backends.ErrClosed)
+		}
+		if s.handed < s.opts.MaxInFlight {
+			for len(s.queue) > 0 {
+				d := s.queue[0]
+				s.queue[0] = nil
+				s.queue = s.queue[1:]
+				if d.settled {
+					continue
+				}
+				d.handed = true
+				s.handed++
+				// The client's deadline starts now; if the message waited
+				// in the queue, TOUCH it so nsqd's timer starts now too.
+				now := time.Now()
+				touch := now.Sub(d.touched) > ackMargin/2
+				if touch {
+					d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+				}
+				d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
+				s.mu.Unlock()
+				if touch {
+					d.msg.Touch()
+				}
+				return &d.d, nil
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.avail:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.closing:
+		}
+	}
+}
+
+// settleLocked marks d settled. Callers hold s.mu and respond to d.msg
+// after unlocking.
+func (s *subscription) settleLocked(d *delivery) {
+	d.settled = true
+	delete(s.held, d)
+	if d.handed {
+		s.handed--
+		wake(s.avail)
+	}
+}
+
+// settle settles d for Ack or Nack. It reports false, after handing the
+// message back, when d was already settled or its deadline had passed.
+func (d *delivery) settle() (ok bool, expired bool) {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.settled {
+		return false, false
+	}
+	s.settleLocked(d)
+	return true, time.Now().After(d.deadline)
+}
+
+var errUnknown = fmt.Errorf("nsq: %w", backends.ErrUnknownDelivery)
+
+// Ack finishes the message (FIN).
+func (d *delivery) Ack() error {
+	ok, expired := d.settle()
+	switch {
+	case !ok:
+		return errUnknown
+	case expired:
+		d.msg.RequeueWithoutBackoff(0)
+		return errUnknown
+	}
+	d.msg.Finish()
+	return nil
+}
+
+// Nack hands the message back for redelivery after delay (REQ, no backoff).
+func (d *delivery) Nack(delay time.Duration) error {
+	ok, expired := d.settle()
+	switch {
+	case !ok:
+		return errUnknown
+	case expired:
+		d.msg.RequeueWithoutBackoff(0)
+		return errUnknown
+	}
+	d.msg.RequeueWithoutBackoff(clampDuration(delay, 0, maxRequeueDelay))
+	return nil
+}
+
+// Extend resets the ack deadline (TOUCH).
+func (d *delivery) Extend() error {
+	s := d.s
+	s.mu.Lock()
+	if d.settled {
+		s.mu.Unlock()
+		return errUnknown
+	}
+	now := time.Now()
+	if now.After(d.deadline) {
+		s.settleLocked(d)
+		s.mu.Unlock()
+		d.msg.RequeueWithoutBackoff(0)
+		return errUnknown
+	}
+	d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+	d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
+	s.mu.Unlock()
+	d.msg.Touch()
+	return nil
+}
+
+// deadLetterLoop writes messages past MaxAttempts to the dead-letter topic
+// through the pool's Send, then finishes them; a failed write requeues the
+// message with a delay, so it is tried again and never dropped.
+func (s *subscription) deadLetterLoop() {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		var m *gonsq.Message
+		if len(s.dead) > 0 && !s.closed {
+			m = s.dead[0]
+			s.dead[0] = nil
+			s.dead = s.dead[1:]
+		}
+		s.mu.Unlock()
+		if m == nil {
+			select {
+			case <-s.deadKick:
+				continue
+			case <-s.closing:
+				return
+			}
+		}
+		// Close cancels s.ctx: a write in progress ends and its message is
+		// handed back.
+		s.deadLetter(s.ctx, m)
+	}
+}
+
+func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
+	msg := decode(m)
+	attrs := make(map[string]string, len(msg.Attributes)+2)
+	maps.Copy(attrs, msg.Attributes)
+	attrs[AttrDeadLetterAttempts] = strconv.Itoa(int(m.Attempts) - 1)
+	attrs[AttrDeadLetterReason] = fmt.Sprintf("delivered %d times, max attempts %d", int(m.Attempts)-1, s.opts.MaxAttempts)
+	msg.Attributes = attrs
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
+	err := s.p.Send(ctx, s.opts.DeadLetterTopic, []*backends.Message{&msg}, backends.SendOptions{})
+	if err != nil {
+		s.log.Warn("nsq dead-letter write failed; requeued", "id", msg.ID,
+			"dead_letter_topic", s.opts.DeadLetterTopic, "err", err)
+		delay := deadLetterRetryDelay
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+			delay = 0 // closing
+		}
+		m.RequeueWithoutBackoff(delay)
+		return
+	}
+	s.log.Info("nsq message dead-lettered", "id", msg.ID, "dead_letter_topic", s.opts.DeadLetterTopic,
+		"attempts", int(m.Attempts)-1)
+	m.Finish()
+}
+
+// Close hands every unsettled delivery back at once (REQ 0), stops the
+// consumer and waits for it (bounded) and for the subscription's
+// goroutines. Safe to call more than once.
+func (s *subscription) Close() error {
+	s.closeOnce.Do(s.close)
+	return nil
+}
+
+func (s *subscription) close() {
+	s.cancel()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	// Our goroutines first: a connect finishing after Stop would add a
+	// connection that Stop never closes.
+	s.wg.Wait()
+	s.mu.Lock()
+	cs := make([]*gonsq.Consumer, 0, len(s.consumers))
+	for _, c := range s.consumers {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	// Stop first (CLS: nsqd sends nothing more), then hand back: handed
+	// back first, nsqd would redeliver the messages to this subscription's
+	// connections, which still have RDY. A connection closes once all its
+	// messages are answered. Messages already on the wire are handed back
+	// by HandleMessage.
+	var back []*gonsq.Message
+	s.stopConsumers(cs, func() {
+		s.mu.Lock()
+		back = make([]*gonsq.Message, 0, len(s.held)+len(s.dead))
+		for d := range s.held {
+			s.settleLocked(d)
+			back = append(back, d.msg)
+		}
+		back = append(back, s.dead...)
+		s.dead, s.queue = nil, nil
+		s.mu.Unlock()
+		for _, m := range back {
+			m.RequeueWithoutBackoff(0)
+		}
+	})
+	s.p.mu.Lock()
+	delete(s.p.subs, s)
+	s.p.mu.Unlock()
+	s.log.Info("nsq subscription closed", "handed_back", len(back))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
