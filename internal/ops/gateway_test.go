@@ -66,8 +66,8 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Cleanup(stopNodeMetrics)
 	q := service.New(m.Backend(pool), service.WithLogger(log))
 
-	unary := []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()}
-	stream := []grpc.StreamServerInterceptor{m.StreamServerInterceptor()}
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
 	var store *auth.Store
 	if len(o.tokens) > 0 {
 		store, err = auth.NewStore(o.tokens)
@@ -81,10 +81,7 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	lim := limits.New(o.limits)
 	unary = append(unary, lim.UnaryServerInterceptor())
 	stream = append(stream, lim.StreamServerInterceptor())
-	opts := append(lim.ServerOptions(),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
-	)
+	opts := lim.ServerOptions()
 	if o.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(o.tls)))
 	}
@@ -96,6 +93,10 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 		OnShutdown:      []func(){q.BeginShutdown},
 		ShutdownTimeout: 5 * time.Second,
 		MaxRecvMsgSize:  limits.MaxRecvMsgSize(q.Limits().MaxBatchBytes),
+		FirstUnary:      []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
+		FirstStream:     []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
+		Unary:           unary,
+		Stream:          stream,
 		ServerOptions:   opts,
 	})
 	if err != nil {
