@@ -106,7 +106,8 @@ type action int
 const (
 	ackIt action = iota
 	nackIt
-	holdIt // neither ack nor nack: wait for the ack deadline
+	holdIt   // neither ack nor nack: wait for the ack deadline
+	ackLater // ack after the returned delay (a slow consumer)
 )
 
 // subscriber reads a subscription through qgate, records each delivery
@@ -175,9 +176,37 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 	}
 	s.opens.Add(1)
 	onOpen()
+	// One goroutine sends (gRPC allows one sender at a time); delayed acks
+	// reach it through out.
+	out := make(chan *qgatev1.SubscribeRequest, 64)
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case req := <-out:
+				if err := st.Send(req); err != nil {
+					sendErr <- err
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	enqueue := func(req *qgatev1.SubscribeRequest) {
+		select {
+		case out <- req:
+		case <-ctx.Done():
+		}
+	}
 	for {
 		resp, err := st.Recv()
 		if err != nil {
+			select {
+			case err = <-sendErr:
+			default:
+			}
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -191,21 +220,21 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 		if s.decide != nil {
 			act, delay = s.decide(d)
 		}
+		// A delivery counts as consumed when the application got it and
+		// will ack it; whether the ack reaches nsqd decides duplicates.
 		s.ledger.RecordDelivery(DeliveryRecord{
 			ID: string(d.GetBody()), Attempt: int(d.GetAttempt()), At: time.Now(),
-			Acked: act == ackIt, Subscriber: s.name,
+			Acked: act == ackIt || act == ackLater, Subscriber: s.name,
 		})
-		var req *qgatev1.SubscribeRequest
+		ids := []string{d.GetAckId()}
 		switch act {
 		case ackIt:
-			req = &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: []string{d.GetAckId()}}}}
+			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}})
+		case ackLater:
+			req := &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}}
+			time.AfterFunc(delay, func() { enqueue(req) })
 		case nackIt:
-			req = &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: []string{d.GetAckId()}, Delay: durationpb.New(delay)}}}
-		}
-		if req != nil {
-			if err := st.Send(req); err != nil {
-				return err
-			}
+			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: ids, Delay: durationpb.New(delay)}}})
 		}
 	}
 }

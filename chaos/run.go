@@ -84,6 +84,10 @@ type Scenario struct {
 	Promises []Promise
 	// Notes are printed with the table.
 	Notes []string
+	// WaitRedelivery makes the drain wait for a full quiet period (ack
+	// deadline + 2 s) even when every acked message was delivered, so that
+	// redeliveries after the deadline are seen.
+	WaitRedelivery bool
 	// NeedsReplicas: the scenario proves replication; it is skipped when
 	// the nodes do not hold the extra copies.
 	NeedsReplicas bool
@@ -120,6 +124,8 @@ type Harness struct {
 
 	// decide is the standard subscribers' ack policy (nil: ack all).
 	decide func(*qgatev1.Delivery) (action, time.Duration)
+	// stopTook is how long the last gateway stop took.
+	stopTook time.Duration
 	// holderStop ends S10's non-acking subscriber.
 	holderStop func()
 
@@ -499,7 +505,7 @@ func (h *Harness) drain(ctx context.Context) time.Duration {
 		if idle >= quiet {
 			break
 		}
-		if idle >= 300*time.Millisecond && h.ledger.Check().LostCount() == 0 {
+		if !h.Sc.WaitRedelivery && idle >= 300*time.Millisecond && h.ledger.Check().LostCount() == 0 {
 			break
 		}
 	}

@@ -152,7 +152,7 @@ func s4() Scenario {
 			return h.WaitNodesUp(ctx)
 		},
 		Promises: []Promise{noUnexpected, noFailedSeen},
-		Notes: []string{"lost is reported, not promised: each SIGKILL loses the killed node's in-flight messages"},
+		Notes:    []string{"lost is reported, not promised: each SIGKILL loses the killed node's in-flight messages"},
 	}
 }
 
@@ -260,7 +260,7 @@ func s7() Scenario {
 			return h.WaitNodesUp(ctx)
 		},
 		Promises: []Promise{noUnexpected, noFailedSeen},
-		Notes: []string{"sends spill to group g2 while g1 is down; lost is reported (in-flight messages of the killed nodes)"},
+		Notes:    []string{"sends spill to group g2 while g1 is down; lost is reported (in-flight messages of the killed nodes)"},
 	}
 }
 
@@ -273,9 +273,11 @@ func gatewayRestart(kill bool) func(ctx context.Context, h *Harness) error {
 	}
 	return func(ctx context.Context, h *Harness) error {
 		f := h.Begin(kind)
+		start := time.Now()
 		if err := h.StopGateway(kill); err != nil {
 			return err
 		}
+		h.stopTook = time.Since(start)
 		h.gw = nil
 		if err := h.Sleep(ctx, time.Second); err != nil {
 			return err
@@ -299,42 +301,54 @@ func measureGateway(h *Harness, r *Report) {
 			first = s.End
 		}
 	}
+	r.AddDuration("qgate stop took", h.stopTook, true)
 	r.AddDuration("sends back after restart", first.Sub(f.Healed), !first.IsZero())
-	before := make(map[string]bool)
+	// Deliveries after the stop that are not first attempts: messages
+	// that were in flight to the stopped qgate, coming back.
 	var worst time.Duration
 	n := 0
 	for _, d := range h.ledger.Deliveries() {
-		if d.At.Before(f.At) {
-			before[d.ID] = true
-			continue
-		}
-		if before[d.ID] {
+		if d.At.After(f.At) && d.Attempt > 1 {
 			n++
 			worst = max(worst, d.At.Sub(f.At))
-			before[d.ID] = false // count each id once
 		}
 	}
 	r.Add("redelivered after stop", float64(n), "")
 	r.AddDuration("redelivery (max, from stop)", worst, n > 0)
+	r.AddDuration("redelivery (max, from restart)", worst-f.Healed.Sub(f.At), n > 0)
+}
+
+// slowAck acks every delivery 300 ms after receiving it, so that messages
+// are in flight when qgate stops.
+func slowAck(_ context.Context, h *Harness) error {
+	h.decide = func(*qgatev1.Delivery) (action, time.Duration) { return ackLater, 300 * time.Millisecond }
+	return nil
 }
 
 func s8() Scenario {
 	return Scenario{
 		Name: "S8", Title: "qgate graceful stop mid-stream, restarted on the same nodes",
-		Fault: gatewayRestart(false), Measure: measureGateway,
-		Promises: []Promise{noUnexpected, noLoss, noFailedSeen},
-		Notes:    []string{"a graceful stop ends Subscribe streams and hands their unacked deliveries back at once"},
+		Setup: slowAck, Fault: gatewayRestart(false), Measure: measureGateway,
+		WaitRedelivery: true,
+		Promises: []Promise{noUnexpected, noLoss, noFailedSeen,
+			{Metric: "qgate stop took", Max: 2000, Why: "a graceful stop ends every stream at once instead of waiting for the shutdown timeout"},
+			{Metric: "redelivery (max, from restart)", Max: 1000,
+				Why: "deliveries handed back at the stop come again right after the restart, not after the ack deadline"}},
+		Notes: []string{"subscribers ack 300 ms after receipt, so deliveries are in flight at the stop",
+			"a graceful stop ends Subscribe streams and hands their unacked deliveries back at once"},
 	}
 }
 
 func s9() Scenario {
 	return Scenario{
 		Name: "S9", Title: "qgate SIGKILL mid-stream (child process), restarted on the same nodes",
-		Child: true, Fault: gatewayRestart(true), Measure: measureGateway,
+		Child: true, Setup: slowAck, Fault: gatewayRestart(true), Measure: measureGateway,
+		WaitRedelivery: true,
 		Promises: []Promise{noUnexpected, noLoss, noFailedSeen,
 			{Metric: "redelivery (max, from stop)", Max: 3000 + 1000 + 2000,
 				Why: "unacked deliveries of the killed qgate return within the ack deadline (nsqd msg_timeout) + 1 s restart + 2 s"}},
-		Notes: []string{"nothing is handed back by a killed qgate: nsqd redelivers after the ack deadline, which the pool sets as the consumer's msg_timeout"},
+		Notes: []string{"subscribers ack 300 ms after receipt, so deliveries are in flight at the kill",
+			"nothing is handed back by a killed qgate: nsqd redelivers after the ack deadline, which the pool sets as the consumer's msg_timeout"},
 	}
 }
 
@@ -355,28 +369,41 @@ func s10() Scenario {
 		Fault: func(ctx context.Context, h *Harness) error {
 			f := h.Begin("subscriber never acks")
 			err := h.Sleep(ctx, h.d(4*time.Second, 30*time.Second))
+			// End the holder's stream: what it holds must come back at
+			// once, not after the ack deadline.
+			h.holderStop()
 			h.Heal(f)
 			return err
 		},
 		Measure: func(h *Harness, r *Report) {
-			if h.holderStop != nil {
-				h.holderStop()
-			}
+			stop := h.faults[0].Healed
 			heldThenAcked := 0
 			heldIDs := make(map[string]bool)
+			atStop := make(map[string]bool) // held when the stream ended
+			var handBack time.Duration
 			for _, d := range h.ledger.Deliveries() {
-				if d.Subscriber == "holder" {
+				switch {
+				case d.Subscriber == "holder":
 					heldIDs[d.ID] = true
-				} else if d.Acked && heldIDs[d.ID] {
+					if d.At.After(stop.Add(-h.Sc.AckDeadline)) && d.At.Before(stop) {
+						atStop[d.ID] = true
+					}
+				case d.Acked && heldIDs[d.ID]:
 					heldThenAcked++
 					heldIDs[d.ID] = false
+					if atStop[d.ID] && d.At.After(stop) {
+						handBack = max(handBack, d.At.Sub(stop))
+						atStop[d.ID] = false
+					}
 				}
 			}
 			r.Add("held by the non-acker", float64(held.Load()), "")
 			r.Add("held, then delivered elsewhere", float64(heldThenAcked), "")
+			r.AddDuration("hand-back after stream end (max)", handBack, true)
 		},
-		Promises: []Promise{noUnexpected, noLoss, noFailedSeen},
-		Notes:    []string{"the non-acker holds up to 20 messages; each returns after the 2 s ack deadline, and all return when its stream ends"},
+		Promises: []Promise{noUnexpected, noLoss, noFailedSeen,
+			{Metric: "hand-back after stream end (max)", Max: 1000, Why: "a stream that ends hands its unacked messages back at once, not after the 2 s ack deadline"}},
+		Notes: []string{"the non-acker holds up to 20 messages; each returns after the 2 s ack deadline, and all return when its stream ends"},
 	}
 }
 
