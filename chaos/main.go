@@ -53,14 +53,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("qgate chaos", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		names    = fs.String("scenario", "all", "comma-separated scenario names (S1,S2,...) or all")
+		names    = fs.String("scenario", "all", "comma-separated scenario `names` (S1,S1-durable,S2,...) or all")
 		long     = fs.Bool("long", false, "run the long forms (faults last 20-30 s, S4 cycles 15 times)")
 		replicas = fs.Int("replicas", 0, "replicas per send, overriding each scenario's own (0 = the scenario's)")
 		rate     = fs.Int("rate", 200, "messages per second over all publishers")
-		nsqdBin  = fs.String("nsqd", "", "nsqd binary (default: nsqd on PATH, else built with `go build github.com/nsqio/nsq/apps/nsqd`)")
+		nsqdBin  = fs.String("nsqd", "", "nsqd `path` (default: nsqd on PATH, else built with go build github.com/nsqio/nsq/apps/nsqd)")
 		runs     = fs.Int("runs", 1, "run each scenario this many times")
 		verbose  = fs.Bool("v", false, "log the pool's and server's warnings and nsqd's output to stderr")
-		list     = fs.Bool("list", false, "list the scenarios and exit")
+		list     = fs.Bool("list", false, "list the scenarios with their promises and exit")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, usage, scenarioList())
@@ -77,7 +77,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *list {
-		fmt.Fprint(stdout, scenarioList())
+		for _, s := range Scenarios() {
+			fmt.Fprintf(stdout, "%-13s %s\n", s.Name, s.Title)
+			for _, p := range s.Promises {
+				fmt.Fprintf(stdout, "%13s   promise: %s ≤ %s (%s)\n", "", p.Metric, fmtNum(p.Max), p.Why)
+			}
+		}
 		return 0
 	}
 	var chosen []Scenario
