@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"testing"
@@ -176,13 +177,39 @@ func newMsgs(n int, prefix string) []*backends.Message {
 	return msgs
 }
 
+// send sends msgs and checks that Send left them as they were.
 func send(t testing.TB, b backends.Backend, topic string, opts backends.SendOptions, msgs ...*backends.Message) {
 	t.Helper()
+	before := make([]*backends.Message, len(msgs))
+	for i, m := range msgs {
+		before[i] = clone(m)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := b.Send(ctx, topic, msgs, opts); err != nil {
 		t.Fatalf("Send(%s, %d messages): %v", topic, len(msgs), err)
 	}
+	for i, m := range msgs {
+		if !sameMessage(m, before[i]) {
+			b := before[i]
+			t.Errorf("Send modified message %s: body %q attributes %q publish time %v; sent with body %q attributes %q publish time %v",
+				b.ID, m.Body, m.Attributes, m.PublishTime, b.Body, b.Attributes, b.PublishTime)
+		}
+	}
+}
+
+func clone(m *backends.Message) *backends.Message {
+	c := *m
+	c.Body = append([]byte(nil), m.Body...)
+	if m.Attributes != nil {
+		c.Attributes = maps.Clone(m.Attributes)
+	}
+	return &c
+}
+
+func sameMessage(a, b *backends.Message) bool {
+	return a.ID == b.ID && string(a.Body) == string(b.Body) &&
+		sameAttrs(a.Attributes, b.Attributes) && a.PublishTime.Equal(b.PublishTime)
 }
 
 // subscribe opens a subscription closed at cleanup. Zero MaxInFlight and
