@@ -1,0 +1,15 @@
+package main
+
+import (
+	"context"
+
+	"github.com/qgate/qgate/internal/bench"
+)
+
+// runBench runs the benchmark of internal/bench (its own flags and --help).
+func runBench(ctx context.Context, e *env, args []string) error {
+	if code := bench.Main(ctx, args, e.stdout, e.stderr); code != 0 {
+		return exitError(code)
+	}
+	return nil
+}

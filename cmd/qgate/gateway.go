@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/nsqdlocal"
+	"github.com/qgate/qgate/internal/server"
+	"github.com/qgate/qgate/service"
+)
+
+// embeddedNodes is how many in-process nsqd nodes the embedded default runs.
+const embeddedNodes = 3
+
+// gateway is a running qgate: embedded nodes (if any), the pool, the
+// services and the gRPC server. start builds it in that order; stop takes
+// it down in reverse and is safe after a failed start.
+type gateway struct {
+	*settings
+	dataDir         string // --data-dir; "" makes a temporary one
+	shutdownTimeout time.Duration
+	log             *slog.Logger
+
+	tempDir string // removed by stop
+	nodes   []*nsqdlocal.Node
+	pool    *nsq.Pool
+	queue   *service.Queue
+	health  *service.Health
+	srv     *server.Server
+}
+
+func (g *gateway) start(ctx context.Context) error {
+	if g.embedded {
+		if err := g.startNodes(ctx); err != nil {
+			return err
+		}
+	}
+	cfg := g.poolCfg
+	cfg.Logger = g.log
+	pool, err := nsq.New(cfg)
+	if err != nil {
+		return err
+	}
+	g.pool = pool
+	g.queue = service.New(pool, service.WithLogger(g.log), service.WithLimits(g.limits))
+	g.srv, err = server.New(server.Config{
+		Addr:            g.listen,
+		Logger:          g.log,
+		Queue:           g.queue,
+		Admin:           service.NewAdmin(pool, service.WithLogger(g.log)),
+		OnShutdown:      []func(){g.queue.BeginShutdown},
+		ShutdownTimeout: g.shutdownTimeout,
+		MaxRecvMsgSize:  g.queue.Limits().MaxRequestBytes(),
+	})
+	if err != nil {
+		return err
+	}
+	g.health = service.StartHealth(g.srv.Health(), pool)
+	return nil
+}
+
+// startNodes starts the embedded nsqd nodes and lays them out for the mode.
+func (g *gateway) startNodes(ctx context.Context) error {
+	dir := g.dataDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "qgate-")
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		g.tempDir, dir = tmp, tmp
+	}
+	nodes, err := nsqdlocal.StartN(ctx, embeddedNodes, dir, g.log)
+	if err != nil {
+		return err
+	}
+	g.nodes = nodes
+	ncs := make([]nsq.NodeConfig, len(nodes))
+	for i, n := range nodes {
+		ncs[i] = nsq.NodeConfig{Name: n.Name, TCPAddr: n.TCPAddr, HTTPAddr: n.HTTPAddr}
+	}
+	g.poolCfg.Groups, err = nsq.GroupsForMode(g.mode, ncs)
+	if err != nil {
+		return err
+	}
+	g.log.Info("started embedded nsqd nodes", "count", len(nodes), "data_dir", dir,
+		"kept", g.tempDir == "")
+	return nil
+}
+
+// stop releases what start acquired, in reverse order. The server has
+// already been shut down by Serve (or is shut down here if Serve never
+// ran); the queue's streams ended in its OnShutdown hook.
+func (g *gateway) stop() {
+	if g.srv != nil {
+		g.srv.Shutdown()
+	}
+	if g.health != nil {
+		g.health.Stop()
+	}
+	if g.queue != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), g.shutdownTimeout)
+		if err := g.queue.Shutdown(ctx); err != nil {
+			g.log.Warn("streams did not end in time", "err", err)
+		}
+		cancel()
+	}
+	if g.pool != nil {
+		if err := g.pool.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			g.log.Warn("closing the pool", "err", err)
+		}
+	}
+	if len(g.nodes) > 0 {
+		if err := nsqdlocal.StopAll(g.nodes); err != nil {
+			g.log.Warn("stopping embedded nodes", "err", err)
+		}
+		g.log.Info("stopped embedded nsqd nodes")
+	}
+	if g.tempDir != "" {
+		if err := os.RemoveAll(g.tempDir); err != nil {
+			g.log.Warn("removing the data dir", "dir", g.tempDir, "err", err)
+		}
+	}
+}
+
+// splitHostPort splits host:port and checks the port.
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}
+
+func joinHostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}

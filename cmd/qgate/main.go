@@ -1,0 +1,103 @@
+// Command qgate is a highly available gRPC gateway in front of NSQ.
+//
+//	qgate [serve] [flags]   run the gateway (the default command)
+//	qgate send ...          send messages
+//	qgate subscribe ...     print and ack deliveries
+//	qgate nodes ...         show the node pool
+//	qgate bench ...         measure what the qgate hop costs
+//
+// Run `qgate help` or `qgate <command> --help` for the flags of each.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand. run gets the arguments after the command name.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what a command may touch of the process, so tests can run
+// commands in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	// ready, if set, is told serve's listen address once it accepts RPCs.
+	ready func(addr string)
+}
+
+var commands = []command{
+	{"serve", "run the gateway (the default when no command is given)", runServe},
+	{"send", "send messages to a topic", runSend},
+	{"subscribe", "print and ack the messages of a topic's channel", runSubscribe},
+	{"nodes", "show the node pool (--watch: follow changes)", runNodes},
+	{"bench", "measure what the qgate hop costs against direct go-nsq", runBench},
+}
+
+// errUsage marks an error the command already explained with its usage;
+// it exits with status 2 without another message.
+var errUsage = errors.New("usage")
+
+// exitError ends the process with a status and no more output.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command named by args[0] (serve if none is named) and
+// returns the process's exit status.
+func run(ctx context.Context, e *env, args []string) int {
+	name := "serve"
+	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		usage(e.stdout)
+		return 0
+	}
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		err := c.run(ctx, e, args)
+		var exit exitError
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		case errors.As(err, &exit):
+			return int(exit)
+		}
+		fmt.Fprintf(e.stderr, "qgate %s: %v\n", name, err)
+		return 1
+	}
+	fmt.Fprintf(e.stderr, "qgate: unknown command %q\n\n", name)
+	usage(e.stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "qgate is a highly available gRPC gateway in front of NSQ.\n\n")
+	fmt.Fprint(w, "Usage: qgate [command] [flags]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, "\nRun 'qgate <command> --help' for a command's flags.\n")
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+)
+
+// logWriter sends a command's stderr to t.Log until the test ends.
+type logWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func newLogWriter(t *testing.T) *logWriter {
+	w := &logWriter{t: t}
+	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+	return w
+}
+
+// startServe runs `qgate serve args...` in this process on a free port and
+// returns its address and a func that stops it as SIGTERM would and
+// returns its exit status. Cleanup stops it too.
+func startServe(t *testing.T, args ...string) (addr string, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	e := &env{stdin: strings.NewReader(""), stdout: newLogWriter(t), stderr: newLogWriter(t),
+		ready: func(a string) { ready <- a }}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, e, append([]string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...))
+	}()
+	stop = sync.OnceValue(func() int {
+		cancel()
+		select {
+		case code := <-exited:
+			return code
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not exit within 30s of its shutdown")
+			return -1
+		}
+	})
+	t.Cleanup(func() { stop() })
+	select {
+	case addr = <-ready:
+		return addr, stop
+	case code := <-exited:
+		t.Fatalf("serve exited with status %d before serving", code)
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve not ready after 60s")
+	}
+	return "", nil
+}
+
+// cli runs a client command in this process and returns its status and
+// output.
+func cli(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, &env{stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr}, args)
+	return code, stdout.String(), stderr.String()
+}
+
+func dialTest(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// listServices asks server reflection for the service names.
+func listServices(t *testing.T, conn *grpc.ClientConn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	return names
+}
+
+// TestServeEmbeddedDefault runs serve as a newcomer does, with no node
+// flags (three in-process nsqd nodes), and drives it with grpc and the CLI.
+func TestServeEmbeddedDefault(t *testing.T) {
+	addr, stop := startServe(t)
+	conn := dialTest(t, addr)
+
+	services := listServices(t, conn)
+	for _, want := range []string{"qgate.v1.QueueService", "qgate.v1.AdminService", "grpc.health.v1.Health"} {
+		if !slices.Contains(services, want) {
+			t.Errorf("reflection lists %v, missing %s", services, want)
+		}
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health: got %v, %v; want SERVING", resp, err)
+	}
+
+	t.Run("send and subscribe", func(t *testing.T) {
+		code, out, errOut := cli(t, "", "send", "--addr", addr, "--topic", "cli", "--attr", "k=v", "hello", "world")
+		if code != 0 || len(strings.Fields(out)) != 2 {
+			t.Fatalf("send: status %d, stdout %q, stderr %q; want 0 and two ids", code, out, errOut)
+		}
+		code, out, errOut = cli(t, "third\n\nfourth\n", "send", "--addr", addr, "--topic", "cli", "--batch", "1")
+		if code != 0 || len(strings.Fields(out)) != 2 {
+			t.Fatalf("send from stdin: status %d, stdout %q, stderr %q; want 0 and two ids", code, out, errOut)
+		}
+		code, out, errOut = cli(t, "", "subscribe", "--addr", addr, "--topic", "cli", "--channel", "c", "--count", "4")
+		got := strings.Fields(out)
+		slices.Sort(got)
+		if code != 0 || !slices.Equal(got, []string{"fourth", "hello", "third", "world"}) {
+			t.Errorf("subscribe: status %d, stdout %q, stderr %q; want the four bodies", code, out, errOut)
+		}
+		// Acked: a second subscriber on the channel gets nothing more.
+		cli(t, "", "send", "--addr", addr, "--topic", "cli", "--attr", "k=v", "last")
+		code, out, _ = cli(t, "", "subscribe", "--addr", addr, "--topic", "cli", "--channel", "c", "--count", "1", "--json")
+		if code != 0 || !strings.Contains(out, `"body":"bGFzdA=="`) || !strings.Contains(out, `"k":"v"`) || !strings.Contains(out, `"attempt":1`) {
+			t.Errorf("subscribe --json: status %d, stdout %q; want the last message, first attempt, with its attribute", code, out)
+		}
+	})
+
+	t.Run("nodes", func(t *testing.T) {
+		code, out, errOut := cli(t, "", "nodes", "--addr", addr)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || len(lines) != 4 || !strings.HasPrefix(lines[0], "NAME") {
+			t.Fatalf("nodes: status %d, stdout %q, stderr %q; want a header and 3 rows", code, out, errOut)
+		}
+		for i, line := range lines[1:] {
+			f := strings.Fields(line)
+			if f[0] != fmt.Sprintf("nsqd-%d", i) || f[3] != "up" {
+				t.Errorf("nodes row %d: %q; want nsqd-%d up", i, line, i)
+			}
+		}
+	})
+
+	if code := stop(); code != 0 {
+		t.Errorf("serve exit status %d after shutdown, want 0", code)
+	}
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/config"
+	"github.com/qgate/qgate/internal/server"
+	"github.com/qgate/qgate/service"
+)
+
+const serveAbout = `Runs the qgate gateway: the gRPC API (qgate.v1.QueueService and AdminService,
+grpc.health.v1.Health, server reflection) over a health-checked pool of nsqd
+nodes.
+
+With no --nsqd, --lookupd or --config nodes, it starts three real nsqd nodes
+inside this process (an embedded default for trying qgate and for tests),
+with their data under a temporary directory that it logs and removes on exit;
+--data-dir keeps the data in a directory of your choice instead.
+
+--nsqd lists external nodes as TCP addresses; each node's HTTP address (for
+health checks) is its TCP port + 1, nsqd's 4150/4151 defaults, unless given
+after a slash: 10.0.0.1:4150/10.0.0.1:8080. Flags override the config file.
+
+On SIGINT or SIGTERM: health goes NOT_SERVING, subscriptions hand back their
+unacked messages and end with UNAVAILABLE, running calls get
+--shutdown-timeout to finish, then the pool and the embedded nodes stop.`
+
+const serveExample = `  qgate serve                                   # embedded nodes, 127.0.0.1:7070
+  qgate serve --listen :7070 --nsqd 10.0.0.1:4150,10.0.0.2:4150 --mode failover
+  qgate serve --config docs/examples/ha.yaml --log-format json`
+
+// serveFlags are serve's flags after parsing.
+type serveFlags struct {
+	fs                  *flagSet
+	listen, configPath  string
+	nsqd, lookupd       listFlag
+	mode                string
+	dataDir             string
+	checkInterval       time.Duration
+	checkTimeout        time.Duration
+	fall, rise          int
+	failbackHold        time.Duration
+	maxBodySize         int
+	maxBatchMessages    int
+	maxBatchSize        int
+	shutdownTimeout     time.Duration
+	logLevel, logFormat string
+}
+
+func newServeFlags() *serveFlags {
+	f := &serveFlags{fs: newFlagSet("serve", "qgate [serve] [flags]", serveAbout, serveExample)}
+	fs := f.fs
+	fs.StringVar(&f.listen, "listen", server.DefaultAddr, "gRPC listen address (\":7070\" listens on all interfaces)")
+	fs.StringVar(&f.configPath, "config", "", "YAML or TOML config file (see docs/examples); flags override it")
+	fs.Var(&f.nsqd, "nsqd", "external nsqd nodes, comma-separated `tcp[/http],...` (http defaults to the tcp port + 1)")
+	fs.StringVar(&f.mode, "mode", string(nsq.ModeCluster), "pool mode for --nsqd nodes: cluster or failover (ha needs groups from --config)")
+	fs.Var(&f.lookupd, "lookupd", "nsqlookupd HTTP addresses to discover nodes from (cluster mode), comma-separated")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data directory of the embedded nodes, kept on exit (default: a temporary directory, removed on exit)")
+	fs.DurationVar(&f.checkInterval, "check-interval", time.Second, "interval between health checks of a node")
+	fs.DurationVar(&f.checkTimeout, "check-timeout", 500*time.Millisecond, "timeout of one health check")
+	fs.IntVar(&f.fall, "fall", 2, "consecutive failed checks that take a node down")
+	fs.IntVar(&f.rise, "rise", 2, "consecutive passed checks that bring a node up")
+	fs.DurationVar(&f.failbackHold, "failback-hold", nsq.DefaultFailbackHold, "how long a recovered higher-priority node must stay up before sends fail back to it")
+	fs.IntVar(&f.maxBodySize, "max-body-size", service.DefaultMaxBodyBytes, "largest message body in bytes, envelope included (nsqd's --max-msg-size)")
+	fs.IntVar(&f.maxBatchMessages, "max-batch-messages", service.DefaultMaxBatchMessages, "most messages in one Send")
+	fs.IntVar(&f.maxBatchSize, "max-batch-size", service.DefaultMaxBatchBytes, "largest Send batch in bytes (nsqd's --max-body-size)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long running calls may take to finish on shutdown")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	return f
+}
+
+// set reports whether the flag was given on the command line.
+func (f *serveFlags) set(name string) bool {
+	given := false
+	f.fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
+	return given
+}
+
+// settings is everything serve needs, from the config file and the flags.
+type settings struct {
+	listen   string
+	poolCfg  nsq.Config // Groups empty: embedded nodes (unless lookupd)
+	mode     nsq.Mode
+	embedded bool
+	limits   service.Limits
+}
+
+// settings merges the config file (if any) and the flags given, which win.
+func (f *serveFlags) settings() (*settings, error) {
+	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode)}
+	if f.configPath != "" {
+		file, err := config.Load(f.configPath)
+		if err != nil {
+			return nil, err
+		}
+		if s.poolCfg, err = file.PoolConfig(); err != nil {
+			return nil, err
+		}
+		if file.Listen != "" && !f.set("listen") {
+			s.listen = file.Listen
+		}
+		if !f.set("mode") {
+			s.mode = file.Mode
+		}
+		s.limits = service.Limits{MaxBodyBytes: int(file.Limits.MaxBodyBytes),
+			MaxBatchMessages: file.Limits.MaxBatchMessages, MaxBatchBytes: int(file.Limits.MaxBatchBytes)}
+	}
+	if err := f.applyFlags(s); err != nil {
+		return nil, err
+	}
+	s.embedded = len(s.poolCfg.Groups) == 0 && len(s.poolCfg.LookupdHTTPAddrs) == 0
+	return s, nil
+}
+
+// applyFlags lets the flags given override s; defaults fill what the config
+// file left at zero (the pool and service have the same defaults).
+func (f *serveFlags) applyFlags(s *settings) error {
+	if f.set("nsqd") {
+		nodes, err := parseNodes(f.nsqd)
+		if err != nil {
+			return err
+		}
+		if s.poolCfg.Groups, err = nsq.GroupsForMode(s.mode, nodes); err != nil {
+			return err
+		}
+	}
+	if f.set("lookupd") {
+		s.poolCfg.LookupdHTTPAddrs = f.lookupd
+	}
+	override := func(name string, dst *time.Duration, v time.Duration) {
+		if f.set(name) || *dst == 0 {
+			*dst = v
+		}
+	}
+	override("check-interval", &s.poolCfg.Check.Interval, f.checkInterval)
+	override("check-timeout", &s.poolCfg.Check.Timeout, f.checkTimeout)
+	override("failback-hold", &s.poolCfg.FailbackHold, f.failbackHold)
+	overrideInt := func(name string, dst *int, v int) {
+		if f.set(name) || *dst == 0 {
+			*dst = v
+		}
+	}
+	overrideInt("fall", &s.poolCfg.Check.Fall, f.fall)
+	overrideInt("rise", &s.poolCfg.Check.Rise, f.rise)
+	overrideInt("max-body-size", &s.limits.MaxBodyBytes, f.maxBodySize)
+	overrideInt("max-batch-messages", &s.limits.MaxBatchMessages, f.maxBatchMessages)
+	overrideInt("max-batch-size", &s.limits.MaxBatchBytes, f.maxBatchSize)
+	return nil
+}
+
+// parseNodes parses --nsqd entries: "host:port" (HTTP on port+1) or
+// "tcphost:port/httphost:port".
+func parseNodes(list []string) ([]nsq.NodeConfig, error) {
+	var nodes []nsq.NodeConfig
+	for _, entry := range list {
+		tcp, httpAddr, explicit := strings.Cut(entry, "/")
+		host, port, err := splitHostPort(tcp)
+		if err != nil {
+			return nil, fmt.Errorf("--nsqd %q: %w", entry, err)
+		}
+		if explicit {
+			if _, _, err := splitHostPort(httpAddr); err != nil {
+				return nil, fmt.Errorf("--nsqd %q: http address: %w", entry, err)
+			}
+		} else {
+			if port == 65535 {
+				return nil, fmt.Errorf("--nsqd %q: cannot derive the HTTP port (tcp port + 1); give it as tcp/http", entry)
+			}
+			httpAddr = joinHostPort(host, port+1)
+		}
+		nodes = append(nodes, nsq.NodeConfig{TCPAddr: tcp, HTTPAddr: httpAddr})
+	}
+	if len(nodes) == 0 {
+		return nil, errors.New("--nsqd: no nodes given")
+	}
+	return nodes, nil
+}
+
+// newLogger builds the process's logger from --log-level and --log-format.
+func newLogger(f *serveFlags, e *env) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: want text or json, got %q", f.logFormat)
+}
+
+func runServe(ctx context.Context, e *env, args []string) error {
+	f := newServeFlags()
+	if err := f.fs.parse(e, args); err != nil {
+		return err
+	}
+	if f.fs.NArg() > 0 {
+		return f.fs.usageErr(e, "unexpected arguments %q", f.fs.Args())
+	}
+	logger, err := newLogger(f, e)
+	if err != nil {
+		return f.fs.usageErr(e, "%v", err)
+	}
+	s, err := f.settings()
+	if err != nil {
+		return err
+	}
+	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, log: logger}
+	if err := g.start(ctx); err != nil {
+		g.stop()
+		return err
+	}
+	if e.ready != nil {
+		e.ready(g.srv.Addr().String())
+	}
+	err = g.srv.Serve(ctx)
+	g.stop()
+	return err
+}
