@@ -56,30 +56,6 @@ func FuzzValidateSend(f *testing.F) {
 	})
 }
 
-// FuzzDecode checks the envelope decoder (backends/nsq/envelope): no panic
-// on any body, and a decoded envelope encodes back to one that decodes the
-// same.
-func FuzzDecode(f *testing.F) {
-	f.Add([]byte("plain body"))
-	f.Add([]byte(envelope.Magic))
-	f.Add(envelope.Append(nil, "0123456789abcdef0123456789abcdef", map[string]string{"k": "v"}, time.Unix(1, 2), []byte("body")))
-	f.Add(envelope.Append(nil, "", nil, time.Time{}, nil))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, ok := envelope.Decode(b)
-		if !ok {
-			return
-		}
-		again, ok := envelope.Decode(envelope.Append(nil, m.ID, m.Attributes, m.PublishTime, m.Body))
-		if !ok {
-			t.Fatalf("re-encoding of %q does not decode", b)
-		}
-		if again.ID != m.ID || !maps.Equal(again.Attributes, m.Attributes) ||
-			!again.PublishTime.Equal(m.PublishTime) || !bytes.Equal(again.Body, m.Body) {
-			t.Fatalf("round trip changed %+v into %+v", m, again)
-		}
-	})
-}
-
 // FuzzEnvelopeRoundTrip checks that what Send would store decodes to what
 // was sent, and that Size is the encoded size.
 func FuzzEnvelopeRoundTrip(f *testing.F) {
