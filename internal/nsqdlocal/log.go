@@ -14,6 +14,14 @@ import (
 // parsed back out and mapped to a slog level.
 type slogAdapter struct {
 	logger atomic.Pointer[slog.Logger] // nil discards
+	// listening is closed when nsqd's TCP and HTTP servers log that they
+	// listen: the sign that Main has started its goroutines (see Start).
+	listening chan struct{}
+	seen      atomic.Int32 // "listening on" lines so far
+}
+
+func newSlogAdapter() *slogAdapter {
+	return &slogAdapter{listening: make(chan struct{})}
 }
 
 // set installs logger tagged with the node's name. nsqd logs from New on,
@@ -42,6 +50,11 @@ var levelPrefixes = []struct {
 
 // Output implements nsqd.Logger.
 func (a *slogAdapter) Output(_ int, s string) error {
+	if strings.HasPrefix(s, "INFO: TCP: listening on ") || strings.HasPrefix(s, "INFO: HTTP: listening on ") {
+		if a.seen.Add(1) == 2 {
+			close(a.listening)
+		}
+	}
 	logger := a.logger.Load()
 	if logger == nil {
 		return nil
@@ -53,24 +66,19 @@ func (a *slogAdapter) Output(_ int, s string) error {
 			break
 		}
 	}
-	logger.Log(context.Background(), level, strings.TrimRight(s, "\n"), "component", "nsqd")
+	ctx := context.Background()
+	if logger.Enabled(ctx, level) {
+		logger.Log(ctx, level, strings.TrimRight(s, "\n"), "component", "nsqd")
+	}
 	return nil
 }
 
 // setLevel sets nsqd's log level to the lowest level whose lines logger
-// keeps, so nsqd does not format lines only to have them dropped.
+// keeps, so nsqd does not format lines only to have them dropped; but INFO
+// at least, for the "listening on" lines Start waits for.
 func setLevel(o *nsqd.Options, logger *slog.Logger) {
-	ctx := context.Background()
-	switch {
-	case logger == nil:
-		o.LogLevel = nsqd.LOG_FATAL
-	case logger.Enabled(ctx, slog.LevelDebug-4):
+	o.LogLevel = nsqd.LOG_INFO
+	if logger != nil && logger.Enabled(context.Background(), slog.LevelDebug-4) {
 		o.LogLevel = nsqd.LOG_DEBUG
-	case logger.Enabled(ctx, slog.LevelDebug):
-		o.LogLevel = nsqd.LOG_INFO
-	case logger.Enabled(ctx, slog.LevelWarn):
-		o.LogLevel = nsqd.LOG_WARN
-	default:
-		o.LogLevel = nsqd.LOG_ERROR
 	}
 }

@@ -111,7 +111,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("nsqdlocal: data dir: %w", err)
 	}
 	nopts := nsqdOptions(opts)
-	logger := &slogAdapter{}
+	logger := newSlogAdapter()
 	logger.set(opts.Logger, opts.Name) // until the name is known
 	nopts.Logger = logger
 	n, err := nsqd.New(nopts)
@@ -142,7 +142,24 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("nsqdlocal: %s: persist metadata: %w", node.Name, err)
 	}
 	go node.run(opts.Logger)
-	return node, nil
+	// nsqd's Exit waits on the WaitGroup that Main adds its goroutines to;
+	// an Exit before Main's first Add would return early and leave them
+	// running (the race detector flags it). Main's servers log that they
+	// listen from goroutines it has added, so once both lines are seen,
+	// Stop is safe.
+	select {
+	case <-logger.listening:
+		return node, nil
+	case <-node.done:
+		err := node.mainErr
+		if err == nil {
+			err = errors.New("exited")
+		}
+		return nil, fmt.Errorf("nsqdlocal: %s: nsqd stopped during start: %w", node.Name, err)
+	case <-ctx.Done():
+		node.Stop()
+		return nil, ctx.Err()
+	}
 }
 
 // run owns nsqd's Main. Main returns when a listener stops: after Exit, or

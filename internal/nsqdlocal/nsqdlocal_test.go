@@ -172,7 +172,7 @@ func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestLogAdapter(t *testing.T) {
 	h := &recordHandler{level: slog.LevelDebug, recs: make(chan slog.Record, 1000)}
-	a := &slogAdapter{}
+	a := newSlogAdapter()
 	a.set(slog.New(h), "n1")
 	a.Output(2, "WARNING: disk slow")
 	a.Output(2, "INFO: TCP: new client(127.0.0.1:1)")
@@ -211,14 +211,14 @@ func TestLogAdapter(t *testing.T) {
 	}
 }
 
-func TestQuietLoggerSetsLevel(t *testing.T) {
+func TestLoggerSetsLevel(t *testing.T) {
 	o := nsqdOptions(Options{DataDir: "x", Logger: slog.New(&recordHandler{level: slog.LevelInfo})})
-	if o.LogLevel.String() != "WARNING" {
-		t.Errorf("nsqd level for an Info logger = %s, want WARNING", o.LogLevel.String())
+	if o.LogLevel.String() != "INFO" {
+		t.Errorf("nsqd level for an Info logger = %s, want INFO", o.LogLevel.String())
 	}
-	o = nsqdOptions(Options{DataDir: "x"})
-	if o.LogLevel.String() != "FATAL" {
-		t.Errorf("nsqd level without logger = %s, want FATAL", o.LogLevel.String())
+	o = nsqdOptions(Options{DataDir: "x", Logger: slog.New(&recordHandler{level: slog.LevelDebug - 4})})
+	if o.LogLevel.String() != "DEBUG" {
+		t.Errorf("nsqd level for a Debug-4 logger = %s, want DEBUG", o.LogLevel.String())
 	}
 }
 
@@ -257,4 +257,18 @@ func TestNewChannelDeferredOnTime(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("200ms deferred message ready after %v", time.Since(start))
+}
+
+// Stop right after Start must wait for every nsqd goroutine (run with -race:
+// an Exit racing Main's start is flagged).
+func TestStopRightAfterStart(t *testing.T) {
+	for range 10 {
+		n, err := Start(context.Background(), Options{DataDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
