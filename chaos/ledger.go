@@ -40,7 +40,10 @@ func (o Outcome) String() string {
 // carried, its outcome, when it started and ended, and for an error the
 // client-visible code (a gRPC code name such as "Unavailable").
 type SendRecord struct {
-	IDs        []string
+	IDs []string
+	// MessageIDs, for an acked send, are the ids the server returned, in
+	// the order of IDs (may be nil).
+	MessageIDs []string
 	Outcome    Outcome
 	Code       string
 	Start, End time.Time
@@ -49,7 +52,10 @@ type SendRecord struct {
 // DeliveryRecord is one delivery seen by a subscriber. Acked is false for a
 // subscriber that does not ack (its deliveries do not count as consumed).
 type DeliveryRecord struct {
-	ID         string
+	ID string
+	// MessageID is the server's message id on the delivery ("" if not
+	// known); it must be the one Send returned for ID.
+	MessageID  string
 	Attempt    int
 	At         time.Time
 	Acked      bool
@@ -131,6 +137,9 @@ type Result struct {
 	FailedDelivered int
 	// UnknownMissing: outcome unknown and never delivered (allowed).
 	UnknownMissing int
+	// Mismatched: deliveries whose server message id is not the one Send
+	// returned for the body's id (a body or id mixed up on the way).
+	Mismatched int
 	// SendErrors counts failed and unknown send attempts by code.
 	SendErrors map[string]int
 	// ErrorAttempts is the number of send attempts that did not succeed;
@@ -158,8 +167,16 @@ func (l *Ledger) Check() Result {
 func check(sends []SendRecord, deliveries []DeliveryRecord) Result {
 	r := Result{SendErrors: make(map[string]int)}
 	outcome := make(map[string]Outcome)
+	serverID := make(map[string]string)
 	var lat []time.Duration
 	for _, s := range sends {
+		if s.Outcome == Acked {
+			for i, mid := range s.MessageIDs {
+				if i < len(s.IDs) {
+					serverID[s.IDs[i]] = mid
+				}
+			}
+		}
 		if s.Outcome == Acked {
 			lat = append(lat, s.End.Sub(s.Start))
 		} else {
@@ -185,6 +202,9 @@ func check(sends []SendRecord, deliveries []DeliveryRecord) Result {
 	acked := make(map[string]int) // acked deliveries per id
 	seen := make(map[string]int)  // all deliveries per id
 	for _, d := range deliveries {
+		if want, ok := serverID[d.ID]; ok && d.MessageID != "" && d.MessageID != want {
+			r.Mismatched++
+		}
 		seen[d.ID]++
 		if d.Acked {
 			acked[d.ID]++

@@ -74,6 +74,17 @@ func TestCheck(t *testing.T) {
 				FirstError: at(150), LastError: at(3001)},
 		},
 		{
+			name:  "server message ids must match",
+			sends: []SendRecord{{IDs: []string{"a", "b"}, MessageIDs: []string{"m1", "m2"}, Outcome: Acked, Start: at(0), End: at(1)}},
+			deliveries: []DeliveryRecord{
+				{ID: "a", MessageID: "m1", Attempt: 1, Acked: true},
+				{ID: "b", MessageID: "m1", Attempt: 1, Acked: true}, // mixed up
+				{ID: "b", Attempt: 2, Acked: true},                  // not known: not checked
+			},
+			want: Result{Attempted: 2, Acked: 2, Delivered: 2, Duplicated: 1, Redeliveries: 1, Mismatched: 1,
+				SendErrors: map[string]int{}, P50: time.Millisecond, P99: time.Millisecond},
+		},
+		{
 			name: "an id retried counts with its best outcome",
 			sends: []SendRecord{
 				send(Unknown, "", 0, 100, "a"),

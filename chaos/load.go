@@ -92,11 +92,11 @@ func (p *publisher) run(ctx context.Context) {
 		if p.due != nil {
 			p.due.Store(id, start.Add(p.delay))
 		}
-		_, err := p.client.Send(sctx, req)
+		resp, err := p.client.Send(sctx, req)
 		end := time.Now()
 		cancel()
 		o, code := classify(err)
-		p.ledger.RecordSend(SendRecord{IDs: []string{id}, Outcome: o, Code: code, Start: start, End: end})
+		p.ledger.RecordSend(SendRecord{IDs: []string{id}, MessageIDs: resp.GetMessageIds(), Outcome: o, Code: code, Start: start, End: end})
 	}
 }
 
@@ -223,7 +223,7 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 		// A delivery counts as consumed when the application got it and
 		// will ack it; whether the ack reaches nsqd decides duplicates.
 		s.ledger.RecordDelivery(DeliveryRecord{
-			ID: string(d.GetBody()), Attempt: int(d.GetAttempt()), At: time.Now(),
+			ID: string(d.GetBody()), MessageID: d.GetMessageId(), Attempt: int(d.GetAttempt()), At: time.Now(),
 			Acked: act == ackIt || act == ackLater, Subscriber: s.name,
 		})
 		ids := []string{d.GetAckId()}

@@ -167,6 +167,7 @@ func (r *Report) addResult(res Result, faultAt time.Time) {
 		unexp.Text = fmt.Sprintf("%d %s", res.UnexpectedCount(), listed(res.Unexpected))
 	}
 	r.Metrics = append(r.Metrics, unexp)
+	r.Add("id mismatches", float64(res.Mismatched), "")
 	r.Add("duplicated", float64(res.Duplicated), "")
 	r.Add("redeliveries", float64(res.Redeliveries), "")
 	r.Add("recovered", float64(res.Recovered), "")

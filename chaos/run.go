@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,6 +125,8 @@ type Harness struct {
 
 	// decide is the standard subscribers' ack policy (nil: ack all).
 	decide func(*qgatev1.Delivery) (action, time.Duration)
+	// counter counts the pool's releases of a down node's deliveries.
+	counter *countingHandler
 	// stopTook is how long the last gateway stop took.
 	stopTook time.Duration
 	// holderStop ends S10's non-acking subscriber.
@@ -301,7 +304,8 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.AckDeadline == 0 {
 		sc.AckDeadline = 3 * time.Second
 	}
-	h := &Harness{P: p, Sc: sc, log: p.Logger, ledger: NewLedger(), topic: "chaos", marks: make(map[string]time.Time)}
+	counter := newCountingHandler(p.Logger.Handler())
+	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos", marks: make(map[string]time.Time)}
 	r := &Report{Scenario: sc.Name, Title: sc.Title, Promises: sc.Promises, Notes: sc.Notes}
 	form := "short"
 	if p.Long {
@@ -449,10 +453,35 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	r.AddText("load", loadEnd.Sub(loadStart).Seconds(), "s", fmt.Sprintf("%.1f s", loadEnd.Sub(loadStart).Seconds()))
 	r.AddDuration("drain", drained, true)
 	h.addFaultMetrics(r)
+	h.addLeft(ctx, r)
+	r.Add("dropped by pool (node down)", float64(h.counter.released()), "")
 	if h.Sc.Measure != nil {
 		h.Sc.Measure(h, r)
 	}
 	return nil
+}
+
+// addLeft reports what the nodes still hold after the drain: messages
+// that were neither lost nor delivered but are stuck (for example on a node
+// that no consumer reads).
+func (h *Harness) addLeft(ctx context.Context, r *Report) {
+	var total int64
+	var parts []string
+	for i, p := range h.cluster.procs {
+		if !p.Running() {
+			parts = append(parts, h.cluster.names[i]+": down")
+			continue
+		}
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			parts = append(parts, h.cluster.names[i]+": "+err.Error())
+			continue
+		}
+		n, consumers := st.left(h.topic, "chaos")
+		total += n
+		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers", h.cluster.names[i], n, consumers))
+	}
+	r.AddText("left on nodes", float64(total), "", fmt.Sprintf("%d (%s)", total, strings.Join(parts, "; ")))
 }
 
 // waitNodesUp waits until the pool reports every node up.
@@ -540,6 +569,31 @@ func (h *Harness) addFaultMetrics(r *Report) {
 	to := h.faults[len(h.faults)-1].Healed
 	if to.IsZero() {
 		to = time.Now()
+	}
+	// When were the lost messages sent: before the fault (they lived on a
+	// node), during it, or after the heal (written to a restarted node)?
+	res := h.ledger.Check()
+	if res.LostCount() > 0 {
+		lost := make(map[string]bool)
+		for _, id := range res.Lost {
+			lost[id] = true
+		}
+		var before, during, after int
+		for _, s := range h.ledger.Sends() {
+			if s.Outcome != Acked || !lost[s.IDs[0]] {
+				continue
+			}
+			switch {
+			case s.Start.Before(from):
+				before++
+			case s.Start.Before(to):
+				during++
+			default:
+				after++
+			}
+		}
+		r.AddText("lost, by send time", float64(res.LostCount()), "",
+			fmt.Sprintf("%d before the fault, %d during, %d after the heal", before, during, after))
 	}
 	ok, all := 0, 0
 	for _, s := range h.ledger.Sends() {

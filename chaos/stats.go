@@ -16,7 +16,11 @@ type nodeStats struct {
 		Name         string `json:"topic_name"`
 		MessageCount uint64 `json:"message_count"`
 		Channels     []struct {
-			Clients []clientStats `json:"clients"`
+			Name          string        `json:"channel_name"`
+			Depth         int64         `json:"depth"`
+			InFlightCount int64         `json:"in_flight_count"`
+			DeferredCount int64         `json:"deferred_count"`
+			Clients       []clientStats `json:"clients"`
 		} `json:"channels"`
 	} `json:"topics"`
 	Producers []clientStats `json:"producers"`
@@ -74,4 +78,20 @@ func (s *nodeStats) conns() map[clientStats]bool {
 		}
 	}
 	return m
+}
+
+// left is what the topic's channel still holds on the node (ready, in
+// flight and deferred), and how many consumers it has.
+func (s *nodeStats) left(topic, channel string) (msgs int64, consumers int) {
+	for _, t := range s.Topics {
+		if t.Name != topic {
+			continue
+		}
+		for _, c := range t.Channels {
+			if c.Name == channel {
+				return c.Depth + c.InFlightCount + c.DeferredCount, len(c.Clients)
+			}
+		}
+	}
+	return 0, 0
 }
