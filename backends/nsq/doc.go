@@ -16,12 +16,13 @@
 // at the connection level or times out. A node is usable when it is Up (or
 // still Unknown) and not draining.
 //
-// Within a group the active member is the highest-priority usable member
-// that has been Up for at least Config.FailbackHold; when none has, it is the
-// highest-priority Up member (so a fresh pool and a pool after a total
-// outage work at once), and last an Unknown one. So a backup takes over at
-// once when the primary fails, and the primary takes its work back only
-// after it has stayed up for the hold-down time.
+// Within a group one member is active. The active member keeps the group
+// while it is usable, unless a higher-priority member has been Up for at
+// least Config.FailbackHold: then sends fail back to it, and a flapping
+// primary cannot take the traffic back faster than that. When the active
+// member stops being usable, the group fails over at once to its
+// highest-priority usable member. A fresh pool starts on the primaries;
+// after a total outage the first member back takes the traffic.
 //
 // A Send goes to the active member of one group, chosen round-robin over the
 // groups that have one, so sends spread over groups and spill to the

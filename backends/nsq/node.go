@@ -14,6 +14,7 @@ import (
 type group struct {
 	name    string
 	members []*node
+	current *node // the active member as last recorded; guarded by Pool.mu
 }
 
 // node is one nsqd of the pool: its producer, its monitor and the sender
@@ -146,31 +147,39 @@ func (n *node) reportedState() backends.NodeState {
 	return n.health
 }
 
-// active returns g's active member at now, or nil: the highest-priority
-// usable member Up for at least hold; else the highest-priority usable Up
-// member; else the highest-priority usable Unknown member. Callers hold
-// Pool.mu.
+// active returns g's active member at now, or nil. The member active
+// until now (g.current) keeps the group while it is usable, unless a
+// higher-priority member has been Up for at least hold: that is the
+// failback, and the hold keeps a flapping primary from taking the traffic
+// back each time it answers. When the current member is not usable, the
+// group fails over at once to its highest-priority usable Up member (its
+// uptime does not matter), else to its highest-priority Unknown one. So a
+// fresh pool starts on the primaries, and after a total outage the first
+// member back takes the traffic. Callers hold Pool.mu.
 func (g *group) active(now time.Time, hold time.Duration) *node {
-	var up, unknown *node
+	cur := g.current
+	if cur != nil && cur.usable() && cur.health == backends.NodeUp {
+		for _, m := range g.members {
+			if m == cur {
+				break
+			}
+			if m.usable() && m.health == backends.NodeUp && now.Sub(m.upSince) >= hold {
+				return m
+			}
+		}
+		return cur
+	}
+	var unknown *node
 	for _, m := range g.members {
 		if !m.usable() {
 			continue
 		}
-		if m.health == backends.NodeUnknown {
-			if unknown == nil {
-				unknown = m
-			}
-			continue
-		}
-		if now.Sub(m.upSince) >= hold {
+		if m.health == backends.NodeUp {
 			return m
 		}
-		if up == nil {
-			up = m
+		if unknown == nil {
+			unknown = m
 		}
-	}
-	if up != nil {
-		return up
 	}
 	return unknown
 }

@@ -273,6 +273,7 @@ func (p *Pool) eject(n *node, err error) {
 	p.mu.Lock()
 	if n.health != backends.NodeDown && !n.removed {
 		n.health, n.healthSince = backends.NodeDown, time.Now()
+		p.refreshLocked(time.Now())
 	}
 	p.mu.Unlock()
 	n.mon.Eject(err)
@@ -292,6 +293,7 @@ func (p *Pool) subsLocked() []*subscription {
 func (p *Pool) refreshLocked(now time.Time) {
 	for _, g := range p.groups {
 		a := g.active(now, p.cfg.FailbackHold)
+		g.current = a
 		for _, m := range g.members {
 			st := m.reportedState()
 			isActive := m == a

@@ -1,0 +1,616 @@
+package nsq
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/internal/nsqtest"
+)
+
+// Tests of the HA behaviour (issue 3) against nsqd processes that are
+// killed (SIGKILL), frozen (SIGSTOP) and restarted. Checks run every 100ms
+// with a 200ms timeout, fall 2 and rise 2, so a node is expected down
+// within Fall×Interval+Timeout = 400ms and up again within
+// Rise×Interval = 200ms after it answers, each plus slack for a loaded
+// machine running -race.
+const (
+	detectBound = 2*100*time.Millisecond + 200*time.Millisecond
+	riseBound   = 2 * 100 * time.Millisecond
+	slack       = 700 * time.Millisecond
+)
+
+// load sends messages with unique ids from several goroutines, each Send
+// with a 2s deadline, and records what was acknowledged and what failed.
+type load struct {
+	p     *Pool
+	topic string
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	sends atomic.Int64
+
+	mu      sync.Mutex
+	acked   []string
+	ackedAt []time.Time
+	errs    []error
+}
+
+func startLoad(t *testing.T, p *Pool, topic string, workers int, pause time.Duration) *load {
+	l := &load{p: p, topic: topic, stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				err := p.Send(ctx, topic, []*backends.Message{{ID: id, Body: []byte(id), PublishTime: time.Now()}}, backends.SendOptions{})
+				cancel()
+				l.sends.Add(1)
+				l.mu.Lock()
+				if err != nil {
+					l.errs = append(l.errs, fmt.Errorf("%s: %w", id, err))
+				} else {
+					l.acked = append(l.acked, id)
+					l.ackedAt = append(l.ackedAt, time.Now())
+				}
+				l.mu.Unlock()
+				time.Sleep(pause)
+			}
+		}()
+	}
+	t.Cleanup(l.halt)
+	return l
+}
+
+// halt stops the load and waits for it; safe twice.
+func (l *load) halt() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+// ackedBetween returns the ids acknowledged in [from, to).
+func (l *load) ackedBetween(from, to time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for i, at := range l.ackedAt {
+		if !at.Before(from) && at.Before(to) {
+			out = append(out, l.acked[i])
+		}
+	}
+	return out
+}
+
+func (l *load) result() (acked []string, errs []error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.acked), slices.Clone(l.errs)
+}
+
+// events records a pool's Watch stream with receipt times.
+type events struct {
+	mu  sync.Mutex
+	evs []timedEvent
+}
+
+type timedEvent struct {
+	at time.Time
+	backends.NodeEvent
+}
+
+func watchEvents(t *testing.T, p *Pool) *events {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &events{}
+	ch := p.Watch(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range ch {
+			e.mu.Lock()
+			e.evs = append(e.evs, timedEvent{time.Now(), ev})
+			e.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+// wait returns the first event after since that matches, waiting up to
+// timeout.
+func (e *events) wait(t *testing.T, since time.Time, timeout time.Duration, what string, match func(backends.NodeEvent) bool) timedEvent {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		e.mu.Lock()
+		for _, ev := range e.evs {
+			if !ev.at.Before(since) && match(ev.NodeEvent) {
+				e.mu.Unlock()
+				return ev
+			}
+		}
+		e.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no event %q within %v", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// count counts events after since that match.
+func (e *events) count(since time.Time, match func(backends.NodeEvent) bool) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.evs {
+		if !ev.at.Before(since) && match(ev.NodeEvent) {
+			n++
+		}
+	}
+	return n
+}
+
+func isState(name string, st backends.NodeState) func(backends.NodeEvent) bool {
+	return func(ev backends.NodeEvent) bool {
+		return ev.Node.Name == name && ev.Node.State == st && ev.Previous != st
+	}
+}
+
+func becameActive(name string) func(backends.NodeEvent) bool {
+	return func(ev backends.NodeEvent) bool {
+		return ev.Node.Name == name && ev.Node.Active && ev.Node.State == backends.NodeUp
+	}
+}
+
+// topicCount returns how many messages the node at httpAddr took on topic
+// since it started, or -1 if it does not answer.
+func topicCount(httpAddr, topic string) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	if err != nil {
+		return -1
+	}
+	if tp := st.Topic(topic); tp != nil {
+		return int64(tp.MessageCount)
+	}
+	return 0
+}
+
+func checkNoErrors(t *testing.T, l *load) int {
+	t.Helper()
+	acked, errs := l.result()
+	for i, err := range errs {
+		if i < 5 {
+			t.Errorf("send error: %v", err)
+		}
+	}
+	t.Logf("load: %d sends acknowledged, %d client-visible errors", len(acked), len(errs))
+	return len(errs)
+}
+
+// TestClusterKillUnderLoad: cluster of 3, steady sends from 4 clients,
+// SIGKILL one node: no client sees an error, the node is marked down
+// within the detection bound and the survivors take its share; restarted,
+// it is up within the rise bound and takes sends again.
+func TestClusterKillUnderLoad(t *testing.T) {
+	procs := startProcs(t, 3)
+	p := newPool(t, ModeCluster, processNodes(procs), nil)
+	ev := watchEvents(t, p)
+	const topic = "cluster"
+	l := startLoad(t, p, topic, 4, 2*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+
+	killed := time.Now()
+	procs[1].Kill()
+	down := ev.wait(t, killed, detectBound+slack, "p1 down", isState("p1", backends.NodeDown))
+	detect := down.at.Sub(killed)
+	t.Logf("cluster: SIGKILL p1 detected in %v (bound %v + slack): %s", detect.Round(time.Millisecond), detectBound, down.Node.LastError)
+
+	c0, c2 := topicCount(procs[0].HTTPAddr(), topic), topicCount(procs[2].HTTPAddr(), topic)
+	time.Sleep(500 * time.Millisecond)
+	if d0, d2 := topicCount(procs[0].HTTPAddr(), topic)-c0, topicCount(procs[2].HTTPAddr(), topic)-c2; d0 <= 0 || d2 <= 0 {
+		t.Errorf("survivors took %d and %d sends while p1 was down, want both > 0", d0, d2)
+	}
+
+	restarted := time.Now()
+	procs[1].Restart()
+	up := ev.wait(t, restarted, 5*time.Second, "p1 up", isState("p1", backends.NodeUp))
+	answered := time.Now() // Restart returns once /ping answers
+	t.Logf("cluster: p1 restarted (nsqd start %v), up %v after it answered (bound %v + slack)",
+		answered.Sub(restarted).Round(time.Millisecond), up.at.Sub(answered).Round(time.Millisecond), riseBound)
+	if up.at.Sub(answered) > riseBound+slack {
+		t.Errorf("p1 up %v after it answered, want within %v", up.at.Sub(answered), riseBound+slack)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := topicCount(procs[1].HTTPAddr(), topic); n <= 0 {
+		t.Errorf("restarted p1 took %d sends, want > 0", n)
+	}
+	l.halt()
+	if detect > detectBound+slack {
+		t.Errorf("detection took %v, want within %v", detect, detectBound+slack)
+	}
+	checkNoErrors(t, l)
+}
+
+// consumeAll receives and acks from sub until stop, recording message ids.
+type consumer struct {
+	mu   sync.Mutex
+	seen map[string]int
+	done chan struct{}
+}
+
+func consumeAll(t *testing.T, sub backends.Subscription) (*consumer, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &consumer{seen: map[string]int{}, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			d, err := sub.Receive(ctx)
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.seen[d.ID]++
+			c.mu.Unlock()
+			d.Acker.Ack() // may fail for a delivery of a killed node; it comes again
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c, cancel
+}
+
+// missing returns the ids of want not seen yet.
+func (c *consumer) missing(want []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, id := range want {
+		if c.seen[id] == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// waitAllDelivered waits until every acked id was delivered.
+func waitAllDelivered(t *testing.T, c *consumer, acked []string, timeout time.Duration) bool {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		miss := c.missing(acked)
+		if len(miss) == 0 {
+			t.Logf("all %d acknowledged messages delivered (%v after the load stopped)", len(acked), time.Since(start).Round(time.Millisecond))
+			return true
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d of %d acknowledged messages never delivered, e.g. %v", len(miss), len(acked), miss[:min(5, len(miss))])
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFailoverKillPrimary: primary + backup under load with a subscriber;
+// SIGKILL the primary: sends go to the backup with no client-visible
+// error; restart it: sends fail back after the hold-down; every
+// acknowledged message reaches the subscriber, those written to the backup
+// during the outage included. nsqd runs with --mem-queue-size=0 so that
+// what it acknowledged survives SIGKILL.
+func TestFailoverKillPrimary(t *testing.T) {
+	// --mem-queue-size=0: every message nsqd acknowledges is on disk
+	// (written to the kernel) and survives SIGKILL. --sync-every=1: nsqd
+	// 1.3.0's disk queue, restarted after SIGKILL, resumes writing at the
+	// write position of its last metadata sync and overwrites (then
+	// discards as corrupt) what was written after it, losing messages
+	// acknowledged after the restart; syncing after every write keeps that
+	// position current.
+	procs := startProcs(t, 2, nsqtest.Args("--mem-queue-size=0", "--sync-every=1"))
+	const hold = time.Second
+	p := newPool(t, ModeFailover, processNodes(procs), func(c *Config) { c.FailbackHold = hold })
+	ev := watchEvents(t, p)
+	const topic = "failover"
+	sub := subscribe(t, p, topic, "c", 50)
+	c, _ := consumeAll(t, sub)
+	l := startLoad(t, p, topic, 3, 2*time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
+	if n := topicCount(procs[1].HTTPAddr(), topic); n > 0 {
+		t.Errorf("backup took %d sends while the primary was up", n)
+	}
+
+	killed := time.Now()
+	procs[0].Kill()
+	down := ev.wait(t, killed, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
+	ev.wait(t, killed, detectBound+slack, "p1 active", becameActive("p1"))
+	detect := down.at.Sub(killed)
+	time.Sleep(700 * time.Millisecond)
+	onBackup := topicCount(procs[1].HTTPAddr(), topic)
+	if onBackup <= 0 {
+		t.Errorf("backup took %d sends during the outage, want > 0", onBackup)
+	}
+
+	restarted := time.Now()
+	procs[0].Restart()
+	answered := time.Now()
+	up := ev.wait(t, restarted, 5*time.Second, "p0 up", isState("p0", backends.NodeUp))
+	back := ev.wait(t, restarted, 5*time.Second, "p0 active", becameActive("p0"))
+	failback := back.at.Sub(answered)
+	t.Logf("failover: SIGKILL primary detected in %v; restarted primary up %v after it answered; failback %v after it answered, %v after up (hold %v)",
+		detect.Round(time.Millisecond), up.at.Sub(answered).Round(time.Millisecond), failback.Round(time.Millisecond),
+		back.at.Sub(up.at).Round(time.Millisecond), hold)
+	if d := back.at.Sub(up.at); d < hold-50*time.Millisecond {
+		t.Errorf("failback %v after the primary came up, before the hold-down %v", d, hold)
+	}
+	if failback > riseBound+hold+slack {
+		t.Errorf("failback %v after the primary answered, want within %v", failback, riseBound+hold+slack)
+	}
+	time.Sleep(100 * time.Millisecond) // sends picked before the failback finish
+	b1 := topicCount(procs[1].HTTPAddr(), topic)
+	time.Sleep(500 * time.Millisecond)
+	if d := topicCount(procs[1].HTTPAddr(), topic) - b1; d > 0 {
+		t.Errorf("backup took %d sends after failback", d)
+	}
+	if n := topicCount(procs[0].HTTPAddr(), topic); n <= 0 {
+		t.Errorf("primary took %d sends after failback, want > 0", n)
+	}
+	l.halt()
+	if detect > detectBound+slack {
+		t.Errorf("detection took %v, want within %v", detect, detectBound+slack)
+	}
+	checkNoErrors(t, l)
+	// nsqd keeps messages in flight to a consumer only in memory: those the
+	// primary had sent to the subscriber (up to its max in flight) when it
+	// was SIGKILLed are gone with it, even with --mem-queue-size=0. Every
+	// message acknowledged from the kill on must be delivered: those
+	// written to the backup during the outage and those after failback.
+	acked := l.ackedBetween(killed.Add(50*time.Millisecond), time.Now())
+	ok := waitAllDelivered(t, c, acked, 10*time.Second)
+	before := l.ackedBetween(time.Time{}, killed.Add(50*time.Millisecond))
+	lost := c.missing(before)
+	t.Logf("failover: %d messages acknowledged by the primary before SIGKILL, %d of them lost with its in-flight memory (bound: max in flight 50)",
+		len(before), len(lost))
+	if len(lost) > 51 {
+		t.Errorf("%d messages acknowledged before the kill were lost, more than the subscriber's max in flight", len(lost))
+	}
+	if !ok {
+		for _, pr := range procs {
+			st := nsqtest.Stats(t, pr.HTTPAddr())
+			if tp := st.Topic(topic); tp != nil {
+				for _, ch := range tp.Channels {
+					t.Logf("%s: topic depth %d, channel %s depth %d in flight %d deferred %d requeued %d timed out %d clients %d",
+						pr.HTTPAddr(), tp.Depth, ch.Name, ch.Depth, ch.InFlightCount, ch.DeferredCount, ch.RequeueCount, ch.TimeoutCount, len(ch.Clients))
+				}
+			}
+		}
+		for _, st := range p.Nodes() {
+			t.Logf("node %+v", st)
+		}
+		miss := c.missing(acked)
+		l.mu.Lock()
+		for i, id := range l.acked {
+			if slices.Contains(miss, id) {
+				t.Logf("missing %s acked %v after the kill (restart at %v, up at %v, failback at %v)", id,
+					l.ackedAt[i].Sub(killed), restarted.Sub(killed), up.at.Sub(killed), back.at.Sub(killed))
+			}
+		}
+		l.mu.Unlock()
+		ev.mu.Lock()
+		for _, e := range ev.evs {
+			t.Logf("event at %v: %s %v->%v active %v", e.at.Sub(killed), e.Node.Name, e.Previous, e.Node.State, e.Node.Active)
+		}
+		ev.mu.Unlock()
+	}
+	t.Logf("failover: %d messages written to the backup during the outage", onBackup)
+}
+
+// TestHALoseGroup: two groups of primary + backup; kill a whole group: the
+// other group takes every send; restore it: sends spread again and the
+// primaries are active.
+func TestHALoseGroup(t *testing.T) {
+	procs := startProcs(t, 4)
+	ncs := processNodes(procs)
+	const hold = 500 * time.Millisecond
+	cfg := func(c *Config) {
+		c.Groups = []GroupConfig{{Name: "a", Nodes: ncs[0:2]}, {Name: "b", Nodes: ncs[2:4]}}
+		c.FailbackHold = hold
+	}
+	p := newPool(t, ModeCluster, ncs, cfg)
+	ev := watchEvents(t, p)
+	const topic = "ha"
+	l := startLoad(t, p, topic, 4, 2*time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
+	if topicCount(procs[0].HTTPAddr(), topic) <= 0 || topicCount(procs[2].HTTPAddr(), topic) <= 0 {
+		t.Errorf("sends not spread over both groups' primaries")
+	}
+
+	killed := time.Now()
+	procs[0].Kill()
+	procs[1].Kill()
+	d0 := ev.wait(t, killed, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
+	d1 := ev.wait(t, killed, detectBound+slack, "p1 down", isState("p1", backends.NodeDown))
+	detect := max(d0.at.Sub(killed), d1.at.Sub(killed))
+	c2, c3 := topicCount(procs[2].HTTPAddr(), topic), topicCount(procs[3].HTTPAddr(), topic)
+	time.Sleep(500 * time.Millisecond)
+	if d := topicCount(procs[2].HTTPAddr(), topic) - c2; d <= 0 {
+		t.Errorf("group b's primary took %d sends while group a was down", d)
+	}
+	if d := topicCount(procs[3].HTTPAddr(), topic) - c3; d != 0 {
+		t.Errorf("group b's backup took %d sends while its primary was up", d)
+	}
+
+	restored := time.Now()
+	procs[0].Restart()
+	procs[1].Restart()
+	back := ev.wait(t, restored, 5*time.Second, "p0 active", becameActive("p0"))
+	t.Logf("ha: group a (2 nodes) SIGKILLed, both down in %v; restored, p0 active again %v after restart began (hold %v)",
+		detect.Round(time.Millisecond), back.at.Sub(restored).Round(time.Millisecond), hold)
+	c0 := topicCount(procs[0].HTTPAddr(), topic)
+	time.Sleep(400 * time.Millisecond)
+	if d := topicCount(procs[0].HTTPAddr(), topic) - c0; d <= 0 {
+		t.Errorf("restored primary of group a took %d sends", d)
+	}
+	for _, st := range p.Nodes() {
+		if wantActive := st.Priority == 0; st.Active != wantActive {
+			t.Errorf("node %s (group %s, priority %d): active %v", st.Name, st.Group, st.Priority, st.Active)
+		}
+	}
+	l.halt()
+	if detect > detectBound+slack {
+		t.Errorf("detection took %v, want within %v", detect, detectBound+slack)
+	}
+	checkNoErrors(t, l)
+}
+
+// TestFrozenNodeDetected: SIGSTOP a node under load with fast checks: it
+// is marked down through the timeout path, and no Send waits past its
+// deadline; thawed, it comes back.
+func TestFrozenNodeDetected(t *testing.T) {
+	procs := startProcs(t, 2)
+	p := newPool(t, ModeCluster, processNodes(procs), nil)
+	ev := watchEvents(t, p)
+	const topic = "frozen2"
+	l := startLoad(t, p, topic, 3, 5*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	frozen := time.Now()
+	procs[0].Stop()
+	down := ev.wait(t, frozen, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
+	time.Sleep(300 * time.Millisecond)
+	thawed := time.Now()
+	procs[0].Cont()
+	up := ev.wait(t, thawed, 5*time.Second, "p0 up", isState("p0", backends.NodeUp))
+	l.halt()
+	t.Logf("SIGSTOP: p0 down in %v (%s); SIGCONT: up in %v", down.at.Sub(frozen).Round(time.Millisecond),
+		down.Node.LastError, up.at.Sub(thawed).Round(time.Millisecond))
+	if d := down.at.Sub(frozen); d > detectBound+slack {
+		t.Errorf("detection took %v, want within %v", d, detectBound+slack)
+	}
+	checkNoErrors(t, l)
+}
+
+// clientConns counts go-nsq connections (producers and consumers) that the
+// nsqd at httpAddr sees, or -1 if it does not answer.
+func clientConns(httpAddr string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	if err != nil {
+		return -1
+	}
+	seen := map[string]bool{}
+	for _, c := range st.Clients() {
+		seen[c.RemoteAddress] = true
+	}
+	return len(seen)
+}
+
+// TestFlappingPrimary kills and restarts a failover primary every ~0.8s
+// for about 7s under load: failbacks happen only after the hold-down, state
+// changes stay bounded, no client sees an error, and afterwards the
+// connections on the nodes and the goroutines of the process are back to
+// their starting counts.
+func TestFlappingPrimary(t *testing.T) {
+	procs := startProcs(t, 2)
+	baseGoroutines := runtime.NumGoroutine()
+	const hold = time.Second
+	p := newPool(t, ModeFailover, processNodes(procs), func(c *Config) { c.FailbackHold = hold })
+	ev := watchEvents(t, p)
+	const topic = "flap"
+	sub := subscribe(t, p, topic, "c", 10)
+	c, stopConsume := consumeAll(t, sub)
+	l := startLoad(t, p, topic, 2, 5*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	// One producer and one consumer per node (the backup takes sends
+	// during the outages, so it has a producer then too).
+	baseConns := []int{2, 2}
+
+	start := time.Now()
+	const cycles = 8
+	for range cycles {
+		procs[0].Kill()
+		time.Sleep(300 * time.Millisecond)
+		procs[0].Restart()
+		time.Sleep(500 * time.Millisecond)
+	}
+	flapped := time.Since(start)
+	// Settle: the primary stays up; it fails back after the hold.
+	ev.wait(t, start.Add(flapped), hold+riseBound+slack+time.Second, "p0 active after flapping", becameActive("p0"))
+	l.halt()
+	checkNoErrors(t, l)
+
+	changes := ev.count(start, func(e backends.NodeEvent) bool { return e.Node.Name == "p0" && e.Node.State != e.Previous })
+	failbacks := ev.count(start, becameActive("p0"))
+	t.Logf("flapping: %d kill/restart cycles in %v: %d state changes of p0, %d failbacks (hold %v)", cycles, flapped.Round(time.Millisecond), changes, failbacks, hold)
+	if changes > 2*cycles+2 {
+		t.Errorf("%d state changes for %d cycles, want at most %d", changes, cycles, 2*cycles+2)
+	}
+	if limit := int(flapped/hold) + 2; failbacks > limit {
+		t.Errorf("%d failbacks in %v, want at most %d with hold %v", failbacks, flapped, limit, hold)
+	}
+	// Every failback came at least a hold after p0's last Up.
+	ev.mu.Lock()
+	var lastUp time.Time
+	for _, e := range ev.evs {
+		if e.at.Before(start) || e.Node.Name != "p0" {
+			continue
+		}
+		if e.Node.State == backends.NodeUp && e.Previous != backends.NodeUp {
+			lastUp = e.at
+		}
+		if becameActive("p0")(e.NodeEvent) && e.at.Sub(lastUp) < hold-100*time.Millisecond {
+			t.Errorf("failback %v after p0 came up, before the hold %v", e.at.Sub(lastUp), hold)
+			for _, e := range ev.evs {
+				t.Logf("event at %v: %s %v->%v active %v %s", e.at.Sub(start), e.Node.Name, e.Previous, e.Node.State, e.Node.Active, e.Node.LastError)
+			}
+		}
+	}
+	ev.mu.Unlock()
+
+	// Connections: back to one producer and one consumer per node.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conns := []int{clientConns(procs[0].HTTPAddr()), clientConns(procs[1].HTTPAddr())}
+		if slices.Equal(conns, baseConns) {
+			t.Logf("connections per node after flapping: %v (one producer, one consumer each)", conns)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("connections per node after flapping: %v, want %v", conns, baseConns)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopConsume()
+	<-c.done
+	sub.Close()
+	p.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= baseGoroutines+2 { // the Watch reader and its cleanup may still run
+			t.Logf("goroutines: %d before the pool, %d after Close", baseGoroutines, n)
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Errorf("goroutines: %d before the pool, %d after Close:\n%s", baseGoroutines, n, buf[:runtime.Stack(buf, true)])
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
