@@ -64,12 +64,15 @@ type Backend interface {
 	// Subscribe opens a subscription. ctx bounds only the opening; the
 	// subscription lives until its Close or the Backend's Close. Options must
 	// be valid (the service validates them); zero values take the defaults
-	// documented on SubscribeOptions.
+	// documented on SubscribeOptions. Subscribe returns once the channel
+	// exists on every reachable node, so messages sent after it returns are
+	// kept for the subscription even before the first Receive.
 	Subscribe(ctx context.Context, opts SubscribeOptions) (Subscription, error)
 
 	// Close stops the backend: open subscriptions are closed (their unacked
 	// deliveries handed back), later calls return ErrClosed. Close waits for
-	// every goroutine the backend started. Safe to call more than once.
+	// every goroutine the backend started. Safe to call more than once; later
+	// calls return nil.
 	Close() error
 }
 
@@ -84,7 +87,9 @@ type SubscribeOptions struct {
 	// hands it back for redelivery. Must be > 0.
 	AckDeadline time.Duration
 	// MaxAttempts, if > 0, sends a message whose next delivery would be
-	// attempt MaxAttempts+1 to DeadLetterTopic instead of delivering it.
+	// attempt MaxAttempts+1 to DeadLetterTopic instead of delivering it. The
+	// dead letter carries the attributes qgate-dead-letter-attempts (the
+	// deliveries made, i.e. MaxAttempts) and qgate-dead-letter-reason.
 	MaxAttempts int
 	// DeadLetterTopic receives messages past MaxAttempts. Required when
 	// MaxAttempts > 0.
@@ -104,7 +109,7 @@ type Subscription interface {
 	// Close stops deliveries and hands every delivery that is not acked or
 	// nacked back for immediate redelivery, without waiting for its
 	// deadline. It waits for the subscription's goroutines. Safe to call more
-	// than once.
+	// than once; later calls return nil.
 	Close() error
 }
 
