@@ -50,15 +50,38 @@
 //
 // # Subscriptions
 //
-// A subscription is one go-nsq Consumer connected directly to every node of
-// every group (primaries, backups and drained nodes alike), because messages
-// can live on any of them: nothing written to a backup during an outage is
-// stranded after failback. A node that comes back Up is reconnected within
-// about one check interval. When a node goes Down, the deliveries it handed
-// out are released (acking them returns backends.ErrUnknownDelivery); nsqd
-// redelivers them. Messages past SubscribeOptions.MaxAttempts are written to
-// the dead-letter topic through the pool's own Send and then finished; if
-// that write fails they are requeued, never dropped.
+// A subscription reads from every node of every group (primaries, backups
+// and drained nodes alike), because messages can live on any of them:
+// nothing written to a backup during an outage is stranded after failback.
+// It runs one go-nsq Consumer per node, each with the subscription's
+// MaxInFlight (a single Consumer would split MaxInFlight over its
+// connections, starving a node that holds most of the messages); Receive
+// enforces MaxInFlight over all of them, and up to MaxInFlight per node may
+// wait in the subscription's queue, kept alive with TOUCH. A delivery's ack
+// deadline starts when Receive returns it.
+//
+// A node that comes back Up is reconnected within about one check interval
+// (go-nsq alone would wait 60s). When a node goes Down, the deliveries it
+// handed out are released: nsqd requeues them when the connection is gone,
+// and acking them returns backends.ErrUnknownDelivery. Close stops reading
+// (CLS) and then hands back every unsettled delivery at once (REQ 0).
+//
+// Messages past SubscribeOptions.MaxAttempts are written to the dead-letter
+// topic through the pool's own Send, with the attributes
+// AttrDeadLetterAttempts and AttrDeadLetterReason added, and then finished;
+// if that write fails they are requeued with a delay, never dropped.
+//
+// # Durability
+//
+// nsqd keeps messages in memory (up to --mem-queue-size per topic and
+// channel) and messages in flight to consumers always in memory: SIGKILL
+// loses them. Run nsqd with --mem-queue-size=0 so that what it acknowledges
+// is on disk, and with --sync-every=1: nsqd 1.3.0 restarted after SIGKILL
+// resumes writing its disk queue at the position of its last metadata sync,
+// overwriting (and then discarding as corrupt) what was written after it.
+// With both, the failover test loses nothing acknowledged after a kill;
+// only the messages the killed node had in flight to subscribers (at most
+// their MaxInFlight) are gone with it.
 //
 // # Goroutines
 //
