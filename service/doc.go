@@ -26,6 +26,28 @@
 // unmarshal") before the service sees it. The service checks again, for
 // callers that do not go through the protobuf codec.
 //
+// # Subscribe
+//
+// Ack ids are a per-stream counter in decimal ("1", "2", ...). An ack, nack
+// or extend naming an id that is unknown, already acked or nacked, or whose
+// deadline passed gets an ack_error with NOT_FOUND for that id; the others
+// of the same message are still settled. A settlement message that is bad as
+// a whole gets ack_error with INVALID_ARGUMENT and field violations: with no
+// or more than 2500 ids (ack_id "" in the ack_error), a message with no kind
+// set (ack_id ""), or a nack delay outside 0..Limits.MaxDelay (one ack_error
+// per id; those deliveries stay unsettled). A second open, like a first
+// message that is not open, ends the stream with FAILED_PRECONDITION.
+//
+// The dead-letter topic defaults to "<topic>.dead" (#ephemeral dropped).
+// When that default is not a valid name (a topic of more than 59 bytes) it
+// is an error only if max_attempts > 0; otherwise opened reports "".
+//
+// # SendStream
+//
+// Each request is processed with a timeout (WithSendStreamTimeout, default
+// 30 s), since the stream has no per-request deadline; a request over it is
+// answered with DEADLINE_EXCEEDED and the stream goes on.
+//
 // # Errors
 //
 //	INVALID_ARGUMENT     a bad request field (BadRequest details)
@@ -47,7 +69,8 @@
 // Subscribe first hands its unacked deliveries back) and refuses new streams.
 // Call it after setting the health status to NOT_SERVING and before
 // grpc.Server.GracefulStop, which would otherwise wait for streams that never
-// end by themselves.
+// end by themselves. Queue.BeginShutdown does the same without waiting, for
+// hooks that must return at once.
 //
 // # Goroutines
 //
