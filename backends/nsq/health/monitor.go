@@ -141,14 +141,18 @@ func New(httpAddr string, cfg Config, onChange ChangeFunc, opts ...Option) (*Mon
 		m.opts.logger = slog.Default()
 	}
 	if m.opts.client == nil {
-		// A client of our own, so that Stop can close its idle connections
-		// and leave no goroutine behind. Keep-alive makes a check one round
-		// trip; a dead node's connection fails and the next check redials.
+		// A client of our own, so that Stop leaves no goroutine behind.
+		// Every check dials anew (no keep-alive): a check must prove that
+		// the node accepts new connections, as publishers and consumers
+		// need. nsqd's Exit closes its listeners but not the HTTP
+		// connections already open, so an exited in-process nsqd (and a
+		// node whose listener died) kept answering /ping with 200 on a
+		// kept-alive connection and stayed Up forever. The cost is one TCP
+		// handshake per Interval.
 		m.opts.client = &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     2 * cfg.Interval,
-			DisableCompression:  true,
+			Proxy:              nil,
+			DisableKeepAlives:  true,
+			DisableCompression: true,
 		}}
 		m.ownClient = true
 	}

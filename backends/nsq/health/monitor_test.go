@@ -344,3 +344,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("empty address: no error")
 	}
 }
+
+// An in-process nsqd that exits closes its listeners but not the HTTP
+// connections already open; a check that reused a kept-alive connection saw
+// 200 from the exited node forever. Every check must dial anew.
+func TestExitedInProcessNSQDGoesDown(t *testing.T) {
+	n := nsqtest.StartNodes(t, 1)[0]
+	cfg := Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Fall: 2, Rise: 2}
+	m := newMonitor(t, n.HTTPAddr, cfg, newRecorder())
+	m.Start(context.Background())
+	waitState(t, m, backends.NodeUp, 2*time.Second)
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	bound := time.Duration(cfg.Fall)*cfg.Interval + cfg.Timeout
+	took := waitState(t, m, backends.NodeDown, bound+time.Second)
+	t.Logf("exited in-process nsqd marked down after %v (bound %v)", took, bound)
+}
