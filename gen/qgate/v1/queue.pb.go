@@ -28,7 +28,9 @@ const (
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The payload. Required: 1 byte up to the server's body limit (default
-	// 1 MiB, nsqd's default --max-msg-size), counted after the envelope is added.
+	// 1 MiB, nsqd's default --max-msg-size), counted after the envelope is added
+	// (id, attributes and publish time, sized for the largest timestamp, so the
+	// limit is the same at every moment).
 	Body []byte `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
 	// Application attributes, delivered with the message. Keys are 1 to 256
 	// bytes, values up to 4096 bytes, both valid UTF-8; at most 64 attributes.
@@ -87,7 +89,8 @@ type SendRequest struct {
 	// The topic to write to. Required. Created on first use.
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// The messages, 1 to the server's batch limit (default 1000 messages and
-	// 5 MiB in all, nsqd's default --max-body-size).
+	// 5 MiB in all, nsqd's default --max-body-size, counted as nsqd counts an
+	// MPUB body: envelopes plus 4 bytes of framing per message).
 	Messages []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	// Deferred delivery: the messages become visible to subscribers after this
 	// delay. Optional; 0 or unset means at once; at most 1 hour (nsqd's default
@@ -675,7 +678,10 @@ type SubscribeRequest_Open struct {
 	// unlimited; at most 65535 (nsqd counts attempts in 16 bits).
 	MaxAttempts uint32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Where messages past max_attempts go. Unset means "<topic>.dead" (with
-	// #ephemeral dropped). Must be a valid topic name. Dead letters carry the
+	// #ephemeral dropped). Must be a valid topic name; when max_attempts is
+	// set and the default name would be too long (a topic over 59
+	// characters), open fails with a violation on open.dead_letter_topic.
+	// Ignored (and reported empty in Opened) when max_attempts is 0. Dead letters carry the
 	// attributes qgate-dead-letter-attempts and qgate-dead-letter-reason.
 	DeadLetterTopic string `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
 	unknownFields   protoimpl.UnknownFields
@@ -976,12 +982,16 @@ func (x *SubscribeResponse_Opened) GetDeadLetterTopic() string {
 	return ""
 }
 
-// AckError reports an ack_id that could not be acked, nacked or extended.
+// AckError reports an ack, nack or extend that could not be carried out.
 type SubscribeResponse_AckError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The ack_id as the client sent it.
+	// The ack_id as the client sent it; empty when the error concerns the
+	// whole client message (no ack ids, more than 2500, or no kind set).
 	AckId string `protobuf:"bytes,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
-	// NOT_FOUND: unknown, already acked or nacked, or past its deadline.
+	// NOT_FOUND: the ack_id is unknown, already acked or nacked, or past its
+	// deadline. INVALID_ARGUMENT (with field violations): the client message
+	// itself is bad (no ack ids, too many, a nack delay outside 0..1 h); the
+	// deliveries it named stay unsettled.
 	Status        *status.Status `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

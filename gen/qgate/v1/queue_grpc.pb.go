@@ -35,6 +35,10 @@ const (
 // with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad
 // field; nothing of it reaches a node.
 //
+// Strings (names, attribute keys and values) must be valid UTF-8, as proto3
+// requires: grpc-go rejects a request with invalid UTF-8 in a string field
+// before qgate sees it, with INTERNAL ("error unmarshalling request").
+//
 // Delivery is at least once: a message can be delivered more than once (after
 // a nack, an expired ack deadline, a broken stream or a node failure).
 // Consumers that must not act twice deduplicate by message_id.
@@ -136,6 +140,10 @@ type QueueService_SubscribeClient = grpc.BidiStreamingClient[SubscribeRequest, S
 // 64 characters long (the rules of nsqd). A request that breaks a rule fails
 // with INVALID_ARGUMENT and a google.rpc.BadRequest detail naming each bad
 // field; nothing of it reaches a node.
+//
+// Strings (names, attribute keys and values) must be valid UTF-8, as proto3
+// requires: grpc-go rejects a request with invalid UTF-8 in a string field
+// before qgate sees it, with INTERNAL ("error unmarshalling request").
 //
 // Delivery is at least once: a message can be delivered more than once (after
 // a nack, an expired ack deadline, a broken stream or a node failure).
