@@ -681,7 +681,7 @@ type SubscribeRequest_Open struct {
 	// #ephemeral dropped). Must be a valid topic name; when max_attempts is
 	// set and the default name would be too long (a topic over 59
 	// characters), open fails with a violation on open.dead_letter_topic.
-	// Ignored (and reported empty in Opened) when max_attempts is 0. Dead letters carry the
+	// Not used when max_attempts is 0. Dead letters carry the
 	// attributes qgate-dead-letter-attempts and qgate-dead-letter-reason.
 	DeadLetterTopic string `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
 	unknownFields   protoimpl.UnknownFields
