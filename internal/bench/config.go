@@ -37,6 +37,9 @@ type Config struct {
 	// QgatePID, with Addr, is the process id of that qgate: its CPU time
 	// is added to the measured CPU and the memory mode samples its RSS.
 	QgatePID int
+	// CPUPIDs are more processes (nsqd processes given by NSQD) whose CPU
+	// time is counted with this process's, for both sides.
+	CPUPIDs []int
 	// Durable makes send workloads write to normal topics, which nsqd
 	// writes to disk beyond its memory queue. By default they write to
 	// ephemeral topics, whose overflow nsqd drops, so disk syncs do not

@@ -85,7 +85,10 @@ func (e *env) start(ctx context.Context) error {
 			return err
 		}
 	}
-	e.cpu = cpuMeter{pid: e.cfg.QgatePID}
+	e.cpu = cpuMeter{pids: e.cfg.CPUPIDs}
+	if e.cfg.QgatePID != 0 {
+		e.cpu.pids = append(e.cpu.pids, e.cfg.QgatePID)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+e.addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(service.DefaultLimits().MaxRequestBytes())))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 )
 
@@ -23,8 +24,9 @@ rounds) against the goals of issue 5.
 By default it starts everything in this process: nsqd nodes (--nodes) and
 a qgate on a free loopback port; CPU time is then that of the whole process
 (load generator, qgate and nodes) for both sides, so B-A is qgate's cost.
-With --nsqd it uses running nodes; with --addr (and --nsqd) a running qgate
-that uses those nodes, whose CPU and RSS are counted with --qgate-pid.
+With --nsqd it uses running nodes (count their CPU with --cpu-pids); with
+--addr (and --nsqd) a running qgate that uses those nodes, whose CPU and RSS
+are counted with --qgate-pid.
 
 Workloads (--workloads, comma-separated, in this order by default):
   send1-c1    unary Send of 1 message, 1 caller      vs Publish, 1 goroutine
@@ -71,6 +73,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&nsqdList, "nsqd", "", "running nsqd nodes, comma-separated `tcp[/http]` addresses (http defaults to the tcp port + 1)")
 	fs.StringVar(&cfg.Addr, "addr", "", "gRPC `address` of a running qgate to measure (needs --nsqd: its nodes)")
 	fs.IntVar(&cfg.QgatePID, "qgate-pid", 0, "with --addr: `pid` of that qgate, for its CPU time and RSS")
+	fs.Func("cpu-pids", "more `pids` (comma-separated, e.g. the --nsqd processes) whose CPU time is counted for both sides", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("bad pid %q", f)
+			}
+			cfg.CPUPIDs = append(cfg.CPUPIDs, pid)
+		}
+		return nil
+	})
 	fs.BoolVar(&cfg.Durable, "durable", false, "send workloads write to normal (disk-backed) topics instead of ephemeral ones")
 	fs.DurationVar(&cfg.MemDuration, "mem-duration", DefaultMemDuration, "how long the memory workload runs")
 	fs.IntVar(&cfg.MemRate, "mem-rate", DefaultMemRate, "the memory workload's send rate, msgs/s")

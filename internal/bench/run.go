@@ -147,6 +147,9 @@ func (e *env) newReport() *Report {
 	if e.cfg.QgatePID != 0 {
 		r.CPUScope += fmt.Sprintf(" plus qgate pid %d", e.cfg.QgatePID)
 	}
+	if len(e.cfg.CPUPIDs) > 0 {
+		r.CPUScope += fmt.Sprintf(" plus pids %v", e.cfg.CPUPIDs)
+	}
 	r.CPUScope += "; both sides measured the same way, so B-A is qgate's cost"
 	return r
 }

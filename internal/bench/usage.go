@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// cpuMeter reads the CPU time (user + system) spent by this process and,
-// when pid is set, by another process (an external qgate) as well.
+// cpuMeter reads the CPU time (user + system) spent by this process and
+// by other processes (an external qgate, nsqd processes) as well.
 type cpuMeter struct {
-	pid int // 0: this process only
+	pids []int
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times. It is 100 on
@@ -29,8 +29,8 @@ func (m cpuMeter) read() (time.Duration, error) {
 		return 0, fmt.Errorf("bench: getrusage: %w", err)
 	}
 	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	if m.pid != 0 {
-		other, err := procCPU(m.pid)
+	for _, pid := range m.pids {
+		other, err := procCPU(pid)
 		if err != nil {
 			return 0, err
 		}
