@@ -599,7 +599,7 @@ func TestFlappingPrimary(t *testing.T) {
 	<-c.done
 	sub.Close()
 	p.Close()
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		n := runtime.NumGoroutine()
 		if n <= baseGoroutines+2 { // the Watch reader and its cleanup may still run

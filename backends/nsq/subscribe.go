@@ -170,6 +170,7 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 func (s *subscription) connectRound() <-chan struct{} {
 	targets := s.p.consumeTargets()
 	var round sync.WaitGroup
+	launched := 0
 	s.mu.Lock()
 	if !s.closed {
 		for _, nc := range targets {
@@ -177,7 +178,11 @@ func (s *subscription) connectRound() <-chan struct{} {
 			if s.connecting[addr] {
 				continue
 			}
+			if c := s.consumers[addr]; c != nil && c.Stats().Connections > 0 {
+				continue // connected (go-nsq reconnects a lost one itself too)
+			}
 			s.connecting[addr] = true
+			launched++
 			round.Add(1)
 			s.wg.Add(1)
 			go func() {
@@ -189,6 +194,10 @@ func (s *subscription) connectRound() <-chan struct{} {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
+	if launched == 0 {
+		close(done)
+		return done
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -209,7 +218,9 @@ func (s *subscription) connectRound() <-chan struct{} {
 func (s *subscription) connect(nc NodeConfig) {
 	addr := nc.TCPAddr
 	c, err := s.consumerOf(addr)
-	if err == nil {
+	if err == nil && c.Stats().Connections > 0 {
+		err = gonsq.ErrAlreadyConnected // connected, or a lost connection not yet cleaned up
+	} else if err == nil {
 		if err := s.p.createChannel(s.ctx, nc.HTTPAddr, s.opts.Topic, s.opts.Channel); err != nil {
 			s.log.Debug("nsq channel create failed", "addr", nc.HTTPAddr, "err", err)
 		}
