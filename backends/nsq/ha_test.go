@@ -213,6 +213,8 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	p := newPool(t, ModeCluster, processNodes(procs), nil)
 	ev := watchEvents(t, p)
 	const topic = "cluster"
+	sub := subscribe(t, p, topic, "c", 100)
+	consumeAll(t, sub)
 	l := startLoad(t, p, topic, 4, 2*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 
@@ -237,6 +239,15 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	if up.at.Sub(answered) > riseBound+slack {
 		t.Errorf("p1 up %v after it answered, want within %v", up.at.Sub(answered), riseBound+slack)
 	}
+	// The subscription reads the returning node again within about one
+	// check interval of it coming up.
+	for channelClients(procs[1].HTTPAddr(), topic, "c") < 1 {
+		if time.Since(up.at) > 5*time.Second {
+			t.Fatal("subscription did not reconnect to the restarted node")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("cluster: subscription reading p1 again %v after it came up (check interval 100ms)", time.Since(up.at).Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond)
 	if n := topicCount(procs[1].HTTPAddr(), topic); n <= 0 {
 		t.Errorf("restarted p1 took %d sends, want > 0", n)
@@ -501,6 +512,23 @@ func TestFrozenNodeDetected(t *testing.T) {
 		t.Errorf("detection took %v, want within %v", d, detectBound+slack)
 	}
 	checkNoErrors(t, l)
+}
+
+// channelClients counts the consumers of topic/channel on the nsqd at
+// httpAddr, or -1 if it does not answer.
+func channelClients(httpAddr, topic, channel string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	if err != nil {
+		return -1
+	}
+	if tp := st.Topic(topic); tp != nil {
+		if ch := tp.Channel(channel); ch != nil {
+			return len(ch.Clients)
+		}
+	}
+	return 0
 }
 
 // clientConns counts go-nsq connections (producers and consumers) that the

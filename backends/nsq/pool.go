@@ -273,6 +273,7 @@ func (p *Pool) eject(n *node, err error) {
 	p.mu.Lock()
 	if n.health != backends.NodeDown && !n.removed {
 		n.health, n.healthSince = backends.NodeDown, time.Now()
+		n.snap.LastError = err // until the monitor's own report arrives
 		p.refreshLocked(time.Now())
 	}
 	p.mu.Unlock()

@@ -436,7 +436,9 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		wake(s.deadKick)
 		return nil
 	}
-	if len(s.held) >= 2*s.opts.MaxInFlight+16 {
+	// Each node's consumer may have MaxInFlight out; more means connection
+	// churn left stale RDY somewhere. Bound the queue anyway.
+	if len(s.held) >= s.opts.MaxInFlight*(len(s.consumers)+1)+16 {
 		s.mu.Unlock()
 		m.RequeueWithoutBackoff(overflowDelay)
 		return nil
