@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 
@@ -20,9 +21,11 @@ import (
 //   - logging: one line per finished call with method, code and duration;
 //   - cfg.Unary/Stream: selector(auth, skipping health and reflection) and
 //     limits (issue 6);
+//   - (streams only) endStreams: lets Shutdown end streams that no hook
+//     ends, with UNAVAILABLE;
 //   - recovery last, next to the handler: a panic becomes INTERNAL before
 //     logging and metrics see the result.
-func interceptors(cfg Config) []grpc.ServerOption {
+func interceptors(cfg Config, endStreams grpc.StreamServerInterceptor) []grpc.ServerOption {
 	logger := slogLogger(cfg.Logger)
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -40,6 +43,7 @@ func interceptors(cfg Config) []grpc.ServerOption {
 	stream = append(stream, cfg.FirstStream...)
 	stream = append(stream, logging.StreamServerInterceptor(logger, logOpts...))
 	stream = append(stream, cfg.Stream...)
+	stream = append(stream, endStreams)
 	stream = append(stream, recovery.StreamServerInterceptor(recoveryOpt))
 
 	return []grpc.ServerOption{
@@ -74,3 +78,29 @@ func recoverPanic(logger *slog.Logger) recovery.RecoveryHandlerFuncContext {
 		return status.Errorf(codes.Internal, "internal error")
 	}
 }
+
+// endStreams gives each stream a context that Shutdown cancels after
+// Config.StreamGrace, so a stream that no hook ends (a WatchNodes, say)
+// cannot hold GracefulStop until the hard deadline. A stream ended that way
+// reports UNAVAILABLE, as the streams the hooks end do.
+func (s *Server) endStreams(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.streams, cancel)
+	defer stop()
+	err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	if err != nil && s.streams.Err() != nil && ss.Context().Err() == nil {
+		if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+			return status.Error(codes.Unavailable, "server shutting down")
+		}
+	}
+	return err
+}
+
+// ctxStream is a ServerStream with another context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }

@@ -15,7 +15,10 @@
 //     their unacked messages and end with UNAVAILABLE), which GracefulStop
 //     would otherwise wait for;
 //  3. GracefulStop: no new RPCs, running ones may finish;
-//  4. Stop, if GracefulStop has not returned within Config.ShutdownTimeout:
+//  4. streams still open after Config.StreamGrace (streams no hook ends,
+//     such as AdminService.WatchNodes) have their context cancelled and end
+//     with UNAVAILABLE; unary calls keep running;
+//  5. Stop, if GracefulStop has not returned within Config.ShutdownTimeout:
 //     every remaining RPC is cancelled and every connection closed.
 package server
 
@@ -40,6 +43,7 @@ import (
 const (
 	DefaultAddr            = "127.0.0.1:7070"
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultStreamGrace     = time.Second
 	// DefaultMaxRecvMsgSize fits the largest batch nsqd takes by default
 	// (--max-body-size 5 MiB) plus the request's framing and attributes.
 	DefaultMaxRecvMsgSize = 6 << 20
@@ -65,6 +69,10 @@ type Config struct {
 	// ShutdownTimeout bounds GracefulStop; after it the server stops hard.
 	// Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// StreamGrace is how long streams may take to end after the hooks ran
+	// before their contexts are cancelled. Default DefaultStreamGrace,
+	// capped by ShutdownTimeout.
+	StreamGrace time.Duration
 	// MaxRecvMsgSize is the largest request message accepted, in bytes.
 	// Default DefaultMaxRecvMsgSize.
 	MaxRecvMsgSize int
@@ -92,6 +100,10 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.StreamGrace <= 0 {
+		c.StreamGrace = DefaultStreamGrace
+	}
+	c.StreamGrace = min(c.StreamGrace, c.ShutdownTimeout)
 	if c.MaxRecvMsgSize <= 0 {
 		c.MaxRecvMsgSize = DefaultMaxRecvMsgSize
 	}
@@ -104,6 +116,11 @@ type Server struct {
 	lis    net.Listener
 	grpc   *grpc.Server
 	health *health.Server
+
+	// streams is cancelled by Shutdown after StreamGrace; every stream's
+	// context is derived from it (see endStreams).
+	streams       context.Context
+	cancelStreams context.CancelFunc
 
 	shutdownOnce sync.Once
 	stopped      chan struct{} // closed when Shutdown has finished
@@ -119,17 +136,18 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: listen: %w", err)
 	}
-	opts := append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-	}, interceptors(cfg)...)
-	opts = append(opts, cfg.ServerOptions...)
 	s := &Server{
 		cfg:     cfg,
 		lis:     lis,
-		grpc:    grpc.NewServer(opts...),
 		health:  health.NewServer(),
 		stopped: make(chan struct{}),
 	}
+	s.streams, s.cancelStreams = context.WithCancel(context.Background())
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+	}, interceptors(cfg, s.endStreams)...)
+	opts = append(opts, cfg.ServerOptions...)
+	s.grpc = grpc.NewServer(opts...)
 	if cfg.Queue != nil {
 		qgatev1.RegisterQueueServiceServer(s.grpc, cfg.Queue)
 	}
@@ -177,7 +195,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Shutdown stops the server as described in the package doc and returns
-// when every RPC has ended. Safe to call more than once and concurrently;
+// when every RPC has ended (after a hard Stop, at most a second later: a
+// handler that ignores its context is not waited for). Safe to call more than once and concurrently;
 // every call waits for the first to finish.
 func (s *Server) Shutdown() {
 	s.shutdownOnce.Do(func() {
@@ -192,16 +211,33 @@ func (s *Server) Shutdown() {
 			s.grpc.GracefulStop()
 			close(graceful)
 		}()
-		timer := time.NewTimer(s.cfg.ShutdownTimeout)
-		defer timer.Stop()
-		select {
-		case <-graceful:
-		case <-timer.C:
-			s.cfg.Logger.Warn("graceful stop timed out; stopping hard",
-				"timeout", s.cfg.ShutdownTimeout)
-			s.grpc.Stop()
-			<-graceful
+		grace := time.NewTimer(s.cfg.StreamGrace)
+		defer grace.Stop()
+		hard := time.NewTimer(s.cfg.ShutdownTimeout)
+		defer hard.Stop()
+		for done := false; !done; {
+			select {
+			case <-graceful:
+				done = true
+			case <-grace.C:
+				s.cfg.Logger.Info("cancelling streams still open", "after", s.cfg.StreamGrace)
+				s.cancelStreams()
+			case <-hard.C:
+				s.cfg.Logger.Warn("graceful stop timed out; stopping hard",
+					"timeout", s.cfg.ShutdownTimeout)
+				s.grpc.Stop()
+				// Stop closes every connection, but GracefulStop still
+				// waits for handlers, and one that ignores its context
+				// would hold Shutdown forever.
+				select {
+				case <-graceful:
+				case <-time.After(time.Second):
+					s.cfg.Logger.Error("gRPC handlers still running after Stop; not waiting for them")
+				}
+				done = true
+			}
 		}
+		s.cancelStreams()
 		// Close the listener in case Serve never ran.
 		_ = s.lis.Close()
 		s.cfg.Logger.Info("gRPC server stopped", "took", time.Since(start).Round(time.Millisecond))

@@ -25,7 +25,16 @@ import (
 // shutdown.
 type fakeQueue struct {
 	qgatev1.UnimplementedQueueServiceServer
-	stop chan struct{}
+	stop  chan struct{}
+	block chan struct{} // SendStream ignores everything until it is closed
+}
+
+func (f *fakeQueue) SendStream(stream grpc.BidiStreamingServer[qgatev1.SendStreamRequest, qgatev1.SendStreamResponse]) error {
+	if err := stream.Send(&qgatev1.SendStreamResponse{}); err != nil {
+		return err
+	}
+	<-f.block
+	return nil
 }
 
 func (f *fakeQueue) Send(context.Context, *qgatev1.SendRequest) (*qgatev1.SendResponse, error) {
@@ -172,17 +181,39 @@ func TestShutdownRunsHooksAndEndsStreams(t *testing.T) {
 	}
 }
 
-func TestShutdownTimeoutStopsHard(t *testing.T) {
-	q := &fakeQueue{stop: make(chan struct{})} // never closed: the stream ignores shutdown
-	s, conn, _ := start(t, Config{Queue: q, ShutdownTimeout: 200 * time.Millisecond})
+func TestShutdownCancelsStreamsNoHookEnds(t *testing.T) {
+	q := &fakeQueue{stop: make(chan struct{})} // never closed: only the stream's context ends it
+	s, conn, _ := start(t, Config{Queue: q, ShutdownTimeout: time.Minute, StreamGrace: 100 * time.Millisecond})
 	stream := openStream(t, conn)
 
 	begin := time.Now()
 	s.Shutdown()
-	if took := time.Since(begin); took > 3*time.Second {
-		t.Errorf("Shutdown took %v, want about the 200ms timeout", took)
+	if took := time.Since(begin); took > 5*time.Second {
+		t.Errorf("Shutdown took %v, want about the 100ms stream grace", took)
 	}
-	_, err := stream.Recv()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("stream after shutdown: got %v, want Unavailable", err)
+	}
+}
+
+func TestShutdownTimeoutStopsHard(t *testing.T) {
+	q := &fakeQueue{block: make(chan struct{})} // a handler that ignores its context
+	t.Cleanup(func() { close(q.block) })
+	s, conn, _ := start(t, Config{Queue: q, ShutdownTimeout: 300 * time.Millisecond})
+	stream, err := qgatev1.NewQueueServiceClient(conn).SendStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	begin := time.Now()
+	s.Shutdown()
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Errorf("Shutdown took %v, want about the 300ms timeout", took)
+	}
+	_, err = stream.Recv()
 	if err == nil || err == io.EOF {
 		t.Errorf("stream after hard stop: got %v, want an error", err)
 	}
