@@ -100,14 +100,20 @@ func (p *publisher) run(ctx context.Context) {
 	}
 }
 
-// action is what a subscriber does with a delivery.
-type action int
+// Action is what a subscriber does with a delivery.
+type Action int
 
+// Subscriber actions.
 const (
-	ackIt action = iota
-	nackIt
-	holdIt   // neither ack nor nack: wait for the ack deadline
-	ackLater // ack after the returned delay (a slow consumer)
+	// AckNow acks at once.
+	AckNow Action = iota
+	// Nack hands the delivery back with the returned delay.
+	Nack
+	// Hold neither acks nor nacks: the delivery waits for its ack deadline
+	// (a stuck consumer). A held delivery does not count as delivered.
+	Hold
+	// AckLater acks after the returned delay (a slow consumer).
+	AckLater
 )
 
 // subscriber reads a subscription through qgate, records each delivery
@@ -121,8 +127,8 @@ type subscriber struct {
 	maxInFlight uint32
 	ackDeadline time.Duration
 	ledger      *Ledger
-	// decide, if set, picks the action for a delivery and a nack delay.
-	decide func(d *qgatev1.Delivery) (action, time.Duration)
+	// decide, if set, picks the Action for a delivery and a nack delay.
+	decide func(d *qgatev1.Delivery) (Action, time.Duration)
 
 	opens  atomic.Int64 // streams opened
 	broken atomic.Int64 // streams that ended with an error
@@ -216,7 +222,7 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 		if d == nil {
 			continue // ack errors: the delivery went back, it comes again
 		}
-		act, delay := ackIt, time.Duration(0)
+		act, delay := AckNow, time.Duration(0)
 		if s.decide != nil {
 			act, delay = s.decide(d)
 		}
@@ -224,16 +230,16 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 		// will ack it; whether the ack reaches nsqd decides duplicates.
 		s.ledger.RecordDelivery(DeliveryRecord{
 			ID: string(d.GetBody()), MessageID: d.GetMessageId(), Attempt: int(d.GetAttempt()), At: time.Now(),
-			Acked: act == ackIt || act == ackLater, Subscriber: s.name,
+			Acked: act == AckNow || act == AckLater, Subscriber: s.name,
 		})
 		ids := []string{d.GetAckId()}
 		switch act {
-		case ackIt:
+		case AckNow:
 			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}})
-		case ackLater:
+		case AckLater:
 			req := &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}}
 			time.AfterFunc(delay, func() { enqueue(req) })
-		case nackIt:
+		case Nack:
 			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: ids, Delay: durationpb.New(delay)}}})
 		}
 	}

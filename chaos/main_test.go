@@ -67,9 +67,7 @@ func TestMainArgs(t *testing.T) {
 	if args == "" {
 		t.Skip("QGATE_CHAOS_ARGS not set")
 	}
-	var out strings.Builder
-	code := Main(context.Background(), strings.Fields(args), &out, os.Stderr)
-	t.Logf("%s", out.String())
+	code := Main(context.Background(), strings.Fields(args), os.Stdout, os.Stderr)
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}

@@ -114,8 +114,6 @@ type Harness struct {
 
 	mu     sync.Mutex
 	faults []*Fault
-	// marks are named instants a scenario records (gateway restarts).
-	marks map[string]time.Time
 
 	subs    []*subscriber
 	subStop []context.CancelFunc
@@ -124,7 +122,7 @@ type Harness struct {
 	nacked  sync.Map // id -> time.Time: earliest redelivery after a nack
 
 	// decide is the standard subscribers' ack policy (nil: ack all).
-	decide func(*qgatev1.Delivery) (action, time.Duration)
+	decide func(*qgatev1.Delivery) (Action, time.Duration)
 	// counter counts the pool's releases of a down node's deliveries.
 	counter *countingHandler
 	// stopTook is how long the last gateway stop took.
@@ -166,13 +164,6 @@ func (h *Harness) Begin(kind string, nodes ...string) *Fault {
 func (h *Harness) Heal(f *Fault) {
 	h.mu.Lock()
 	f.Healed = time.Now()
-	h.mu.Unlock()
-}
-
-// Mark records a named instant.
-func (h *Harness) Mark(name string) {
-	h.mu.Lock()
-	h.marks[name] = time.Now()
 	h.mu.Unlock()
 }
 
@@ -246,7 +237,7 @@ func (h *Harness) startGateway(ctx context.Context) (gateway, error) {
 // AddSubscriber starts another subscriber on the run's topic and channel.
 // decide (may be nil: ack everything) picks what it does with a delivery.
 // It returns a function that ends the subscriber's stream.
-func (h *Harness) AddSubscriber(ctx context.Context, name string, maxInFlight uint32, decide func(*qgatev1.Delivery) (action, time.Duration)) (func(), error) {
+func (h *Harness) AddSubscriber(ctx context.Context, name string, maxInFlight uint32, decide func(*qgatev1.Delivery) (Action, time.Duration)) (func(), error) {
 	s := &subscriber{
 		name: name, client: h.queue, topic: h.topic, channel: "chaos",
 		maxInFlight: maxInFlight, ackDeadline: h.Sc.AckDeadline,
@@ -305,7 +296,7 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 		sc.AckDeadline = 3 * time.Second
 	}
 	counter := newCountingHandler(p.Logger.Handler())
-	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos", marks: make(map[string]time.Time)}
+	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos"}
 	r := &Report{Scenario: sc.Name, Title: sc.Title, Promises: sc.Promises, Notes: sc.Notes}
 	form := "short"
 	if p.Long {
