@@ -50,6 +50,9 @@ type Config struct {
 	// MemRate is the memory mode's send rate in messages per second.
 	// Default 20000.
 	MemRate int
+	// MemInFlight is the max in flight of the memory mode's stalled
+	// subscribers. Default 2500, the API's maximum.
+	MemInFlight int
 	// CPUProfileDir, if set, receives a CPU profile of the first round of
 	// each side of each workload: <dir>/<workload>-<A|B>.pprof.
 	CPUProfileDir string
@@ -72,6 +75,7 @@ const (
 	DefaultBacklog     = 200_000
 	DefaultMemDuration = 10 * time.Second
 	DefaultMemRate     = 20_000
+	DefaultMemInFlight = 2500
 )
 
 func (c Config) withDefaults() Config {
@@ -101,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MemRate <= 0 {
 		c.MemRate = DefaultMemRate
+	}
+	if c.MemInFlight <= 0 {
+		c.MemInFlight = DefaultMemInFlight
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

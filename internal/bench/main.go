@@ -86,6 +86,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Durable, "durable", false, "send workloads write to normal (disk-backed) topics instead of ephemeral ones")
 	fs.DurationVar(&cfg.MemDuration, "mem-duration", DefaultMemDuration, "how long the memory workload runs")
 	fs.IntVar(&cfg.MemRate, "mem-rate", DefaultMemRate, "the memory workload's send rate, msgs/s")
+	fs.IntVar(&cfg.MemInFlight, "mem-in-flight", DefaultMemInFlight, "the memory workload's stalled subscribers' max in flight")
 	fs.StringVar(&cfg.CPUProfileDir, "cpuprofile", "", "write CPU profiles of round 1 of each side to `dir`/<workload>-<A|B>.pprof")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&verbose, "v", false, "log qgate's and the nodes' warnings to stderr")

@@ -35,26 +35,28 @@ type MemoryResult struct {
 	Samples    int     `json:"samples"`
 	// Delivered counts deliveries to the subscriber that reads but never
 	// acks: at most its max in flight when backpressure works.
-	Delivered int64  `json:"delivered_to_stalled"`
-	Met       bool   `json:"met"`
-	Error     string `json:"error,omitempty"`
+	Delivered int64 `json:"delivered_to_stalled"`
+	// MaxInFlight is the stalled subscribers' max in flight.
+	MaxInFlight int    `json:"max_in_flight"`
+	Met         bool   `json:"met"`
+	Error       string `json:"error,omitempty"`
 }
 
 // memory mode settings.
 const (
-	memBatch   = 10   // messages per Send
-	memWorkers = 16   // concurrent Sends at most
-	memInFly   = 2500 // the stalled subscribers' max in flight (the API's maximum)
+	memBatch   = 10 // messages per Send
+	memWorkers = 16 // concurrent Sends at most
 )
 
 // runMemory runs the memory mode through qgate. It fails only when ctx
 // ends; other failures are in the result.
 func (e *env) runMemory(ctx context.Context, body []byte) (*MemoryResult, error) {
 	m := &MemoryResult{
-		TargetRate: e.cfg.MemRate,
+		TargetRate:  e.cfg.MemRate,
+		MaxInFlight: e.cfg.MemInFlight,
 		Setup: fmt.Sprintf("unary Sends of %d x %d-byte messages paced at %d msg/s for %v; "+
 			"subscribers at max in flight %d: one reads and never acks, one never reads",
-			memBatch, len(body), e.cfg.MemRate, e.cfg.MemDuration, memInFly),
+			memBatch, len(body), e.cfg.MemRate, e.cfg.MemDuration, e.cfg.MemInFlight),
 	}
 	pid := e.qgatePID()
 	switch {
@@ -134,6 +136,10 @@ func (e *env) memory(ctx context.Context, m *MemoryResult, body []byte, pid int)
 	m.Sent = sent
 	m.MsgsPerSec = float64(sent) / m.Seconds
 	m.Delivered = delivered.Load()
+	if m.Delivered > int64(m.MaxInFlight) {
+		return fmt.Errorf("bench: memory: %d deliveries to a subscriber that never acks, more than its max in flight %d",
+			m.Delivered, m.MaxInFlight)
+	}
 	if end, err := rss(pid); err == nil {
 		m.EndRSSMiB = mib(end)
 	}
@@ -148,7 +154,7 @@ func (e *env) openStalled(ctx context.Context, topic, channel string) (qgatev1.Q
 		return nil, fmt.Errorf("bench: memory: Subscribe: %w", err)
 	}
 	err = stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{
-		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: memInFly},
+		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(e.cfg.MemInFlight)},
 	}})
 	if err == nil {
 		var resp *qgatev1.SubscribeResponse
