@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
 
 // logWriter sends a command's stderr to t.Log until the test ends.
@@ -174,5 +176,76 @@ func TestServeEmbeddedDefault(t *testing.T) {
 
 	if code := stop(); code != 0 {
 		t.Errorf("serve exit status %d after shutdown, want 0", code)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestNodesWatch follows the pool with `qgate nodes --watch` while a node
+// is drained and undrained through the admin API.
+func TestNodesWatch(t *testing.T) {
+	addr, _ := startServe(t)
+	admin := qgatev1.NewAdminServiceClient(dialTest(t, addr))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, &env{stdin: strings.NewReader(""), stdout: &out, stderr: newLogWriter(t)},
+			[]string{"nodes", "--addr", addr, "--watch"})
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("nodes --watch printed no %q within 20s:\n%s", what, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("nsqd-2") // the table
+	// The watch starts after the table; a change made before it would be
+	// part of its initial state and not printed. So drain and undrain until
+	// both changes show.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "nsqd-1 draining -> up") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes --watch printed no drain and undrain within 20s:\n%s", out.String())
+		}
+		if _, err := admin.DrainNode(ctx, &qgatev1.DrainNodeRequest{Name: "nsqd-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.UndrainNode(ctx, &qgatev1.UndrainNodeRequest{Name: "nsqd-1"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitFor("nsqd-1 up -> draining")
+	cancel()
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Errorf("nodes --watch exit status %d after interrupt, want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("nodes --watch did not exit after interrupt")
 	}
 }
