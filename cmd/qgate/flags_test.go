@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,5 +137,28 @@ func TestSendUnreachable(t *testing.T) {
 	code, _, errOut := cli(t, "", "send", "--addr", "127.0.0.1:1", "--timeout", "1s", "--topic", "t", "m")
 	if code != 1 || !strings.Contains(errOut, "qgate send:") {
 		t.Errorf("send to nowhere: status %d, stderr %q; want 1 and an error", code, errOut)
+	}
+}
+
+func TestSendProgress(t *testing.T) {
+	var buf bytes.Buffer
+	s := &sender{progress: &buf}
+	s.report(false) // starts the clock
+	s.sent = 10
+	s.report(true)
+	if buf.Len() != 0 {
+		t.Fatalf("a short send printed progress: %q", buf.String())
+	}
+	s.start = time.Now().Add(-2 * time.Second)
+	s.shown = s.start
+	s.sent = 4000
+	s.report(false)
+	s.report(false) // not due again yet
+	s.sent = 5000
+	s.report(true)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "qgate send: 4000 messages sent (") ||
+		!strings.HasPrefix(lines[1], "qgate send: 5000 messages sent (") {
+		t.Errorf("progress lines: %q; want one at 4000 and a final one at 5000", lines)
 	}
 }

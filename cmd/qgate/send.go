@@ -16,7 +16,8 @@ import (
 const sendAbout = `Sends messages to a topic through a running qgate and prints one message id
 per message. The messages are the arguments; with no arguments, the lines of
 -f FILE or, without -f, of standard input (one message per line; empty lines
-are skipped). Lines are sent in batches of --batch messages per Send.`
+are skipped). Lines are sent in batches of --batch messages per Send; a long
+input gets a progress line on stderr every second (--quiet: none).`
 
 const sendExample = `  qgate send --topic orders --attr source=cli 'hello' 'world'
   seq 1000 | qgate send --topic numbers --delay 5s`
@@ -31,6 +32,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	file := fs.String("f", "", "read messages from this file, one per line")
 	batch := fs.Int("batch", 100, "messages per Send when reading lines")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each Send")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr while sending lines")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
@@ -50,6 +52,9 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		out:     e.stdout,
 		timeout: *timeout,
 		req:     &qgatev1.SendRequest{Topic: *topic},
+	}
+	if !*quiet {
+		s.progress = e.stderr
 	}
 	if *delay > 0 {
 		s.req.Delay = durationpb.New(*delay)
@@ -79,6 +84,32 @@ type sender struct {
 	timeout time.Duration
 	req     *qgatev1.SendRequest // topic and delay set; messages pending
 	sent    int
+	// progress, if set, gets a line about once a second while lines are
+	// sent, and a last one at the end if any was written.
+	progress     io.Writer
+	start, shown time.Time
+}
+
+// progressEvery is how often a long send reports progress.
+const progressEvery = time.Second
+
+// report writes a progress line if one is due (or, with final, if any was
+// written before).
+func (s *sender) report(final bool) {
+	if s.progress == nil {
+		return
+	}
+	now := time.Now()
+	if s.start.IsZero() {
+		s.start, s.shown = now, now
+		return
+	}
+	if final && s.shown.Equal(s.start) || !final && now.Sub(s.shown) < progressEvery {
+		return
+	}
+	s.shown = now
+	rate := float64(s.sent) / max(now.Sub(s.start).Seconds(), 1e-9)
+	fmt.Fprintf(s.progress, "qgate send: %d messages sent (%.0f/s)\n", s.sent, rate)
 }
 
 func (s *sender) add(body []byte, attrs map[string]string) {
@@ -107,6 +138,7 @@ func (s *sender) flush(ctx context.Context) error {
 func (s *sender) sendLines(ctx context.Context, in io.Reader, attrs map[string]string, batch int) error {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	s.report(false)
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
@@ -116,10 +148,15 @@ func (s *sender) sendLines(ctx context.Context, in io.Reader, attrs map[string]s
 			if err := s.flush(ctx); err != nil {
 				return err
 			}
+			s.report(false)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
-	return s.flush(ctx)
+	if err := s.flush(ctx); err != nil {
+		return err
+	}
+	s.report(true)
+	return nil
 }
