@@ -139,3 +139,29 @@ func TestWatch(t *testing.T) {
 	for range ch { // closed after cancel
 	}
 }
+
+// TestNodesLive: Nodes reports the monitor's latest check and depth, not
+// the values of the last state change: with nodes that stay Up, LastCheck
+// moves with every check and Depth follows what was sent.
+func TestNodesLive(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 1)
+	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	first := p.Nodes()[0]
+	if first.LastCheck.IsZero() {
+		t.Fatalf("no check recorded at start: %+v", first)
+	}
+	send(t, p, "live", "a", "b", "c")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := p.Nodes()[0]
+		if st.LastCheck.After(first.LastCheck) && st.Depth >= 3 && st.State == backends.NodeUp {
+			t.Logf("LastCheck %v after the first, latency %v, depth %d",
+				st.LastCheck.Sub(first.LastCheck).Round(time.Millisecond), st.CheckLatency, st.Depth)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Nodes did not move past the start: first %+v, now %+v", first, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

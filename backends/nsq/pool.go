@@ -353,7 +353,21 @@ func (p *Pool) housekeeping() {
 }
 
 // statusLocked returns n's NodeStatus. Callers hold p.mu.
+//
+// The last check's time, latency, error and the node's depth come from the
+// monitor's current snapshot (a copy under its own lock, no I/O), not from
+// the snapshot recorded at the last state change: a node that stays Up
+// shows fresh check data on every call. The state is the pool's own (it
+// also reflects ejections by failed sends).
 func (p *Pool) statusLocked(n *node) backends.NodeStatus {
+	live := n.mon.Snapshot()
+	if live.LastCheck.Before(n.snap.LastCheck) {
+		live = n.snap // a monitor never goes back; keep the newer view
+	}
+	lastErr := live.LastError
+	if lastErr == nil && n.health == backends.NodeDown {
+		lastErr = n.snap.LastError // the ejection's error until a check fails too
+	}
 	st := backends.NodeStatus{
 		Name:         n.cfg.Name,
 		TCPAddr:      n.cfg.TCPAddr,
@@ -362,14 +376,14 @@ func (p *Pool) statusLocked(n *node) backends.NodeStatus {
 		Priority:     n.priority,
 		State:        n.reported,
 		Since:        n.reportedSince,
-		LastCheck:    n.snap.LastCheck,
-		CheckLatency: n.snap.Latency,
-		Depth:        n.snap.Stats.Depth,
-		InFlight:     n.snap.Stats.InFlight,
+		LastCheck:    live.LastCheck,
+		CheckLatency: live.Latency,
+		Depth:        live.Stats.Depth,
+		InFlight:     live.Stats.InFlight,
 		Active:       n.active,
 	}
-	if n.snap.LastError != nil {
-		st.LastError = n.snap.LastError.Error()
+	if lastErr != nil {
+		st.LastError = lastErr.Error()
 	}
 	return st
 }
