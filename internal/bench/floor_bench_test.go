@@ -58,6 +58,7 @@ func BenchmarkGRPCFloorParallel(b *testing.B) {
 	req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, DefaultSize)}}}
 	b.ReportAllocs()
 	b.SetParallelism(32)
+	c0 := cpuNow()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := client.Send(context.Background(), req); err != nil {
@@ -67,6 +68,7 @@ func BenchmarkGRPCFloorParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	cpuReport(b, c0, b.N)
 }
 
 // benchFloorBare is BenchmarkGRPCFloorParallel on a bare grpc.Server built
@@ -90,6 +92,7 @@ func benchFloorBare(b *testing.B, opts ...grpc.ServerOption) {
 	req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, DefaultSize)}}}
 	b.ReportAllocs()
 	b.SetParallelism(32)
+	c0 := cpuNow()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := client.Send(context.Background(), req); err != nil {
@@ -99,6 +102,7 @@ func benchFloorBare(b *testing.B, opts ...grpc.ServerOption) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	cpuReport(b, c0, b.N)
 }
 
 // BenchmarkGRPCFloorBare: no interceptors.
