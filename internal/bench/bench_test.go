@@ -115,3 +115,53 @@ func TestRunTiny(t *testing.T) {
 		t.Errorf("JSON lost data")
 	}
 }
+
+// TestRunAgainstAddr runs the bench against a qgate and nodes given by
+// address (--addr, --nsqd, --qgate-pid), as against a running `qgate serve`.
+func TestRunAgainstAddr(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	target, err := startEnv(ctx, Config{}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.close()
+	rep, err := Run(ctx, Config{
+		Workloads:   []string{"send1-c64", "sub100", MemoryWorkload},
+		Duration:    200 * time.Millisecond,
+		Rounds:      1,
+		Backlog:     1000,
+		Addr:        target.addr,
+		NSQD:        target.nodes,
+		QgatePID:    os.Getpid(), // the target runs in this process
+		MemDuration: 300 * time.Millisecond,
+		MemRate:     2000,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Settings.Qgate != target.addr || rep.Settings.InProcessNodes {
+		t.Errorf("settings: qgate %q, in-process nodes %v; want %q, false", rep.Settings.Qgate, rep.Settings.InProcessNodes, target.addr)
+	}
+	if !strings.Contains(rep.CPUScope, "qgate pid") {
+		t.Errorf("cpu scope %q does not name the qgate pid", rep.CPUScope)
+	}
+	for _, wr := range rep.Workloads {
+		for _, r := range []SideResult{wr.Rounds[0].A, wr.Rounds[0].B} {
+			if r.Error != "" || r.MsgsPerSec <= 0 {
+				t.Errorf("%s: %+v", wr.Name, r)
+			}
+		}
+	}
+	if m := rep.Memory; m == nil || m.Error != "" || m.MaxRSSMiB <= 0 || !strings.HasPrefix(m.Scope, "qgate pid") {
+		t.Errorf("memory: %+v", m)
+	}
+	// Every topic the run made is deleted again.
+	for _, n := range target.local {
+		for _, topic := range n.NSQD().GetStats("", "", false).Topics {
+			if strings.HasPrefix(topic.TopicName, "qb-") {
+				t.Errorf("%s: topic %s left behind", n.Name, topic.TopicName)
+			}
+		}
+	}
+}
