@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/qgate/qgate/internal/nsqtest"
+)
+
+// TestServeConfigFailover serves a failover pool from a config file over
+// external nodes, and checks the roles and the active node in `qgate nodes`.
+func TestServeConfigFailover(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 2)
+	yaml := fmt.Sprintf(`mode: failover
+nodes:
+  - {name: primary, tcp: %s, http: %s}
+  - {name: backup, tcp: %s, http: %s}
+check: {interval: 200ms}
+`, nodes[0].TCPAddr, nodes[0].HTTPAddr, nodes[1].TCPAddr, nodes[1].HTTPAddr)
+	path := filepath.Join(t.TempDir(), "qgate.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := startServe(t, "--config", path)
+
+	code, out, errOut := cli(t, "", "nodes", "--addr", addr)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 {
+		t.Fatalf("nodes: status %d, stdout %q, stderr %q; want a header and 2 rows", code, out, errOut)
+	}
+	want := [][]string{{"primary", "primary", "up", "true"}, {"backup", "backup", "up", "false"}}
+	for i, line := range lines[1:] {
+		f := strings.Fields(line)
+		got := []string{f[0], f[2], f[3], f[8]} // name, role, state, active
+		if strings.Join(got, " ") != strings.Join(want[i], " ") {
+			t.Errorf("nodes row %d: %q; want name, role, state, active = %v", i, line, want[i])
+		}
+	}
+	code, out, _ = cli(t, "", "send", "--addr", addr, "--topic", "fo", "m")
+	if code != 0 || strings.TrimSpace(out) == "" {
+		t.Fatalf("send: status %d, stdout %q", code, out)
+	}
+	if st := nsqtest.Stats(t, nodes[0].HTTPAddr).Topic("fo"); st == nil || st.MessageCount != 1 {
+		t.Errorf("the primary's topic: %+v; want the message there", st)
+	}
+}
