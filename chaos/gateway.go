@@ -78,13 +78,12 @@ func startInproc(gc gatewayConfig, log *slog.Logger) (*inproc, error) {
 	}
 	q := service.New(pool, service.WithLogger(log))
 	srv, err := server.New(server.Config{
-		Addr:            gc.Addr,
-		Logger:          log,
-		Queue:           q,
-		Admin:           service.NewAdmin(pool, service.WithLogger(log)),
-		OnShutdown:      []func(){q.BeginShutdown},
-		ShutdownTimeout: 5 * time.Second,
-		MaxRecvMsgSize:  q.Limits().MaxRequestBytes(),
+		Addr:           gc.Addr,
+		Logger:         log,
+		Queue:          q,
+		Admin:          service.NewAdmin(pool, service.WithLogger(log)),
+		OnShutdown:     []func(){q.BeginShutdown},
+		MaxRecvMsgSize: q.Limits().MaxRequestBytes(),
 	})
 	if err != nil {
 		pool.Close()

@@ -130,8 +130,9 @@ type subscriber struct {
 	// decide, if set, picks the Action for a delivery and a nack delay.
 	decide func(d *qgatev1.Delivery) (Action, time.Duration)
 
-	opens  atomic.Int64 // streams opened
-	broken atomic.Int64 // streams that ended with an error
+	opens     atomic.Int64 // streams opened
+	broken    atomic.Int64 // streams that ended with an error
+	ackErrors atomic.Int64 // ack_error responses (ack of an unknown delivery)
 }
 
 // run reads until ctx is done.
@@ -220,7 +221,10 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 		}
 		d := resp.GetDelivery()
 		if d == nil {
-			continue // ack errors: the delivery went back, it comes again
+			if resp.GetAckError() != nil {
+				s.ackErrors.Add(1) // the delivery went back; it comes again
+			}
+			continue
 		}
 		act, delay := AckNow, time.Duration(0)
 		if s.decide != nil {

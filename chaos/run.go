@@ -446,6 +446,11 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	h.addFaultMetrics(r)
 	h.addLeft(ctx, r)
 	r.Add("dropped by pool (node down)", float64(h.counter.released()), "")
+	var opens, broken, ackErrs int64
+	for _, s := range h.subs {
+		opens, broken, ackErrs = opens+s.opens.Load(), broken+s.broken.Load(), ackErrs+s.ackErrors.Load()
+	}
+	r.AddText("subscribe streams", float64(opens), "", fmt.Sprintf("%d opened, %d broke, %d ack errors", opens, broken, ackErrs))
 	if h.Sc.Measure != nil {
 		h.Sc.Measure(h, r)
 	}

@@ -314,12 +314,15 @@ func measureGateway(h *Harness, r *Report) {
 	}
 	r.AddDuration("qgate stop took", h.stopTook, true)
 	r.AddDuration("sends back after restart", first.Sub(f.Healed), !first.IsZero())
-	// Deliveries after the stop that are not first attempts: messages
-	// that were in flight to the stopped qgate, coming back.
+	// The first redelivery after the stop of each message: messages that
+	// were in flight to the stopped qgate, coming back. (Later attempts are
+	// duplicates of another kind and not counted here.)
 	var worst time.Duration
 	n := 0
+	seen := make(map[string]bool)
 	for _, d := range h.ledger.Deliveries() {
-		if d.At.After(f.At) && d.Attempt > 1 {
+		if d.At.After(f.At) && d.Attempt > 1 && !seen[d.ID] {
+			seen[d.ID] = true
 			n++
 			worst = max(worst, d.At.Sub(f.At))
 		}
@@ -342,7 +345,7 @@ func s8() Scenario {
 		Setup: slowAck, Fault: gatewayRestart(false), Measure: measureGateway,
 		WaitRedelivery: true,
 		Promises: []Promise{noUnexpected, noMismatch, noLoss, noFailedSeen,
-			{Metric: "qgate stop took", Max: 2000, Why: "a graceful stop ends every stream at once instead of waiting for the shutdown timeout"},
+			{Metric: "qgate stop took", Max: 3000, Why: "a graceful stop ends every stream (WatchNodes after the server's 1 s grace) instead of waiting for the 10 s shutdown timeout"},
 			{Metric: "redelivery (max, from restart)", Max: 2000,
 				Why: "deliveries handed back at the stop come again right after the restart, not after the ack deadline"}},
 		Notes: []string{"subscribers ack 300 ms after receipt, so deliveries are in flight at the stop",
