@@ -275,11 +275,21 @@ func (h *Harness) AddPublisher(name string, rate int, delay time.Duration) {
 	h.pubs = append(h.pubs, p)
 }
 
+// replicas is the replicas per send: the override or the scenario's, at
+// most the number of groups (a failover pool has one).
 func (h *Harness) replicas() int {
+	n := h.Sc.Replicas
 	if h.P.Replicas > 0 {
-		return h.P.Replicas
+		n = h.P.Replicas
 	}
-	return h.Sc.Replicas
+	groups := h.Sc.Nodes
+	switch h.Sc.Mode {
+	case nsq.ModeFailover:
+		groups = 1
+	case nsq.ModeHA:
+		groups = len(h.Sc.Layout)
+	}
+	return min(n, groups)
 }
 
 // Queue is the gRPC client of QueueService.
