@@ -63,8 +63,12 @@
 // A node that comes back Up is reconnected within about one check interval
 // (go-nsq alone would wait 60s). When a node goes Down, the deliveries it
 // handed out are released: nsqd requeues them when the connection is gone,
-// and acking them returns backends.ErrUnknownDelivery. Close stops reading
-// (CLS) and then hands back every unsettled delivery at once (REQ 0).
+// and acking them returns backends.ErrUnknownDelivery. Close first sets RDY 0
+// and waits until nsqd's output is quiet (at most 500ms), then stops
+// reading (CLS) and hands back every unsettled delivery at once (REQ 0), so
+// no message is left in flight to a closed connection until nsqd's timeout.
+// A node's consumer lives for one connection: when the connection closes it
+// is stopped and the next connect round makes a new one.
 //
 // Messages past SubscribeOptions.MaxAttempts are written to the dead-letter
 // topic through the pool's own Send, with the attributes
@@ -91,6 +95,8 @@
 // deadline, release of deliveries of failed nodes), short-lived connect
 // goroutines (one per node per connect round) and, with MaxAttempts, one
 // dead-letter goroutine. Close stops them all and waits. go-nsq runs its own
-// goroutines per connection; they end when the pool stops its producers and
-// consumers.
+// goroutines per connection; Close waits for every consumer to stop (bounded
+// by a frozen node's read timeout) and for every producer's router. go-nsq's
+// own re-dial goroutines never start: a consumer whose connection closed is
+// stopped before go-nsq would start one.
 package nsq

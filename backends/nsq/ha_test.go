@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -623,15 +624,24 @@ func TestFlappingPrimary(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// No go-nsq re-dial goroutine: a consumer is stopped when its
+	// connection closes, before go-nsq would start one.
+	if n := goroutinesIn("(*Consumer).onConnClose.func"); n > 0 {
+		t.Errorf("%d go-nsq consumer re-dial goroutines alive", n)
+	}
 	stopConsume()
 	<-c.done
 	sub.Close()
 	p.Close()
-	deadline = time.Now().Add(10 * time.Second)
+	closed := time.Now()
+	// Close waits for the pool's goroutines and go-nsq's consumers; what
+	// remains of go-nsq (producer connections' reader and writer) ends
+	// without waiting on the network, so within a moment.
+	deadline = time.Now().Add(2 * time.Second)
 	for {
 		n := runtime.NumGoroutine()
-		if n <= baseGoroutines+2 { // the Watch reader and its cleanup may still run
-			t.Logf("goroutines: %d before the pool, %d after Close", baseGoroutines, n)
+		if n <= baseGoroutines+2 && goroutinesIn("go-nsq") == 0 { // the Watch reader and its cleanup may still run
+			t.Logf("goroutines: %d before the pool, %d %v after Close", baseGoroutines, n, time.Since(closed).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
@@ -641,4 +651,17 @@ func TestFlappingPrimary(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// goroutinesIn counts the goroutines whose stack mentions fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }

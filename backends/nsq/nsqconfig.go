@@ -61,10 +61,12 @@ func (p *Pool) consumerConfig(maxInFlight int, ackDeadline time.Duration) *gonsq
 	// anyone: a silent drop. 0 turns that off; the subscription handles
 	// MaxAttempts itself (dead-letter topic, never a drop).
 	c.MaxAttempts = 0
-	// Without nsqlookupd go-nsq re-dials a lost direct nsqd connection only
-	// every LookupdPollInterval (60s by default). A node that returns must
-	// be consumed again within about one check interval; the pool also
-	// reconnects when the node's monitor reports it Up.
+	// go-nsq would re-dial a lost direct nsqd connection every
+	// LookupdPollInterval from a goroutine of its own; the subscription
+	// stops a consumer whose connection closed before that goroutine starts
+	// (see subscription.consumerOf) and reconnects through its own connect
+	// rounds, within about one check interval. Kept short in case go-nsq
+	// ever re-dials anyway: such a goroutine exits one interval after Stop.
 	c.LookupdPollInterval = max(p.cfg.Check.Interval, 10*time.Millisecond)
 	// No backoff: a nack is the client's decision about one message, not a
 	// signal to slow the whole subscription down (we requeue without

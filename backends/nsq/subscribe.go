@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gonsq "github.com/nsqio/go-nsq"
@@ -41,6 +43,15 @@ const (
 	// overflowDelay requeues a message that arrives while the subscription
 	// already holds far more than MaxInFlight (only after connection churn).
 	overflowDelay = time.Second
+	// closeQuiet: Close sets RDY 0 and waits until no message has arrived
+	// for this long (at most closeQuietMax) before it sends CLS. nsqd may
+	// write a message it took from its queue just before CLS after its
+	// CLOSE_WAIT answer; go-nsq stops reading at CLOSE_WAIT, so such a
+	// message would stay in flight, unseen, until nsqd's timeout (the whole
+	// ack deadline). With RDY 0 first, nsqd's output is quiet by the time
+	// CLS is sent. Two output-buffer flushes cover nsqd's buffering.
+	closeQuiet    = 2 * outputBufferTimeout
+	closeQuietMax = 500 * time.Millisecond
 )
 
 // subscription is one Subscribe: a go-nsq Consumer per node, all feeding
@@ -81,6 +92,13 @@ type subscription struct {
 	down       map[string]bool        // node addresses whose deliveries to release
 	connecting map[string]bool        // node addresses with a connect running
 	consumers  map[string]*gonsq.Consumer
+	// retired consumers lost their connection and were stopped; Close
+	// waits for them too. Pruned once stopped.
+	retired []*gonsq.Consumer
+
+	// lastArrival is when the last message arrived (unix ns), for Close's
+	// quiet wait.
+	lastArrival atomic.Int64
 }
 
 // delivery is one message held by a subscription; it is the Acker.
@@ -277,6 +295,17 @@ func (p *Pool) createChannel(ctx context.Context, httpAddr, topic, channel strin
 }
 
 // consumerOf returns addr's consumer, making it if needed.
+//
+// A consumer lives for one connection, like the pool's producers: when its
+// connection closes it is stopped (see consumerLogger) and the next connect
+// round makes a new one. A go-nsq Consumer whose connection to a directly
+// configured nsqd closes starts a re-dial goroutine of its own, which
+// nobody can wait for and which, when it connects while the consumer is
+// being stopped, adds a connection that never got CLS: that consumer never
+// stops (Close waited for it in vain, and its goroutines and connection
+// leaked, still taking messages). Stopped before go-nsq decides to re-dial,
+// the consumer starts no such goroutine; the pool's own connect rounds
+// (kicked when a node comes Up, and every check interval) reconnect.
 func (s *subscription) consumerOf(addr string) (*gonsq.Consumer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -287,12 +316,37 @@ func (s *subscription) consumerOf(addr string) (*gonsq.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.SetLogger(nsqLogger{s.log.With("addr", addr)}, s.p.nsqLogLevel())
+	c.SetLogger(consumerLogger{nsqLogger{s.log.With("addr", addr)}, func() { s.lost(addr, c) }}, s.p.nsqLogLevel())
 	// One handler goroutine: the handler never blocks for long (it only
 	// queues), so more would not help.
 	c.AddHandler(s)
 	s.consumers[addr] = c
 	return c, nil
+}
+
+// lost retires addr's consumer c after its connection closed. It runs in
+// go-nsq's goroutine that closes the connection, before go-nsq would start
+// its re-dial goroutine: with the consumer stopped, it starts none.
+func (s *subscription) lost(addr string, c *gonsq.Consumer) {
+	c.Stop() // no connection left: the consumer stops at once
+	s.mu.Lock()
+	if s.consumers[addr] == c {
+		delete(s.consumers, addr)
+	}
+	live := s.retired[:0]
+	for _, r := range s.retired {
+		select {
+		case <-r.StopChan:
+		default:
+			live = append(live, r)
+		}
+	}
+	s.retired = append(live, c)
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		wake(s.kick) // reconnect if the node is still up
+	}
 }
 
 // disconnect stops consuming from addr (a node that left the pool) and
@@ -424,6 +478,7 @@ func (s *subscription) expire(now time.Time) {
 // sent when the delivery is settled.
 func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	m.DisableAutoResponse()
+	s.lastArrival.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -626,8 +681,10 @@ func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 		s.log.Warn("nsq dead-letter write failed; requeued", "id", msg.ID,
 			"dead_letter_topic", s.opts.DeadLetterTopic, "err", err)
 		delay := deadLetterRetryDelay
-		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
-			delay = 0 // closing
+		if s.ctx.Err() != nil || errors.Is(err, backends.ErrClosed) {
+			// Closing (this subscription or the pool): hand it back at
+			// once, so another subscriber gets it without the retry delay.
+			delay = 0
 		}
 		m.RequeueWithoutBackoff(delay)
 		return
@@ -654,11 +711,13 @@ func (s *subscription) close() {
 	// connection that Stop never closes.
 	s.wg.Wait()
 	s.mu.Lock()
-	cs := make([]*gonsq.Consumer, 0, len(s.consumers))
+	cs := make([]*gonsq.Consumer, 0, len(s.consumers)+len(s.retired))
 	for _, c := range s.consumers {
 		cs = append(cs, c)
 	}
+	cs = append(cs, s.retired...)
 	s.mu.Unlock()
+	s.quiesce(cs)
 	// Stop first (CLS: nsqd sends nothing more), then hand back: handed
 	// back first, nsqd would redeliver the messages to this subscription's
 	// connections, which still have RDY. A connection closes once all its
@@ -683,6 +742,40 @@ func (s *subscription) close() {
 	delete(s.p.subs, s)
 	s.p.mu.Unlock()
 	s.log.Info("nsq subscription closed", "handed_back", len(back))
+}
+
+// quiesce sets RDY 0 on cs and waits until no message has arrived for
+// closeQuiet (at most closeQuietMax): see closeQuiet. Messages that arrive
+// meanwhile are handed back by HandleMessage.
+func (s *subscription) quiesce(cs []*gonsq.Consumer) {
+	for _, c := range cs {
+		c.ChangeMaxInFlight(0)
+	}
+	start := time.Now()
+	for {
+		last := max(start.UnixNano(), s.lastArrival.Load())
+		wait := closeQuiet - time.Since(time.Unix(0, last))
+		if wait <= 0 || time.Since(start) >= closeQuietMax {
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// consumerLogger is the logger of one consumer: it calls lost when go-nsq
+// reports that the consumer's connection closed ("there are 0 connections
+// left alive", logged at Warning before go-nsq decides whether to re-dial).
+type consumerLogger struct {
+	nsqLogger
+	lost func()
+}
+
+// Output implements go-nsq's logger interface.
+func (l consumerLogger) Output(depth int, s string) error {
+	if strings.Contains(s, "connections left alive") {
+		l.lost()
+	}
+	return l.nsqLogger.Output(depth, s)
 }
 
 func minTime(a, b time.Time) time.Time {
