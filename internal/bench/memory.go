@@ -30,8 +30,8 @@ type MemoryResult struct {
 	MaxRSSMiB   float64 `json:"max_rss_mib"`
 	EndRSSMiB   float64 `json:"end_rss_mib"`
 	// MaxHeapMiB is the largest Go heap (live and unswept objects) of
-	// this process seen.
-	MaxHeapMiB float64 `json:"max_heap_mib"`
+	// this process seen, when qgate runs in it; 0 otherwise.
+	MaxHeapMiB float64 `json:"max_heap_mib,omitempty"`
 	Samples    int     `json:"samples"`
 	// Delivered counts deliveries to the subscriber that reads but never
 	// acks: at most its max in flight when backpressure works.
@@ -212,7 +212,9 @@ func (m *MemoryResult) sample(ctx context.Context, pid int) error {
 		}
 		m.Samples++
 		m.MaxRSSMiB = max(m.MaxRSSMiB, mib(v))
-		metrics.Read(heap)
+		if pid == 0 {
+			metrics.Read(heap)
+		}
 		if heap[0].Value.Kind() == metrics.KindUint64 {
 			m.MaxHeapMiB = max(m.MaxHeapMiB, mib(int64(heap[0].Value.Uint64())))
 		}

@@ -244,8 +244,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(&b, "\nmemory: %s\n", m.Setup)
-		fmt.Fprintf(&b, "  sent %d msgs in %.1fs (%s msg/s, target %d); RSS start %.1f MiB, max %.1f MiB, end %.1f MiB (%s); Go heap max %.1f MiB\n",
-			m.Sent, m.Seconds, rate(m.MsgsPerSec), m.TargetRate, m.StartRSSMiB, m.MaxRSSMiB, m.EndRSSMiB, m.Scope, m.MaxHeapMiB)
+		fmt.Fprintf(&b, "  sent %d msgs in %.1fs (%s msg/s, target %d); RSS start %.1f MiB, max %.1f MiB, end %.1f MiB (%s)",
+			m.Sent, m.Seconds, rate(m.MsgsPerSec), m.TargetRate, m.StartRSSMiB, m.MaxRSSMiB, m.EndRSSMiB, m.Scope)
+		if m.MaxHeapMiB > 0 {
+			fmt.Fprintf(&b, "; Go heap max %.1f MiB", m.MaxHeapMiB)
+		}
+		b.WriteString("\n")
 		fmt.Fprintf(&b, "  the subscriber that never acks got %d deliveries (max in flight %d)\n", m.Delivered, m.MaxInFlight)
 		fmt.Fprintf(&b, "  goal: max RSS <= %d MiB: %s\n", memGoalMiB, metText(m.Met))
 		if m.Error != "" {
