@@ -28,6 +28,10 @@ var (
 	ErrUnknownDelivery = errors.New("backends: unknown delivery")
 	// ErrNotFound: a named object (a node) does not exist.
 	ErrNotFound = errors.New("backends: not found")
+	// ErrRejected: the store refused the request itself (a name it does not
+	// accept, an empty or oversized body): the same request fails on every
+	// node, so it is not retried. The caller's fault, not the store's.
+	ErrRejected = errors.New("backends: request rejected by the store")
 )
 
 // Message is a message to write. The service fills every field.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ func TestSendErrorCodes(t *testing.T) {
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{fmt.Errorf("attempt: %w", context.Canceled), codes.Canceled},
 		{errors.New("something unexpected"), codes.Internal},
+		{fmt.Errorf("nsq: send to t on n0: %w: E_BAD_BODY", backends.ErrRejected), codes.InvalidArgument},
 		{status.Error(codes.ResourceExhausted, "full"), codes.ResourceExhausted},
 	}
 	for _, tc := range tests {
@@ -46,6 +48,9 @@ func TestSendErrorCodes(t *testing.T) {
 		_, got := client.Send(t.Context(), &qgatev1.SendRequest{Topic: "t", Messages: msgs("x")})
 		if status.Code(got) != tc.want {
 			t.Errorf("backend error %v: got %v, want %v", tc.err, got, tc.want)
+		}
+		if errors.Is(tc.err, backends.ErrRejected) && !strings.Contains(status.Convert(got).Message(), "refused the request (nsq: send to t on n0") {
+			t.Errorf("rejected: message %q does not say why", status.Convert(got).Message())
 		}
 	}
 }

@@ -39,6 +39,10 @@ func toStatus(logger *slog.Logger, op string, err error) error {
 		return status.Error(codes.NotFound, op+": "+err.Error())
 	case errors.Is(err, backends.ErrNotFound):
 		return status.Error(codes.NotFound, op+": "+err.Error())
+	case errors.Is(err, backends.ErrRejected):
+		// Validation should have caught it; the store's reason is the
+		// clearest message the client can get.
+		return status.Error(codes.InvalidArgument, op+": the message store refused the request ("+err.Error()+"); fix the request, do not retry it")
 	}
 	logger.Error("unclassified backend error", "op", op, "err", err)
 	return status.Error(codes.Internal, op+": "+err.Error())

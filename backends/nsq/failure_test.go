@@ -103,8 +103,8 @@ func TestProtocolErrorKeepsNodeUp(t *testing.T) {
 	}
 	err = p.Send(ctx, "bad$topic", []*backends.Message{msg("x")}, backends.SendOptions{})
 	t.Logf("bad topic send: %v", err)
-	if !errors.Is(err, ErrRejected) {
-		t.Errorf("bad topic: got %v, want ErrRejected", err)
+	if !errors.Is(err, ErrRejected) || !errors.Is(err, backends.ErrRejected) {
+		t.Errorf("bad topic: got %v, want ErrRejected (and backends.ErrRejected)", err)
 	}
 	time.Sleep(3 * fastCheck.Interval)
 	for _, st := range p.Nodes() {

@@ -2,7 +2,6 @@ package nsq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -442,5 +441,5 @@ var errClosed = fmt.Errorf("nsq: pool: %w", backends.ErrClosed)
 // ErrRejected marks a request that nsqd refused as invalid (a bad topic
 // name, an empty or oversized body). It is not retried on other nodes and
 // does not count against the node's health. The service validates requests
-// so that this should not happen.
-var ErrRejected = errors.New("nsq: request rejected by nsqd")
+// so that this should not happen. It wraps backends.ErrRejected.
+var ErrRejected = fmt.Errorf("nsq: request rejected by nsqd: %w", backends.ErrRejected)
