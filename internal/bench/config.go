@@ -40,11 +40,12 @@ type Config struct {
 	// CPUPIDs are more processes (nsqd processes given by NSQD) whose CPU
 	// time is counted with this process's, for both sides.
 	CPUPIDs []int
-	// Durable makes send workloads write to normal topics, which nsqd
-	// writes to disk beyond its memory queue. By default they write to
-	// ephemeral topics, whose overflow nsqd drops, so disk syncs do not
-	// drown the cost of the hop being measured.
-	Durable bool
+	// Ephemeral makes send workloads write to ephemeral topics, whose
+	// overflow nsqd drops instead of writing it to disk: the memory-only
+	// best case of nsqd, where the hop's cost weighs most. By default they
+	// write to normal topics, as applications do; with nobody consuming,
+	// nsqd writes what exceeds its memory queue (10000 messages) to disk.
+	Ephemeral bool
 	// MemDuration is how long the memory mode runs. Default 10s.
 	MemDuration time.Duration
 	// MemRate is the memory mode's send rate in messages per second.

@@ -184,7 +184,7 @@ func (e *env) qgatePID() int { return e.cfg.QgatePID }
 func (e *env) inProcess() bool { return e.srv != nil }
 
 // topic returns a fresh topic name for one side of one round. Send
-// workloads use ephemeral topics unless Config.Durable.
+// workloads use ephemeral topics with Config.Ephemeral.
 func (e *env) topic(w *workload, side string, round int, durable bool) string {
 	t := fmt.Sprintf("qb-%s-%s-%s%d", e.runID, w.name, side, round)
 	if !durable {

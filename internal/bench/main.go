@@ -28,20 +28,28 @@ With --nsqd it uses running nodes (count their CPU with --cpu-pids); with
 --addr (and --nsqd) a running qgate that uses those nodes, whose CPU and RSS
 are counted with --qgate-pid.
 
-Workloads (--workloads, comma-separated, in this order by default):
-  send1-c1    unary Send of 1 message, 1 caller      vs Publish, 1 goroutine
-  send1-c64   unary Send of 1 message, 64 callers     vs Publish, 64 goroutines, one producer
-  send100     unary Send of 100 messages              vs MultiPublish of 100
-  stream100   SendStream, 100 msgs/request, 8 outstanding vs MultiPublishAsync, 8 outstanding
-  stream1     SendStream, 1 msg/request, 100 outstanding  vs PublishAsync, 100 outstanding
-  sub100      Subscribe draining a backlog, max in flight 100  vs Consumer, max in flight 100
-  sub1000     the same at max in flight 1000
-  memory      qgate's RSS under --mem-rate msg/s with two stalled subscribers
-              (one never acks, one never reads); goal: max RSS <= 100 MiB
+Workloads (--workloads, comma-separated, in this order by default), B vs A:
+  send1-c1   unary Send of 1 message, 1 caller
+             vs Publish, 1 goroutine
+  send1-c64  unary Send of 1 message, 64 callers on one connection
+             vs Publish, 64 goroutines sharing one producer per node
+  send100    unary Send of 100 messages, 1 caller
+             vs MultiPublish of 100, 1 goroutine
+  stream100  SendStream, 100 messages a request, 8 requests outstanding
+             vs MultiPublishAsync of 100, 8 outstanding
+  stream1    SendStream, 1 message a request, 100 requests outstanding
+             vs PublishAsync, 100 outstanding
+  sub100     Subscribe draining a backlog (--backlog), max in flight 100
+             vs Consumer draining a backlog, max in flight 100
+  sub1000    the same at max in flight 1000
+  memory     qgate's RSS under --mem-rate msg/s with two stalled subscribers
+             (one never acks, one never reads); goal: max RSS <= 100 MiB
 
-Send workloads write to ephemeral topics (nsqd drops what overflows its
-memory queue) unless --durable; drains use normal topics with the channel
-created before the backlog is written.
+Send workloads write to normal topics, so beyond nsqd's memory queue
+(10000 messages) nsqd writes them to disk, as it would for an application;
+--ephemeral uses ephemeral topics instead (nsqd drops the overflow): nsqd's
+memory-only best case, where the hop's cost weighs most. Drains use normal
+topics with the channel created before the backlog is written.
 
 Progress goes to stderr, the report to stdout (a table, or JSON with --json).
 Exit status: 0 when every side of every workload ran without errors, 1 on
@@ -83,7 +91,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
-	fs.BoolVar(&cfg.Durable, "durable", false, "send workloads write to normal (disk-backed) topics instead of ephemeral ones")
+	fs.BoolVar(&cfg.Ephemeral, "ephemeral", false, "send workloads write to ephemeral topics (no disk) instead of normal ones")
 	fs.DurationVar(&cfg.MemDuration, "mem-duration", DefaultMemDuration, "how long the memory workload runs")
 	fs.IntVar(&cfg.MemRate, "mem-rate", DefaultMemRate, "the memory workload's send rate, msgs/s")
 	fs.IntVar(&cfg.MemInFlight, "mem-in-flight", DefaultMemInFlight, "the memory workload's stalled subscribers' max in flight")

@@ -46,8 +46,10 @@ type Settings struct {
 	// InProcessNodes is true when the nodes run inside the bench process.
 	InProcessNodes bool `json:"in_process_nodes"`
 	// Qgate is "in-process" or the address of the qgate measured.
-	Qgate   string `json:"qgate"`
-	Durable bool   `json:"durable"`
+	Qgate string `json:"qgate"`
+	// Ephemeral is Config.Ephemeral: send workloads wrote to ephemeral
+	// topics.
+	Ephemeral bool `json:"ephemeral"`
 }
 
 // WorkloadResult is one workload's rounds and their summary.
@@ -212,6 +214,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		s.Rounds, s.Duration, s.Warmup, s.Size, s.Backlog, len(s.Nodes))
 	if s.InProcessNodes {
 		b.WriteString(" in-process")
+	}
+	if s.Ephemeral {
+		b.WriteString(", send workloads on ephemeral topics")
 	}
 	fmt.Fprintf(&b, ", qgate %s\nA = direct go-nsq, B = through qgate; figures are medians over rounds; ratio is B/A msgs/s median [min, max]\ncpu: %s\n\n", s.Qgate, r.CPUScope)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)

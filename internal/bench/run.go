@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 
 // runSide runs one side of one round of w on a fresh topic, deleted after.
 func (e *env) runSide(ctx context.Context, w *workload, sd side, round int) (SideResult, error) {
-	durable := e.cfg.Durable || w.kind == drain
+	durable := !e.cfg.Ephemeral || w.kind == drain
 	topic := e.topic(w, strings.ToLower(sd.name()), round, durable)
 	defer e.deleteTopic(context.WithoutCancel(ctx), topic)
 	var s sample
@@ -129,7 +129,7 @@ func (e *env) newReport() *Report {
 			Nodes:          e.nodes,
 			InProcessNodes: len(e.local) > 0,
 			Qgate:          "in-process",
-			Durable:        e.cfg.Durable,
+			Ephemeral:      e.cfg.Ephemeral,
 		},
 	}
 	if !e.inProcess() {
