@@ -50,6 +50,14 @@ type Message struct {
 type SendOptions struct {
 	// Delay defers delivery; 0 means at once.
 	Delay time.Duration
+	// Replicas is how many nodes, each in a different group of the store,
+	// must each acknowledge a copy of msgs before Send returns nil; 0 and 1
+	// mean one copy. With 2 or more, an acknowledged message survives the
+	// permanent loss of a node. When fewer groups than Replicas can take a
+	// copy, Send fails with ErrUnavailable, and no copy may be assumed
+	// written (nor absent). Subscriptions deliver one copy in the normal
+	// case; what a backend deduplicates is its documented choice.
+	Replicas int
 }
 
 // Backend stores messages and delivers them to subscriptions.

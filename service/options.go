@@ -121,6 +121,7 @@ type options struct {
 	window        int
 	streamTimeout time.Duration
 	logger        *slog.Logger
+	replicas      int
 }
 
 func defaultOptions() options {
@@ -129,7 +130,20 @@ func defaultOptions() options {
 		window:        DefaultSendStreamWindow,
 		streamTimeout: DefaultSendStreamTimeout,
 		logger:        slog.New(slog.DiscardHandler),
+		replicas:      1,
 	}
+}
+
+// MaxReplicas is the largest replicas a SendRequest may ask for.
+const MaxReplicas = 3
+
+// WithDefaultReplicas sets the replicas of a SendRequest that leaves the
+// field 0: how many nodes, in distinct groups, must each acknowledge a copy
+// (backends.SendOptions.Replicas). n < 1 means 1 (the default), n above
+// MaxReplicas means MaxReplicas. A default above the backend's number of
+// groups makes every such Send UNAVAILABLE.
+func WithDefaultReplicas(n int) Option {
+	return func(o *options) { o.replicas = min(max(n, 1), MaxReplicas) }
 }
 
 // WithLimits sets the request limits; zero fields keep their defaults.

@@ -126,7 +126,11 @@ func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, e
 		}
 		ptrs[i] = &msgs[i]
 	}
-	err = q.backend.Send(ctx, req.GetTopic(), ptrs, backends.SendOptions{Delay: delay})
+	replicas := int(req.GetReplicas())
+	if replicas == 0 {
+		replicas = q.opts.replicas
+	}
+	err = q.backend.Send(ctx, req.GetTopic(), ptrs, backends.SendOptions{Delay: delay, Replicas: replicas})
 	if err != nil {
 		return nil, toStatus(q.opts.logger, "send", err)
 	}

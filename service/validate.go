@@ -104,6 +104,9 @@ func checkSend(l *Limits, req *qgatev1.SendRequest) (time.Duration, error) {
 	var v violations
 	v.checkName("topic", req.GetTopic())
 	delay := v.checkDuration("delay", req.GetDelay(), 0, 0, l.MaxDelay)
+	if r := req.GetReplicas(); r > MaxReplicas {
+		v.addf("replicas", "is %d; at most %d are allowed (0 means the server default)", r, MaxReplicas)
+	}
 
 	msgs := req.GetMessages()
 	switch {

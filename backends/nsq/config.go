@@ -64,6 +64,17 @@ type Config struct {
 	LookupdHTTPAddrs []string
 	// LookupdPollInterval is how often nsqlookupd is polled. Default 5s.
 	LookupdPollInterval time.Duration
+	// DedupWindow is how long a subscription remembers the id of a
+	// replicated message (sent with Replicas > 1) that it delivered and that
+	// was acked, so that a later copy is finished without being delivered
+	// again. It must cover the skew between the copies' arrivals: near zero
+	// for a subscriber that keeps up, up to the age of the older backlog
+	// when one node's channel is far behind another's. Default 10m.
+	DedupWindow time.Duration
+	// DedupMaxIDs bounds the ids a subscription remembers (the oldest are
+	// forgotten first): about 100 bytes each. Default 100000 (~10 MB at
+	// most per subscription, only while replicated messages flow).
+	DedupMaxIDs int
 	// Logger receives the pool's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -75,6 +86,8 @@ const (
 	DefaultWriteTimeout        = time.Second
 	DefaultAttemptTimeout      = time.Second
 	DefaultLookupdPollInterval = 5 * time.Second
+	DefaultDedupWindow         = 10 * time.Minute
+	DefaultDedupMaxIDs         = 100_000
 )
 
 // GroupsForMode lays out nodes as the groups of a mode preset: cluster makes
@@ -124,6 +137,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.LookupdPollInterval == 0 {
 		cfg.LookupdPollInterval = DefaultLookupdPollInterval
 	}
+	if cfg.DedupWindow == 0 {
+		cfg.DedupWindow = DefaultDedupWindow
+	}
+	if cfg.DedupMaxIDs == 0 {
+		cfg.DedupMaxIDs = DefaultDedupMaxIDs
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -154,7 +173,7 @@ func (cfg Config) validate() error {
 	}{
 		{"failback hold", cfg.FailbackHold}, {"dial timeout", cfg.DialTimeout},
 		{"write timeout", cfg.WriteTimeout}, {"attempt timeout", cfg.AttemptTimeout},
-		{"lookupd poll interval", cfg.LookupdPollInterval},
+		{"lookupd poll interval", cfg.LookupdPollInterval}, {"dedup window", cfg.DedupWindow},
 	} {
 		if f.d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", f.name, f.d))
@@ -162,6 +181,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.WriteTimeout > 0 && cfg.WriteTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("write timeout %v: must be at least 100ms", cfg.WriteTimeout))
+	}
+	if cfg.DedupMaxIDs < 0 {
+		errs = append(errs, fmt.Errorf("dedup max ids %d: must not be negative", cfg.DedupMaxIDs))
 	}
 	if len(cfg.Groups) == 0 && len(cfg.LookupdHTTPAddrs) == 0 {
 		errs = append(errs, errors.New("groups: at least one node is required"))

@@ -48,6 +48,44 @@
 // is one DPUB per message, pipelined on the same connection, and may be
 // partly written when it fails.
 //
+// # Replicated sends
+//
+// With SendOptions.Replicas = r > 1 a Send writes a copy of the batch to r
+// nodes in r distinct groups, all at once, and succeeds only when every copy
+// was acknowledged. A copy whose attempt fails (connection error, attempt
+// timeout) moves to a usable node of a group that holds no copy and is not
+// writing one; nsqd's rejection fails the Send at once (ErrRejected). When
+// fewer than r groups have a usable node, at the start or after failures,
+// the Send fails with backends.ErrUnavailable: copies already written stay
+// (they are delivered), but the caller may assume neither that a copy
+// exists nor that none does. With r = 2 and durable nsqd settings (see
+// Durability), an acknowledged message survives the permanent loss of any
+// one node, including what that node had in flight to subscribers.
+//
+// Copies carry the attribute qgate-replicas in their envelope; a
+// subscription removes it before delivery (a client attribute of that name
+// is lost) and deduplicates by message id:
+//
+//   - A copy that arrives while another copy of the same id is held by the
+//     subscription (queued or handed out) is parked, kept alive with TOUCH,
+//     and shares that copy's outcome: finished with it when it is acked,
+//     handed back with it (same delay) when it is nacked, expires or its
+//     node goes down, so that losing either node loses no message.
+//   - The id of an acked copy is remembered for Config.DedupWindow (default
+//     10m; at most Config.DedupMaxIDs ids, default 100000, oldest forgotten
+//     first); a copy that arrives within the window is finished without
+//     reaching Receive.
+//
+// Not deduplicated: copies delivered to different subscriptions (each
+// Subscribe call, even on the same channel and gateway, has its own
+// window, so two subscribers of one channel may each get a copy); a copy
+// that arrives after the window (or after its id was evicted), e.g. when one
+// node's backlog is older than the window; a copy that arrives after its
+// twin was nacked or handed back (it is delivered, and the twin parked or
+// deduplicated when it returns); copies across a gateway restart; and
+// messages without the marker: single-copy sends, and raw NSQ bodies
+// without qgate's envelope, which have no qgate id.
+//
 // # Subscriptions
 //
 // A subscription reads from every node of every group (primaries, backups

@@ -43,6 +43,11 @@ type load struct {
 }
 
 func startLoad(t *testing.T, p *Pool, topic string, workers int, pause time.Duration) *load {
+	return startLoadOpts(t, p, topic, workers, pause, backends.SendOptions{})
+}
+
+// startLoadOpts is startLoad with send options.
+func startLoadOpts(t *testing.T, p *Pool, topic string, workers int, pause time.Duration, opts backends.SendOptions) *load {
 	l := &load{p: p, topic: topic, stop: make(chan struct{})}
 	for w := range workers {
 		l.wg.Add(1)
@@ -56,7 +61,7 @@ func startLoad(t *testing.T, p *Pool, topic string, workers int, pause time.Dura
 				}
 				id := fmt.Sprintf("w%d-%d", w, i)
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				err := p.Send(ctx, topic, []*backends.Message{{ID: id, Body: []byte(id), PublishTime: time.Now()}}, backends.SendOptions{})
+				err := p.Send(ctx, topic, []*backends.Message{{ID: id, Body: []byte(id), PublishTime: time.Now()}}, opts)
 				cancel()
 				l.sends.Add(1)
 				l.mu.Lock()

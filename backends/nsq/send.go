@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,7 +21,9 @@ var errAttemptTimeout = errors.New("nsq: no answer within the attempt timeout")
 // Send writes msgs to topic on one node: the active member of the next
 // group in round-robin order. On a connection-level failure or an attempt
 // timeout it ejects the node and retries on the next usable node, within
-// ctx's deadline. See the package documentation for what an error means.
+// ctx's deadline. With opts.Replicas > 1 it writes a copy to that many
+// nodes of distinct groups (see sendReplicated). See the package
+// documentation for what an error means.
 func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
 	if len(msgs) == 0 {
 		return nil
@@ -27,16 +31,16 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	bodies := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		b := make([]byte, 0, envelope.Size(m.ID, m.Attributes, m.PublishTime, m.Body))
-		bodies[i] = envelope.Append(b, m.ID, m.Attributes, m.PublishTime, m.Body)
+	replicas := max(opts.Replicas, 1)
+	bodies := encode(msgs, replicas)
+	if replicas > 1 {
+		return p.sendReplicated(ctx, topic, bodies, opts.Delay, replicas)
 	}
 	start := p.nextStart()
 	var tried []*node
 	var lastErr error
 	for {
-		n, err := p.pick(start, tried)
+		n, err := p.pick(start, tried, nil)
 		if err != nil {
 			return err
 		}
@@ -58,20 +62,48 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 		if errors.Is(err, errClosed) {
 			return err
 		}
-		if !errors.Is(err, errAttemptTimeout) {
-			n.stale.Store(true) // a failed command may have closed the connection
-		}
-		retry, eject := classify(err)
-		p.log.Warn("nsq send failed", "node", n.cfg.Name, "topic", topic, "err", err,
-			"retry", retry, "eject", eject)
-		if eject {
-			p.eject(n, err)
-		}
-		if !retry {
-			return fmt.Errorf("nsq: send to %s on %s: %w: %w", topic, n.cfg.Name, ErrRejected, err)
+		if rejected := p.failed(n, topic, err); rejected != nil {
+			return rejected
 		}
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Name, err)
 	}
+}
+
+// encode returns the envelopes of msgs. Copies of a replicated send carry
+// attrReplicas, so that subscriptions deduplicate them (and only them).
+func encode(msgs []*backends.Message, replicas int) [][]byte {
+	bodies := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		attrs := m.Attributes
+		if replicas > 1 {
+			attrs = make(map[string]string, len(m.Attributes)+1)
+			maps.Copy(attrs, m.Attributes)
+			attrs[attrReplicas] = strconv.Itoa(replicas)
+		}
+		b := make([]byte, 0, envelope.Size(m.ID, attrs, m.PublishTime, m.Body))
+		bodies[i] = envelope.Append(b, m.ID, attrs, m.PublishTime, m.Body)
+	}
+	return bodies
+}
+
+// failed handles a failed attempt on n that is not the caller's deadline
+// or the pool's close: it marks the producer stale, logs, and ejects the
+// node when classify says so. It returns the error for the caller when the
+// request must not be retried (nsqd rejected it), else nil.
+func (p *Pool) failed(n *node, topic string, err error) error {
+	if !errors.Is(err, errAttemptTimeout) {
+		n.stale.Store(true) // a failed command may have closed the connection
+	}
+	retry, eject := classify(err)
+	p.log.Warn("nsq send failed", "node", n.cfg.Name, "topic", topic, "err", err,
+		"retry", retry, "eject", eject)
+	if eject {
+		p.eject(n, err)
+	}
+	if !retry {
+		return fmt.Errorf("nsq: send to %s on %s: %w: %w", topic, n.cfg.Name, ErrRejected, err)
+	}
+	return nil
 }
 
 // nextStart returns the round-robin position of a new Send.
@@ -83,10 +115,11 @@ func (p *Pool) nextStart() int {
 }
 
 // pick returns the node for the next attempt of a Send, skipping tried
-// nodes: first the active member of a group, chosen round-robin (from
-// start) among the groups whose active member is untried; then any other
-// usable node, in group and priority order. nil means no node is left.
-func (p *Pool) pick(start int, tried []*node) (*node, error) {
+// nodes and the groups in skip (may be nil): first the active member of a
+// group, chosen round-robin (from start) among the groups whose active
+// member is untried; then any other usable node, in group and priority
+// order. nil means no node is left.
+func (p *Pool) pick(start int, tried []*node, skip map[*group]bool) (*node, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -95,6 +128,9 @@ func (p *Pool) pick(start int, tried []*node) (*node, error) {
 	now := time.Now()
 	var live []*node
 	for _, g := range p.groups {
+		if skip[g] {
+			continue
+		}
 		if a := g.active(now, p.cfg.FailbackHold); a != nil && !contains(tried, a) {
 			live = append(live, a)
 		}
@@ -104,6 +140,9 @@ func (p *Pool) pick(start int, tried []*node) (*node, error) {
 	}
 	for i := range p.groups {
 		g := p.groups[(start+i)%len(p.groups)]
+		if skip[g] {
+			continue
+		}
 		for _, m := range g.members {
 			if m.usable() && !contains(tried, m) {
 				return m, nil

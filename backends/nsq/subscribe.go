@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,6 +100,11 @@ type subscription struct {
 	// lastArrival is when the last message arrived (unix ns), for Close's
 	// quiet wait.
 	lastArrival atomic.Int64
+
+	// Deduplication of replicated messages (see dedup in the package
+	// documentation). Guarded by mu.
+	byID map[string]*delivery // held copy of each replicated message id
+	seen *idWindow            // ids of replicated messages acked here
 }
 
 // delivery is one message held by a subscription; it is the Acker.
@@ -112,6 +118,13 @@ type delivery struct {
 	touched     time.Time // last arrival or TOUCH
 	settled     bool
 	handed      bool
+	// Replicated messages: rid is the message id. A copy that arrives while
+	// another copy is held waits, parked (primary set, not queued), for
+	// that copy's outcome: finished with it when it is acked, handed back
+	// with it otherwise.
+	rid     string
+	dups    []*delivery // parked copies of this held delivery
+	primary *delivery   // the held copy this parked copy waits for
 }
 
 // Subscribe opens a subscription that reads topic/channel from every node
@@ -149,6 +162,8 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 		avail:      make(chan struct{}, 1),
 		deadKick:   make(chan struct{}, 1),
 		held:       make(map[*delivery]struct{}),
+		byID:       make(map[string]*delivery),
+		seen:       newIDWindow(p.cfg.DedupWindow, p.cfg.DedupMaxIDs),
 		down:       make(map[string]bool),
 		connecting: make(map[string]bool),
 	}
@@ -432,9 +447,9 @@ func (s *subscription) releaseDown() {
 	}
 	var rel []*delivery
 	for d := range s.held {
-		if s.down[d.msg.NSQDAddress] {
-			s.settleLocked(d)
+		if s.down[d.msg.NSQDAddress] && !d.settled {
 			rel = append(rel, d)
+			rel = append(rel, s.settleLocked(d)...)
 		}
 	}
 	clear(s.down)
@@ -453,12 +468,16 @@ func (s *subscription) releaseDown() {
 // stops nsqd from timing it out (and counting another attempt) meanwhile.
 func (s *subscription) expire(now time.Time) {
 	s.mu.Lock()
+	s.seen.evict(now)
 	var exp, touch []*delivery
 	for d := range s.held {
+		if d.settled {
+			continue
+		}
 		switch {
 		case d.handed && now.After(d.deadline), !d.handed && now.After(d.nsqDeadline):
-			s.settleLocked(d)
 			exp = append(exp, d)
+			exp = append(exp, s.settleLocked(d)...)
 		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
 			d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
 			touch = append(touch, d)
@@ -485,6 +504,15 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		m.RequeueWithoutBackoff(0)
 		return nil
 	}
+	now := time.Now()
+	msg, replicated := decode(m)
+	if replicated {
+		if s.seen.has(msg.ID, now) {
+			s.mu.Unlock()
+			m.Finish() // a copy of a message acked here
+			return nil
+		}
+	}
 	if s.opts.MaxAttempts > 0 && int(m.Attempts) > s.opts.MaxAttempts {
 		s.dead = append(s.dead, m)
 		s.mu.Unlock()
@@ -501,23 +529,41 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	// nsqd started the message's timeout when it wrote it to its output
 	// buffer, up to outputBufferTimeout before we read it: count from then,
 	// so an Ack that we accept reaches nsqd before its deadline.
-	now := time.Now()
 	d := &delivery{s: s, msg: m, touched: now.Add(-deliverySkew), nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
-	d.d = backends.Delivery{Message: decode(m), Attempt: int(m.Attempts), Acker: d}
+	d.d = backends.Delivery{Message: msg, Attempt: int(m.Attempts), Acker: d}
 	s.held[d] = struct{}{}
+	if replicated {
+		d.rid = msg.ID
+		if p := s.byID[msg.ID]; p != nil {
+			d.primary = p // park: wait for the held copy's outcome
+			p.dups = append(p.dups, d)
+			s.mu.Unlock()
+			return nil
+		}
+		s.byID[msg.ID] = d
+	}
 	s.queue = append(s.queue, d)
 	s.mu.Unlock()
 	wake(s.avail)
 	return nil
 }
 
-// decode turns an NSQ message into the message qgate sent; a body without
-// the envelope is delivered as-is with nsqd's id and timestamp.
-func decode(m *gonsq.Message) backends.Message {
+// decode turns an NSQ message into the message qgate sent, and tells
+// whether it is a copy of a replicated send (the attrReplicas marker is
+// removed); a body without the envelope is delivered as-is with nsqd's id
+// and timestamp, and is never a replicated copy.
+func decode(m *gonsq.Message) (backends.Message, bool) {
 	if e, ok := envelope.Decode(m.Body); ok {
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}
+		_, replicated := e.Attributes[attrReplicas]
+		if replicated {
+			delete(e.Attributes, attrReplicas)
+			if len(e.Attributes) == 0 {
+				e.Attributes = nil
+			}
+		}
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}, replicated
 	}
-	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}
+	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, false
 }
 
 // Receive returns the next delivery; see backends.Subscription.
@@ -563,57 +609,97 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 	}
 }
 
-// settleLocked marks d settled. Callers hold s.mu and respond to d.msg
-// after unlocking.
-func (s *subscription) settleLocked(d *delivery) {
+// settleLocked marks d settled. It returns d's parked copies, settled too:
+// callers answer them as they answer d (FIN after an Ack, else REQ). Callers
+// hold s.mu and respond after unlocking.
+func (s *subscription) settleLocked(d *delivery) []*delivery {
 	d.settled = true
 	delete(s.held, d)
 	if d.handed {
 		s.handed--
 		wake(s.avail)
 	}
+	if p := d.primary; p != nil { // a parked copy, settled on its own
+		p.dups = slices.DeleteFunc(p.dups, func(x *delivery) bool { return x == d })
+		d.primary = nil
+		return nil
+	}
+	if d.rid == "" {
+		return nil
+	}
+	if s.byID[d.rid] == d {
+		delete(s.byID, d.rid)
+	}
+	dups := d.dups
+	d.dups = nil
+	for _, x := range dups {
+		x.settled, x.primary = true, nil
+		delete(s.held, x)
+	}
+	return dups
 }
 
-// settle settles d for Ack or Nack. It reports false, after handing the
-// message back, when d was already settled or its deadline had passed.
-func (d *delivery) settle() (ok bool, expired bool) {
+// settle settles d for Ack (ack true) or Nack. It reports false when d was
+// already settled; expired when its deadline had passed. It returns d's
+// parked copies. An acked replicated message's id is remembered.
+func (d *delivery) settle(ack bool) (ok, expired bool, dups []*delivery) {
 	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d.settled {
-		return false, false
+		return false, false, nil
 	}
-	s.settleLocked(d)
-	return true, time.Now().After(d.deadline)
+	now := time.Now()
+	dups = s.settleLocked(d)
+	expired = now.After(d.deadline)
+	if ack && !expired && d.rid != "" {
+		s.seen.add(d.rid, now)
+	}
+	return true, expired, dups
 }
 
 var errUnknown = fmt.Errorf("nsq: %w", backends.ErrUnknownDelivery)
 
-// Ack finishes the message (FIN).
+// requeue hands ds back after delay.
+func requeue(ds []*delivery, delay time.Duration) {
+	for _, d := range ds {
+		d.msg.RequeueWithoutBackoff(delay)
+	}
+}
+
+// Ack finishes the message (FIN), and its parked copies.
 func (d *delivery) Ack() error {
-	ok, expired := d.settle()
+	ok, expired, dups := d.settle(true)
 	switch {
 	case !ok:
 		return errUnknown
 	case expired:
 		d.msg.RequeueWithoutBackoff(0)
+		requeue(dups, 0)
 		return errUnknown
 	}
 	d.msg.Finish()
+	for _, x := range dups {
+		x.msg.Finish()
+	}
 	return nil
 }
 
-// Nack hands the message back for redelivery after delay (REQ, no backoff).
+// Nack hands the message back for redelivery after delay (REQ, no
+// backoff), and its parked copies with it.
 func (d *delivery) Nack(delay time.Duration) error {
-	ok, expired := d.settle()
+	ok, expired, dups := d.settle(false)
 	switch {
 	case !ok:
 		return errUnknown
 	case expired:
 		d.msg.RequeueWithoutBackoff(0)
+		requeue(dups, 0)
 		return errUnknown
 	}
-	d.msg.RequeueWithoutBackoff(clampDuration(delay, 0, maxRequeueDelay))
+	delay = clampDuration(delay, 0, maxRequeueDelay)
+	d.msg.RequeueWithoutBackoff(delay)
+	requeue(dups, delay)
 	return nil
 }
 
@@ -627,9 +713,10 @@ func (d *delivery) Extend() error {
 	}
 	now := time.Now()
 	if now.After(d.deadline) {
-		s.settleLocked(d)
+		dups := s.settleLocked(d)
 		s.mu.Unlock()
 		d.msg.RequeueWithoutBackoff(0)
+		requeue(dups, 0)
 		return errUnknown
 	}
 	d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
@@ -668,7 +755,7 @@ func (s *subscription) deadLetterLoop() {
 }
 
 func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
-	msg := decode(m)
+	msg, _ := decode(m)
 	attrs := make(map[string]string, len(msg.Attributes)+2)
 	maps.Copy(attrs, msg.Attributes)
 	attrs[AttrDeadLetterAttempts] = strconv.Itoa(int(m.Attempts) - 1)
@@ -728,8 +815,13 @@ func (s *subscription) close() {
 		s.mu.Lock()
 		back = make([]*gonsq.Message, 0, len(s.held)+len(s.dead))
 		for d := range s.held {
-			s.settleLocked(d)
+			if d.settled {
+				continue
+			}
 			back = append(back, d.msg)
+			for _, x := range s.settleLocked(d) {
+				back = append(back, x.msg)
+			}
 		}
 		back = append(back, s.dead...)
 		s.dead, s.queue = nil, nil

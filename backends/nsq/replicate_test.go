@@ -1,0 +1,205 @@
+package nsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	gonsq "github.com/nsqio/go-nsq"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/envelope"
+	"github.com/qgate/qgate/internal/nsqtest"
+)
+
+func sendReplicas(ctx context.Context, p *Pool, topic string, replicas int, ids ...string) error {
+	msgs := make([]*backends.Message, len(ids))
+	for i, id := range ids {
+		msgs[i] = &backends.Message{ID: id, Body: []byte(id), PublishTime: time.Now(), Attributes: map[string]string{"k": id}}
+	}
+	return p.Send(ctx, topic, msgs, backends.SendOptions{Replicas: replicas})
+}
+
+// rawIDs drains topic/channel on the nsqd at tcpAddr with a plain go-nsq
+// consumer until want messages arrived, and returns their qgate ids.
+func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
+	t.Helper()
+	c, err := gonsq.NewConsumer(topic, channel, gonsq.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetLoggerLevel(gonsq.LogLevelError)
+	var mu sync.Mutex
+	var ids []string
+	c.AddHandler(gonsq.HandlerFunc(func(m *gonsq.Message) error {
+		e, ok := envelope.Decode(m.Body)
+		if !ok {
+			t.Errorf("raw body without envelope: %q", m.Body)
+		}
+		mu.Lock()
+		ids = append(ids, e.ID)
+		mu.Unlock()
+		return nil
+	}))
+	if err := c.ConnectToNSQD(tcpAddr); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Stop(); <-c.StopChan }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(ids)
+		mu.Unlock()
+		if n >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // nothing more may come
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]string(nil), ids...)
+}
+
+// TestReplicasTwo: with replicas 2 over three nodes every message is on
+// exactly two nodes, and a subscriber gets it once, without the marker.
+func TestReplicasTwo(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 3)
+	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	const topic, n = "repl", 60
+	for _, nd := range nodes { // the raw channel keeps every copy for inspection
+		resp, err := p.http.Post("http://"+nd.HTTPAddr+"/topic/create?topic="+topic, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if err := p.createChannel(context.Background(), nd.HTTPAddr, topic, "raw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := subscribe(t, p, topic, "c", 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range n {
+		if err := sendReplicas(ctx, p, topic, 2, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copies := map[string]int{}
+	total := 0
+	for _, nd := range nodes {
+		tp := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic)
+		if tp == nil {
+			t.Fatalf("node %s has no topic %s", nd.Name, topic)
+		}
+		ids := rawIDs(t, nd.TCPAddr, topic, "raw", int(tp.MessageCount))
+		t.Logf("node %s: %d messages (/stats message_count %d)", nd.Name, len(ids), tp.MessageCount)
+		onNode := map[string]bool{}
+		for _, id := range ids {
+			if onNode[id] {
+				t.Errorf("node %s holds %s twice", nd.Name, id)
+			}
+			onNode[id] = true
+			copies[id]++
+		}
+		total += len(ids)
+	}
+	for i := range n {
+		if id := fmt.Sprint("m", i); copies[id] != 2 {
+			t.Errorf("%s: %d copies, want 2", id, copies[id])
+		}
+	}
+	if total != 2*n {
+		t.Errorf("%d copies in all, want %d", total, 2*n)
+	}
+	got := map[string]int{}
+	for range n {
+		d := receive(t, sub, 5*time.Second)
+		got[d.ID]++
+		if _, ok := d.Attributes[attrReplicas]; ok || d.Attributes["k"] != d.ID {
+			t.Errorf("delivery attributes %v", d.Attributes)
+		}
+		if err := d.Acker.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	if d, err := sub.Receive(ctx2); err == nil {
+		t.Errorf("second copy delivered: %s (attempt %d)", d.ID, d.Attempt)
+	}
+	for id, c := range got {
+		if c != 1 {
+			t.Errorf("%s delivered %d times", id, c)
+		}
+	}
+	if len(got) != n {
+		t.Errorf("%d distinct messages delivered, want %d", len(got), n)
+	}
+	// Every copy was finished: nothing waits on channel c anywhere.
+	for _, nd := range nodes {
+		if ch := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch.Depth != 0 || ch.InFlightCount != 0 {
+			t.Errorf("node %s channel c: depth %d, in flight %d", nd.Name, ch.Depth, ch.InFlightCount)
+		}
+	}
+}
+
+// TestReplicasMoreThanGroups: more replicas than groups with a usable node
+// is ErrUnavailable, and nothing is written.
+func TestReplicasMoreThanGroups(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 2)
+	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	err := sendReplicas(context.Background(), p, "many", 3, "x")
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("replicas 3 over 2 groups: got %v, want ErrUnavailable", err)
+	}
+	t.Log(err)
+	for _, nd := range nodes {
+		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic("many"); tp != nil && tp.MessageCount != 0 {
+			t.Errorf("node %s: %d messages written", nd.Name, tp.MessageCount)
+		}
+	}
+	// Draining one of two nodes leaves one group for replicas 2.
+	if _, err := p.SetDraining("n0", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendReplicas(context.Background(), p, "many", 2, "y"); !errors.Is(err, backends.ErrUnavailable) {
+		t.Errorf("replicas 2 with one usable group: got %v, want ErrUnavailable", err)
+	}
+}
+
+// TestReplicasSurviveKill: replicas 2 over three durable nsqd processes
+// (--mem-queue-size=0 --sync-every=1) under load with a subscriber; SIGKILL
+// one node and never restart it: every acknowledged message is delivered,
+// including those the killed node held or had in flight to the subscriber,
+// and no client sees an error (a copy bound for the killed node moves to
+// the third group).
+func TestReplicasSurviveKill(t *testing.T) {
+	procs := startProcs(t, 3, nsqtest.Args("--mem-queue-size=0", "--sync-every=1"))
+	p := newPool(t, ModeCluster, processNodes(procs), nil)
+	const topic = "replkill"
+	sub := subscribe(t, p, topic, "c", 50)
+	c, _ := consumeAll(t, sub)
+	l := startLoadOpts(t, p, topic, 4, 2*time.Millisecond, backends.SendOptions{Replicas: 2})
+	time.Sleep(700 * time.Millisecond)
+	procs[1].Kill()
+	time.Sleep(time.Second)
+	l.halt()
+	acked, _ := l.result()
+	checkNoErrors(t, l)
+	if !waitAllDelivered(t, c, acked, 10*time.Second) {
+		return
+	}
+	c.mu.Lock()
+	dups := 0
+	for _, n := range c.seen {
+		if n > 1 {
+			dups++
+		}
+	}
+	c.mu.Unlock()
+	t.Logf("replicas 2, one of three nodes killed for good: %d acknowledged, all delivered, %d delivered more than once", len(acked), dups)
+}
