@@ -26,6 +26,7 @@ type gateway struct {
 	*settings
 	dataDir         string // --data-dir; "" makes a temporary one
 	shutdownTimeout time.Duration
+	replicas        int // default replicas of a Send
 	log             *slog.Logger
 
 	tempDir string // removed by stop
@@ -49,7 +50,8 @@ func (g *gateway) start(ctx context.Context) error {
 		return err
 	}
 	g.pool = pool
-	g.queue = service.New(pool, service.WithLogger(g.log), service.WithLimits(g.limits))
+	g.queue = service.New(pool, service.WithLogger(g.log), service.WithLimits(g.limits),
+		service.WithDefaultReplicas(g.replicas))
 	g.srv, err = server.New(server.Config{
 		Addr:            g.listen,
 		Logger:          g.log,

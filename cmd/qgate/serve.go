@@ -50,6 +50,7 @@ type serveFlags struct {
 	maxBodySize         int
 	maxBatchMessages    int
 	maxBatchSize        int
+	replicas            int
 	shutdownTimeout     time.Duration
 	logLevel, logFormat string
 }
@@ -71,6 +72,7 @@ func newServeFlags() *serveFlags {
 	fs.IntVar(&f.maxBodySize, "max-body-size", service.DefaultMaxBodyBytes, "largest message body in bytes, envelope included (nsqd's --max-msg-size)")
 	fs.IntVar(&f.maxBatchMessages, "max-batch-messages", service.DefaultMaxBatchMessages, "most messages in one Send")
 	fs.IntVar(&f.maxBatchSize, "max-batch-size", service.DefaultMaxBatchBytes, "largest Send batch in bytes (nsqd's --max-body-size)")
+	fs.IntVar(&f.replicas, "replicas", 1, "nodes in distinct groups that must each acknowledge a copy of a Send that does not ask for a number itself (at most 3)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long running calls may take to finish on shutdown")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -208,6 +210,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if f.fs.NArg() > 0 {
 		return f.fs.usageErr(e, "unexpected arguments %q", f.fs.Args())
 	}
+	if f.replicas < 1 || f.replicas > service.MaxReplicas {
+		return f.fs.usageErr(e, "--replicas must be 1 to %d", service.MaxReplicas)
+	}
 	logger, err := newLogger(f, e)
 	if err != nil {
 		return f.fs.usageErr(e, "%v", err)
@@ -216,7 +221,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, log: logger}
+	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, replicas: f.replicas, log: logger}
 	if err := g.start(ctx); err != nil {
 		g.stop()
 		return err

@@ -47,3 +47,37 @@ check: {interval: 200ms}
 		t.Errorf("the primary's topic: %+v; want the message there", st)
 	}
 }
+
+// TestServeReplicas sends with --replicas 2 over external nodes: each
+// message lands on two nodes, and a subscriber sees it once.
+func TestServeReplicas(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 3)
+	var list []string
+	for _, n := range nodes {
+		list = append(list, n.TCPAddr+"/"+n.HTTPAddr)
+	}
+	addr, _ := startServe(t, "--nsqd", strings.Join(list, ","), "--replicas", "2")
+	if code, out, errOut := cli(t, "", "send", "--addr", addr, "--topic", "rep", "one"); code != 0 {
+		t.Fatalf("send: status %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	var copies uint64
+	for _, n := range nodes {
+		if st := nsqtest.Stats(t, n.HTTPAddr).Topic("rep"); st != nil {
+			copies += st.MessageCount
+		}
+	}
+	if copies != 2 {
+		t.Errorf("the nodes hold %d copies, want 2", copies)
+	}
+	code, out, _ := cli(t, "", "send", "--addr", addr, "--topic", "rep", "two")
+	if code != 0 {
+		t.Fatalf("second send: status %d", code)
+	}
+	code, out, _ = cli(t, "", "subscribe", "--addr", addr, "--topic", "rep", "--channel", "c", "--count", "2")
+	if got := strings.Fields(out); code != 0 || len(got) != 2 || got[0] == got[1] {
+		t.Errorf("subscribe: status %d, stdout %q; want one and two, once each", code, out)
+	}
+	if code, _, _ := cli(t, "", "serve", "--replicas", "4"); code != 2 {
+		t.Errorf("serve --replicas 4: status %d, want 2", code)
+	}
+}
