@@ -71,6 +71,9 @@ type Scenario struct {
 	Replicas int
 	// Child runs qgate as a child process (so it can be SIGKILLed).
 	Child bool
+	// Subscribers is the number of acking subscribers on the one channel.
+	// Default 2.
+	Subscribers int
 	// AckDeadline of the subscriptions. Default 3s.
 	AckDeadline time.Duration
 	// Setup adjusts the harness before the subscribers and publishers
@@ -302,6 +305,9 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.Nodes == 0 {
 		sc.Nodes = 3
 	}
+	if sc.Subscribers == 0 {
+		sc.Subscribers = 2
+	}
 	if sc.AckDeadline == 0 {
 		sc.AckDeadline = 3 * time.Second
 	}
@@ -393,7 +399,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			return err
 		}
 	}
-	for i := range 2 {
+	for i := range h.Sc.Subscribers {
 		if _, err := h.AddSubscriber(runCtx, fmt.Sprintf("sub%d", i+1), 200, h.decide); err != nil {
 			return err
 		}

@@ -41,7 +41,10 @@ func Scenarios() []Scenario {
 		s1("S1-durable", "SIGKILL 1 of 3 nodes under load, restart it before draining (replicas=1, --mem-queue-size=0)", durable, diskqueueNote),
 		s1("S1-synced", "SIGKILL 1 of 3 nodes under load, restart it before draining (replicas=1, --mem-queue-size=0 --sync-every=1)", synced,
 			"--sync-every=1 syncs the diskqueue metadata after every message, so the restarted nsqd's recovery has nothing stale to trip on"),
-		s1r2(),
+		s1r2("S1-replicas2", "SIGKILL 1 of 3 nodes under load, never restarted (replicas=2, 2 subscribers)", 2,
+			"duplicates are expected: the two copies of a message often reach different subscribers of the channel, and each subscription deduplicates only what it saw"),
+		s1r2("S1-replicas2-one", "SIGKILL 1 of 3 nodes under load, never restarted (replicas=2, 1 subscriber)", 1,
+			"one subscription sees both copies of every message and must deliver one"),
 		s2(), s3(), s4(), s5(), s6(), s7(), s8(), s9(), s10(), s11(), s12(),
 	}
 }
@@ -86,21 +89,36 @@ func s1(name, title string, args []string, extra ...string) Scenario {
 	}
 }
 
-func s1r2() Scenario {
+func s1r2(name, title string, subscribers int, note string) Scenario {
+	promises := []Promise{noUnexpected, noMismatch, noLoss, noFailedSeen}
+	if subscribers == 1 {
+		promises = append(promises, Promise{Metric: "duplicated before the fault", Max: never,
+			Why: "with no fault, one subscription delivers one copy of a replicated message"})
+	}
 	return Scenario{
-		Name: "S1-replicas2", Title: "SIGKILL 1 of 3 nodes under load, never restarted (replicas=2)",
-		Replicas: 2, NeedsReplicas: true,
+		Name: name, Title: title, Subscribers: subscribers, Notes: []string{note},
+		Replicas: 2, NeedsReplicas: true, Promises: promises,
+		Measure: func(h *Harness, r *Report) {
+			at := h.faults[0].At
+			n := make(map[string]int)
+			dups := 0
+			for _, d := range h.ledger.Deliveries() {
+				if d.Acked && d.At.Before(at) {
+					if n[d.ID]++; n[d.ID] == 2 {
+						dups++
+					}
+				}
+			}
+			r.Add("duplicated before the fault", float64(dups), "")
+		},
 		Fault: func(ctx context.Context, h *Harness) error {
-			f := h.Begin("SIGKILL", "n2")
+			// Never healed: the node is lost for good.
+			h.Begin("SIGKILL", "n2")
 			if err := h.Signal(ctx, "n2", "SIGKILL"); err != nil {
 				return err
 			}
-			err := h.Sleep(ctx, h.d(3*time.Second, 20*time.Second))
-			// Never healed: the node is lost for good.
-			_ = f
-			return err
+			return h.Sleep(ctx, h.d(3*time.Second, 20*time.Second))
 		},
-		Promises: []Promise{noUnexpected, noMismatch, noLoss, noFailedSeen},
 	}
 }
 
