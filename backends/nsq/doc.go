@@ -43,10 +43,25 @@
 // in its socket), and the retry on another node then makes a duplicate.
 // Likewise a batch that fails half-way is retried whole.
 //
-// A batch without delay is one MPUB (one PUB for a single message), so it
-// lands on one node atomically. nsqd has no deferred MPUB: a delayed batch
-// is one DPUB per message, pipelined on the same connection, and may be
-// partly written when it fails.
+// A batch without delay is written within one MPUB (one PUB for a single
+// message), so it lands on one node atomically. nsqd has no deferred MPUB: a
+// delayed batch is one DPUB per message, pipelined on the same connection,
+// and may be partly written when it fails.
+//
+// # Coalesced sends
+//
+// Concurrent Sends without delay to the same node and topic share MPUBs
+// (group commit): each node keeps a queue per topic, and its sender writes
+// everything queued for a topic as one MPUB (at most 1000 messages and
+// 1 MiB) as soon as no MPUB of that topic is outstanding on the node. A lone
+// Send goes out at once; no timer is involved. The callers of one MPUB
+// succeed or fail together, and each then retries on its own as described
+// above; if nsqd rejects a shared MPUB, its callers retry alone so that
+// only a request at fault sees ErrRejected. A caller whose deadline passes
+// before the sender took its messages is removed from the queue and
+// nothing is written for it; after that, its outcome is unknown (the MPUB
+// may still land). No lock is held across I/O and no goroutine is started
+// per message.
 //
 // # Replicated sends
 //

@@ -55,6 +55,9 @@ func TestSendFrozenNode(t *testing.T) {
 	}
 	procs[1].Stop()
 	t.Cleanup(procs[1].Cont)
+	// kill(SIGSTOP) returns before every thread of nsqd has stopped; a
+	// send in the next moment could still be answered.
+	time.Sleep(50 * time.Millisecond)
 	frozenAt := time.Now()
 	var worst time.Duration
 	for i := range 6 {

@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,12 +36,28 @@ type node struct {
 	// down); the sender replaces the producer before the next publish.
 	stale atomic.Bool
 	mon   *health.Monitor
-	// reqs feeds the sender goroutine. Unbuffered: a caller whose attempt
-	// times out while the sender is stuck (dialling a frozen node) simply
-	// gives up, and nothing is queued behind a dead node.
+	// reqs feeds delayed sends (DPUBs, not coalesced) to the sender
+	// goroutine. Unbuffered: a caller whose attempt times out while the
+	// sender is stuck (dialling a frozen node) simply gives up, and nothing
+	// is queued behind a dead node.
 	reqs chan *pubReq
 	stop chan struct{} // closed when the node leaves the pool
 	done chan struct{} // closed when the sender goroutine has exited
+
+	// Coalesced sends (coalesce.go). kick (buffered 1) wakes the sender;
+	// results receives the producer's transactions of coalesced MPUBs
+	// (buffered maxOutstanding, so go-nsq never blocks on it).
+	kick    chan struct{}
+	results chan *gonsq.ProducerTransaction
+	mpubs   atomic.Int64 // coalesced commands written, for benchmarks
+	// Guarded by mu, which is never held across I/O.
+	mu          sync.Mutex
+	pending     map[string][]*cbatch // per topic, batches not yet written
+	order       []string             // topics with pending batches, oldest first
+	busy        map[string]bool      // topics with an MPUB outstanding
+	ready       []*cbatch            // takeReady's result, reused by the sender
+	outstanding int
+	stopped     bool
 
 	// Guarded by Pool.mu.
 	health      backends.NodeState // from the monitor (or a local ejection)
@@ -78,7 +95,8 @@ func (r *pubReq) commands() int {
 // sendLoop is the node's sender goroutine. go-nsq's async publish calls
 // block while the producer dials (up to DialTimeout plus readTimeout on a
 // frozen node) and while its router writes; running them here lets callers
-// give up on their deadline instead of blocking with them.
+// give up on their deadline instead of blocking with them. After every
+// event it writes what is ready of the coalesced queue.
 func (n *node) sendLoop() {
 	defer close(n.done)
 	defer func() { n.producer.Stop() }()
@@ -89,8 +107,16 @@ func (n *node) sendLoop() {
 				n.replaceProducer()
 			}
 			n.publish(r)
+		case <-n.kick:
+		case t := <-n.results:
+			n.complete(t.Args[0].(*cbatch), t.Error)
 		case <-n.stop:
+			n.failPending(errNodeGone)
 			return
+		}
+		for i, b := range n.takeReady() {
+			n.ready[i] = nil
+			n.write(b)
 		}
 	}
 }

@@ -163,9 +163,18 @@ func contains(ns []*node, n *node) bool {
 
 // attempt sends bodies on n within min(ctx's deadline, AttemptTimeout). A
 // timed-out attempt has an unknown outcome: its commands may still land.
+// Without delay the bodies join n's coalesced queue for topic.
 func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
+	if delay <= 0 {
+		err := p.coalesced(ctx, n, topic, bodies, false)
+		var shared errSharedRejection
+		if errors.As(err, &shared) {
+			err = p.coalesced(ctx, n, topic, bodies, true)
+		}
+		return err
+	}
 	r := &pubReq{topic: topic, bodies: bodies, delay: delay}
 	r.done = make(chan *gonsq.ProducerTransaction, r.commands())
 	select {
@@ -191,6 +200,29 @@ func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]by
 		}
 	}
 	return firstErr
+}
+
+// coalesced queues bodies on n (alone: in an MPUB of their own) and waits
+// for the MPUB's result, ctx's end, the node's removal or the pool's close.
+// A caller that gives up before its bodies were taken writes nothing.
+func (p *Pool) coalesced(ctx context.Context, n *node, topic string, bodies [][]byte, alone bool) error {
+	w := newWaiter(bodies, alone)
+	if err := n.enqueue(topic, w); err != nil {
+		w.release()
+		return err
+	}
+	select {
+	case err := <-w.done:
+		w.release()
+		return err
+	case <-ctx.Done():
+		n.cancel(w)
+		return attemptErr(ctx)
+	case <-n.stop:
+		return errNodeGone
+	case <-p.ctx.Done():
+		return errClosed
+	}
 }
 
 // attemptErr is the error of an attempt whose context ended.
