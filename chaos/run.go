@@ -74,6 +74,8 @@ type Scenario struct {
 	// Subscribers is the number of acking subscribers on the one channel.
 	// Default 2.
 	Subscribers int
+	// MaxInFlight of each subscriber. Default 200.
+	MaxInFlight uint32
 	// AckDeadline of the subscriptions. Default 3s.
 	AckDeadline time.Duration
 	// Setup adjusts the harness before the subscribers and publishers
@@ -305,6 +307,9 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.Nodes == 0 {
 		sc.Nodes = 3
 	}
+	if sc.MaxInFlight == 0 {
+		sc.MaxInFlight = 200
+	}
 	if sc.Subscribers == 0 {
 		sc.Subscribers = 2
 	}
@@ -400,7 +405,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 		}
 	}
 	for i := range h.Sc.Subscribers {
-		if _, err := h.AddSubscriber(runCtx, fmt.Sprintf("sub%d", i+1), 200, h.decide); err != nil {
+		if _, err := h.AddSubscriber(runCtx, fmt.Sprintf("sub%d", i+1), h.Sc.MaxInFlight, h.decide); err != nil {
 			return err
 		}
 	}
