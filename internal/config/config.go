@@ -51,8 +51,35 @@
 // for keys inside inline tables the line is that of the enclosing key, and 0
 // (omitted from the message) when it cannot be found.
 //
-// Sections for authentication and TLS (issue 6) will be added as new
-// top-level keys; until then they are unknown keys, hence errors.
+// # Operations
+//
+// The operations keys (all optional):
+//
+//	metrics_listen: 127.0.0.1:7071  # /metrics, /healthz, /readyz; "off": none
+//	tls:                            # the gRPC and metrics listeners
+//	  cert: server.crt
+//	  key: server.key
+//	  client_ca: clients-ca.crt     # mutual TLS: clients need a certificate from this CA
+//	nsqd:                           # the connections to nsqd
+//	  tls: true                     # implied by tls_ca or tls_cert
+//	  tls_ca: nsqd-ca.crt           # default: the system's roots
+//	  tls_cert: qgate.crt           # client certificate, if nsqd asks for one
+//	  tls_key: qgate.key
+//	  auth_secret_file: nsqd.secret # or auth_secret: "…" (nsqd --auth-http-address)
+//	auth:
+//	  tokens:
+//	    - name: orders-service      # in logs and limits; unique
+//	      secret_file: orders.secret  # or secret: "…" or secret_env: VAR; 16 bytes or more
+//	      send: ["orders", "orders.*"]  # anchored globs over the whole topic name
+//	      subscribe: ["orders"]
+//	      admin: false              # AdminService
+//	limits: {max_streams: 1000, max_subscriptions_per_token: 100, rate_per_token: 500, rate_burst: 1000}
+//
+// Relative file names are relative to the config file's directory. Secret
+// files are read at load time (a trailing newline is dropped); secret_env
+// names an environment variable read at load time. Token checks mirror
+// package auth's: a name, one secret source, unique names and secrets,
+// valid patterns.
 package config
 
 import (
@@ -96,6 +123,15 @@ type File struct {
 	Lookupd Lookupd
 	// Limits bounds requests.
 	Limits Limits
+	// MetricsListen is the metrics HTTP listen address, host:port, or
+	// "off". Default: the metrics package's.
+	MetricsListen string
+	// TLS is the TLS of the gRPC and metrics listeners; zero: plaintext.
+	TLS TLS
+	// NSQD configures the connections to nsqd: TLS and the AUTH secret.
+	NSQD NSQD
+	// Auth holds the bearer tokens; none: auth off.
+	Auth Auth
 }
 
 // Member is one nsqd of the file.
@@ -119,11 +155,21 @@ type Lookupd struct {
 	PollInterval time.Duration
 }
 
-// Limits bounds requests; 0 takes the service's default.
+// Limits bounds requests. For the first three 0 takes the service's
+// default; for the per-connection and per-token limits 0 means no limit.
 type Limits struct {
 	MaxBodyBytes     int64
 	MaxBatchMessages int
 	MaxBatchBytes    int64
+
+	// MaxStreams bounds the concurrent streams of one client connection.
+	MaxStreams uint32
+	// MaxSubscriptionsPerToken bounds the open Subscribe streams of a token.
+	MaxSubscriptionsPerToken int
+	// RatePerToken is the requests per second a token may make; RateBurst
+	// how many at once (0: the rate, rounded up).
+	RatePerToken float64
+	RateBurst    int
 }
 
 // FieldError is one error of a file: where, which field, what.

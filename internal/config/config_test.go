@@ -88,7 +88,7 @@ limits: {max_body_bytes: 100, max_batch_messages: 10, max_batch_bytes: 1000}
 			Nodes:        []Member{{"p", "a:1", "a:2"}, {"b", "b:1", "b:2"}},
 			Check:        health.Config{Interval: 2 * time.Second, Timeout: 300 * time.Millisecond, Jitter: -1, Fall: 3, Rise: 4},
 			FailbackHold: 10 * time.Second, DialTimeout: 1500 * time.Millisecond, WriteTimeout: 2 * time.Second, AttemptTimeout: 3 * time.Second,
-			Limits: Limits{100, 10, 1000}}},
+			Limits: Limits{MaxBodyBytes: 100, MaxBatchMessages: 10, MaxBatchBytes: 1000}}},
 		{"discovery only.yml", `
 mode: cluster
 lookupd:

@@ -22,6 +22,10 @@ type rawFile struct {
 	AttemptTimeout duration    `key:"attempt_timeout"`
 	Lookupd        rawLookupd  `key:"lookupd"`
 	Limits         rawLimits   `key:"limits"`
+	MetricsListen  string      `key:"metrics_listen"`
+	TLS            rawTLS      `key:"tls"`
+	NSQD           rawNSQD     `key:"nsqd"`
+	Auth           rawAuth     `key:"auth"`
 }
 
 type rawMember struct {
@@ -52,6 +56,11 @@ type rawLimits struct {
 	MaxBodyBytes     int64 `key:"max_body_bytes"`
 	MaxBatchMessages int   `key:"max_batch_messages"`
 	MaxBatchBytes    int64 `key:"max_batch_bytes"`
+
+	MaxStreams               int64   `key:"max_streams"`
+	MaxSubscriptionsPerToken int     `key:"max_subscriptions_per_token"`
+	RatePerToken             float64 `key:"rate_per_token"`
+	RateBurst                int     `key:"rate_burst"`
 }
 
 // duration is a time.Duration written as a string such as "500ms".
@@ -139,6 +148,13 @@ func (d *decoder) decode(t *tree, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(n)
+	case reflect.Bool:
+		b, ok := t.val.(bool)
+		if t.kind != kScalar || !ok {
+			d.errorf(t.line, path, "want true or false, got %s", describe(t))
+			return
+		}
+		v.SetBool(b)
 	case reflect.Float64:
 		switch x := t.val.(type) {
 		case int64:

@@ -114,6 +114,7 @@ func (c *checker) file(r *rawFile) *File {
 		MaxBatchMessages: int(c.positive("limits.max_batch_messages", int64(r.Limits.MaxBatchMessages))),
 		MaxBatchBytes:    c.positive("limits.max_batch_bytes", r.Limits.MaxBatchBytes),
 	}
+	c.ops(r, f)
 	return f
 }
 
