@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,7 +78,43 @@ type Config struct {
 	DedupMaxIDs int
 	// Logger receives the pool's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Observer, if set, is told of every write to a node, every retry on
+	// another node and every dead letter (for metrics).
+	Observer Observer
+	// TLS, if set, makes every connection to nsqd (producers and consumers)
+	// use TLS with this configuration (nsqd's --tls-cert/--tls-key; the
+	// certificate must name the address the pool dials). Health checks and
+	// channel creation use nsqd's plain HTTP port: run nsqd with
+	// --tls-required=tcp-https, not true (which refuses plain HTTP).
+	TLS *tls.Config
+	// AuthSecret, if set, is sent with AUTH on every connection to nsqd
+	// (nsqd's --auth-http-address). Use it with TLS: nsqd sees it in clear
+	// otherwise.
+	AuthSecret string
 }
+
+// Observer is told of the pool's writes. Its methods are called on the
+// send path, from many goroutines at once: they must be safe for
+// concurrent use and must not block. *metrics.Metrics implements it.
+type Observer interface {
+	// SendAttempt reports one write of msgs messages to node (one copy of
+	// a replicated send, one attempt of a retried one): err nil means the
+	// node acknowledged it.
+	SendAttempt(node, topic string, msgs int, err error)
+	// SendRetry reports that a failed write of topic is tried again on
+	// another node.
+	SendRetry(topic string)
+	// DeadLettered reports a message of topic/channel written to its
+	// dead-letter topic.
+	DeadLettered(topic, channel string)
+}
+
+// nopObserver is the Observer of a Config without one.
+type nopObserver struct{}
+
+func (nopObserver) SendAttempt(string, string, int, error) {}
+func (nopObserver) SendRetry(string)                       {}
+func (nopObserver) DeadLettered(string, string)            {}
 
 // Defaults of Config.
 const (
@@ -145,6 +182,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	groups := make([]GroupConfig, len(cfg.Groups))
 	for i, g := range cfg.Groups {

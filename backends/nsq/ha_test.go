@@ -561,6 +561,7 @@ func clientConns(httpAddr string) int {
 func TestFlappingPrimary(t *testing.T) {
 	procs := startProcs(t, 2)
 	baseGoroutines := runtime.NumGoroutine()
+	baseGoNSQ := goroutinesIn("nsqio/go-nsq") // other tests' leftovers, if any
 	const hold = time.Second
 	p := newPool(t, ModeFailover, processNodes(procs), func(c *Config) { c.FailbackHold = hold })
 	ev := watchEvents(t, p)
@@ -645,7 +646,7 @@ func TestFlappingPrimary(t *testing.T) {
 	deadline = time.Now().Add(2 * time.Second)
 	for {
 		n := runtime.NumGoroutine()
-		if n <= baseGoroutines+2 && goroutinesIn("go-nsq") == 0 { // the Watch reader and its cleanup may still run
+		if n <= baseGoroutines+2 && goroutinesIn("nsqio/go-nsq") <= baseGoNSQ { // the Watch reader and its cleanup may still run
 			t.Logf("goroutines: %d before the pool, %d %v after Close", baseGoroutines, n, time.Since(closed).Round(time.Millisecond))
 			break
 		}

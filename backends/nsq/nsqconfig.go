@@ -42,6 +42,11 @@ func (p *Pool) baseConfig(c *gonsq.Config) {
 	c.WriteTimeout = p.cfg.WriteTimeout
 	c.ReadTimeout = readTimeout
 	c.HeartbeatInterval = heartbeatInterval
+	if p.cfg.TLS != nil {
+		c.TlsV1 = true
+		c.TlsConfig = p.cfg.TLS.Clone()
+	}
+	c.AuthSecret = p.cfg.AuthSecret
 }
 
 // consumerConfig returns the go-nsq config of a subscription's consumer of one node.

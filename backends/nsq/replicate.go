@@ -71,6 +71,7 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 	var tried []*node
 	for {
 		err := p.attempt(ctx, n, topic, bodies, delay)
+		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
 		}
@@ -98,6 +99,7 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 			return fmt.Errorf("nsq: send to %s: no group without a copy left for a replica: %w (last error: %s: %w)",
 				topic, backends.ErrUnavailable, n.cfg.Name, err)
 		}
+		p.cfg.Observer.SendRetry(topic)
 		p.log.Info("nsq replica moved", "topic", topic, "from", n.cfg.Name, "to", next.cfg.Name)
 		n = next
 	}

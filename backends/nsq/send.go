@@ -52,6 +52,7 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 		}
 		tried = append(tried, n)
 		err = p.attempt(ctx, n, topic, bodies, opts.Delay)
+		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
 		}
@@ -65,6 +66,7 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 		if rejected := p.failed(n, topic, err); rejected != nil {
 			return rejected
 		}
+		p.cfg.Observer.SendRetry(topic)
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Name, err)
 	}
 }

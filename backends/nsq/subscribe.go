@@ -779,6 +779,7 @@ func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	s.log.Info("nsq message dead-lettered", "id", msg.ID, "dead_letter_topic", s.opts.DeadLetterTopic,
 		"attempts", int(m.Attempts)-1)
 	m.Finish()
+	s.p.cfg.Observer.DeadLettered(s.opts.Topic, s.opts.Channel)
 }
 
 // Close hands every unsettled delivery back at once (REQ 0), stops the
