@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/auth"
+	"github.com/qgate/qgate/internal/metrics"
 	"github.com/qgate/qgate/internal/nsqdlocal"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
@@ -28,13 +30,18 @@ type gateway struct {
 	shutdownTimeout time.Duration
 	replicas        int // default replicas of a Send
 	log             *slog.Logger
+	getenv          func(string) string
 
-	tempDir string // removed by stop
-	nodes   []*nsqdlocal.Node
-	pool    *nsq.Pool
-	queue   *service.Queue
-	health  *service.Health
-	srv     *server.Server
+	tempDir         string // removed by stop
+	nodes           []*nsqdlocal.Node
+	pool            *nsq.Pool
+	metrics         *metrics.Metrics
+	stopNodeMetrics func()
+	metricsSrv      *metrics.Server     // nil: --metrics-addr off
+	authn           *auth.Authenticator // nil: auth off
+	queue           *service.Queue
+	health          *service.Health
+	srv             *server.Server
 }
 
 func (g *gateway) start(ctx context.Context) error {
@@ -43,29 +50,27 @@ func (g *gateway) start(ctx context.Context) error {
 			return err
 		}
 	}
+	g.metrics = metrics.New()
 	cfg := g.poolCfg
 	cfg.Logger = g.log
+	if err := g.nsqdSecurity(&cfg); err != nil {
+		return err
+	}
 	pool, err := nsq.New(cfg)
 	if err != nil {
 		return err
 	}
 	g.pool = pool
-	g.queue = service.New(pool, service.WithLogger(g.log), service.WithLimits(g.limits),
+	g.stopNodeMetrics = g.metrics.StartNodeWatch(context.Background(), pool)
+	// Only the QueueService's backend is instrumented: Admin and Health
+	// read the pool itself.
+	g.queue = service.New(g.metrics.Backend(pool), service.WithLogger(g.log), service.WithLimits(g.limits),
 		service.WithDefaultReplicas(g.replicas))
-	g.srv, err = server.New(server.Config{
-		Addr:            g.listen,
-		Logger:          g.log,
-		Queue:           g.queue,
-		Admin:           service.NewAdmin(pool, service.WithLogger(g.log)),
-		OnShutdown:      []func(){g.queue.BeginShutdown},
-		ShutdownTimeout: g.shutdownTimeout,
-		MaxRecvMsgSize:  g.queue.Limits().MaxRequestBytes(),
-	})
-	if err != nil {
+	if err := g.startServer(); err != nil {
 		return err
 	}
 	g.health = service.StartHealth(g.srv.Health(), pool)
-	return nil
+	return g.startMetrics()
 }
 
 // startNodes starts the embedded nsqd nodes and lays them out for the mode.
@@ -106,12 +111,20 @@ func (g *gateway) stop() {
 	if g.health != nil {
 		g.health.Stop()
 	}
+	if g.metricsSrv != nil {
+		if err := g.metricsSrv.Close(); err != nil {
+			g.log.Warn("closing the metrics listener", "err", err)
+		}
+	}
 	if g.queue != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), g.shutdownTimeout)
 		if err := g.queue.Shutdown(ctx); err != nil {
 			g.log.Warn("streams did not end in time", "err", err)
 		}
 		cancel()
+	}
+	if g.stopNodeMetrics != nil {
+		g.stopNodeMetrics()
 	}
 	if g.pool != nil {
 		if err := g.pool.Close(); err != nil && !errors.Is(err, context.Canceled) {

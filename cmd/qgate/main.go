@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -33,8 +34,21 @@ type command struct {
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	// ready, if set, is told serve's listen address once it accepts RPCs.
-	ready func(addr string)
+	// ready, if set, is told serve's listen address once it accepts RPCs;
+	// metricsReady, its metrics address (if the listener is on).
+	ready, metricsReady func(addr string)
+	// getenv reads the environment (os.Getenv); nil reads nothing.
+	getenv func(string) string
+	// reload, if set, asks serve to reload its tokens (SIGHUP in main).
+	reload <-chan os.Signal
+}
+
+// env returns the environment variable name, "" without an environment.
+func (e *env) env(name string) string {
+	if e.getenv == nil {
+		return ""
+	}
+	return e.getenv(name)
 }
 
 var commands = []command{
@@ -57,8 +71,15 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	// SIGHUP reloads serve's tokens. Only serve reads this channel; the
+	// client commands then ignore SIGHUP.
+	hup := make(chan os.Signal, 1)
+	if len(os.Args) < 2 || os.Args[1] == "serve" || strings.HasPrefix(os.Args[1], "-") {
+		signal.Notify(hup, syscall.SIGHUP)
+	}
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, reload: hup}, os.Args[1:])
 	stop()
+	signal.Stop(hup)
 	os.Exit(code)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -45,15 +46,34 @@ func newLogWriter(t *testing.T) *logWriter {
 // returns its exit status. Cleanup stops it too.
 func startServe(t *testing.T, args ...string) (addr string, stop func() int) {
 	t.Helper()
+	s := startServeEnv(t, nil, args...)
+	return s.addr, s.stop
+}
+
+// served is a `qgate serve` running in the test process.
+type served struct {
+	addr, metricsAddr string
+	stop              func() int
+	reload            chan os.Signal // as SIGHUP
+}
+
+// startServeEnv is startServe with an environment (getenv may be nil). The
+// metrics listener is on, on a free port.
+func startServeEnv(t *testing.T, getenv func(string) string, args ...string) *served {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
+	metricsReady := make(chan string, 1)
+	s := &served{reload: make(chan os.Signal, 1)}
 	e := &env{stdin: strings.NewReader(""), stdout: newLogWriter(t), stderr: newLogWriter(t),
-		ready: func(a string) { ready <- a }}
+		ready: func(a string) { ready <- a }, metricsReady: func(a string) { metricsReady <- a },
+		getenv: getenv, reload: s.reload}
 	exited := make(chan int, 1)
 	go func() {
-		exited <- run(ctx, e, append([]string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...))
+		exited <- run(ctx, e, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+			"--shutdown-timeout", "5s"}, args...))
 	}()
-	stop = sync.OnceValue(func() int {
+	s.stop = sync.OnceValue(func() int {
 		cancel()
 		select {
 		case code := <-exited:
@@ -63,16 +83,20 @@ func startServe(t *testing.T, args ...string) (addr string, stop func() int) {
 			return -1
 		}
 	})
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() { s.stop() })
 	select {
-	case addr = <-ready:
-		return addr, stop
+	case s.addr = <-ready:
+		select {
+		case s.metricsAddr = <-metricsReady:
+		default: // --metrics-addr off
+		}
+		return s
 	case code := <-exited:
 		t.Fatalf("serve exited with status %d before serving", code)
 	case <-time.After(60 * time.Second):
 		t.Fatal("serve not ready after 60s")
 	}
-	return "", nil
+	return nil
 }
 
 // cli runs a client command in this process and returns its status and

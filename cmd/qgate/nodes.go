@@ -21,13 +21,13 @@ const nodesExample = `  qgate nodes
 
 func runNodes(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("nodes", "qgate nodes [flags]", nodesAbout, nodesExample)
-	addr := fs.String("addr", defaultAddr, "qgate's gRPC address")
+	cf := addClientFlags(fs)
 	watch := fs.Bool("watch", false, "after the table, print every node state change")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the ListNodes call")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial(e)
 	if err != nil {
 		return err
 	}

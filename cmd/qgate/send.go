@@ -24,7 +24,7 @@ const sendExample = `  qgate send --topic orders --attr source=cli 'hello' 'worl
 
 func runSend(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("send", "qgate send --topic TOPIC [flags] [MESSAGE ...]", sendAbout, sendExample)
-	addr := fs.String("addr", defaultAddr, "qgate's gRPC address")
+	cf := addClientFlags(fs)
 	topic := fs.String("topic", "", "topic to send to (required)")
 	attrs := attrFlag{}
 	fs.Var(attrs, "attr", "attribute `key=value` for every message (repeatable)")
@@ -42,7 +42,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	if *batch < 1 {
 		return fs.usageErr(e, "--batch must be at least 1")
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial(e)
 	if err != nil {
 		return err
 	}

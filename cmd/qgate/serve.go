@@ -6,11 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/config"
+	"github.com/qgate/qgate/internal/limits"
+	"github.com/qgate/qgate/internal/metrics"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
 )
@@ -28,13 +33,21 @@ with their data under a temporary directory that it logs and removes on exit;
 health checks) is its TCP port + 1, nsqd's 4150/4151 defaults, unless given
 after a slash: 10.0.0.1:4150/10.0.0.1:8080. Flags override the config file.
 
+Operations: Prometheus metrics, /healthz and /readyz on --metrics-addr
+(127.0.0.1:7071; "off" for none). Bearer tokens come from the config file's
+auth section and from $QGATE_TOKEN (one token that may do everything); with
+none, auth is off. --tls-cert/--tls-key serve TLS on the gRPC and metrics
+listeners, --tls-client-ca makes it mutual. SIGHUP reloads the tokens from
+the config file (a revoked token's open streams end).
+
 On SIGINT or SIGTERM: health goes NOT_SERVING, subscriptions hand back their
 unacked messages and end with UNAVAILABLE, running calls get
 --shutdown-timeout to finish, then the pool and the embedded nodes stop.`
 
 const serveExample = `  qgate serve                                   # embedded nodes, 127.0.0.1:7070
   qgate serve --listen :7070 --nsqd 10.0.0.1:4150,10.0.0.2:4150 --mode failover
-  qgate serve --config docs/examples/ha.yaml --log-format json`
+  qgate serve --config docs/examples/ha.yaml --log-format json
+  qgate serve --config qgate.yaml --tls-cert server.crt --tls-key server.key --metrics-addr :7071`
 
 // serveFlags are serve's flags after parsing.
 type serveFlags struct {
@@ -53,6 +66,16 @@ type serveFlags struct {
 	replicas            int
 	shutdownTimeout     time.Duration
 	logLevel, logFormat string
+
+	metricsAddr                        string
+	tlsCert, tlsKey, tlsClientCA       string
+	nsqdTLS                            bool
+	nsqdTLSCA, nsqdTLSCert, nsqdTLSKey string
+	nsqdAuthSecret                     string
+	maxStreams                         uint
+	maxSubsPerToken                    int
+	ratePerToken                       float64
+	rateBurst                          int
 }
 
 func newServeFlags() *serveFlags {
@@ -76,6 +99,19 @@ func newServeFlags() *serveFlags {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long running calls may take to finish on shutdown")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", metrics.DefaultAddr, "HTTP address of /metrics, /healthz and /readyz (\"off\": no metrics listener)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the gRPC and metrics listeners; with --tls-key, they serve TLS")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
+	fs.BoolVar(&f.nsqdTLS, "nsqd-tls", false, "connect to nsqd with TLS (implied by --nsqd-tls-ca and --nsqd-tls-cert; default CAs: the system's)")
+	fs.StringVar(&f.nsqdTLSCA, "nsqd-tls-ca", "", "PEM CA certificates of the nsqd certificates")
+	fs.StringVar(&f.nsqdTLSCert, "nsqd-tls-cert", "", "PEM client certificate for nsqd (with --nsqd-tls-key)")
+	fs.StringVar(&f.nsqdTLSKey, "nsqd-tls-key", "", "PEM key of --nsqd-tls-cert")
+	fs.StringVar(&f.nsqdAuthSecret, "nsqd-auth-secret", "", "secret sent with AUTH to nsqd (nsqd --auth-http-address; default $"+envNSQDAuthSecret+")")
+	fs.UintVar(&f.maxStreams, "max-streams", 0, "most concurrent streams and calls of one client connection; more wait (0: gRPC's default)")
+	fs.IntVar(&f.maxSubsPerToken, "max-subscriptions-per-token", 0, "most open Subscribe streams of one token; more get RESOURCE_EXHAUSTED (0: no limit)")
+	fs.Float64Var(&f.ratePerToken, "rate-per-token", 0, "requests per second of one token (unary calls, stream starts, SendStream requests); more get RESOURCE_EXHAUSTED (0: no limit)")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "requests a token may make at once under --rate-per-token (0: the rate, rounded up)")
 	return f
 }
 
@@ -86,6 +122,9 @@ func (f *serveFlags) set(name string) bool {
 	return given
 }
 
+// envNSQDAuthSecret is the environment variable of nsqd's AUTH secret.
+const envNSQDAuthSecret = "QGATE_NSQD_AUTH_SECRET"
+
 // settings is everything serve needs, from the config file and the flags.
 type settings struct {
 	listen   string
@@ -93,11 +132,18 @@ type settings struct {
 	mode     nsq.Mode
 	embedded bool
 	limits   service.Limits
+
+	configPath  string // reread on reload
+	metricsAddr string // "off": none
+	tls         config.TLS
+	nsqd        config.NSQD
+	tokens      []auth.Token // from the file; the env token is added by serve
+	opsLimits   limits.Config
 }
 
 // settings merges the config file (if any) and the flags given, which win.
 func (f *serveFlags) settings() (*settings, error) {
-	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode)}
+	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode), configPath: f.configPath, metricsAddr: f.metricsAddr}
 	if f.configPath != "" {
 		file, err := config.Load(f.configPath)
 		if err != nil {
@@ -114,6 +160,13 @@ func (f *serveFlags) settings() (*settings, error) {
 		}
 		s.limits = service.Limits{MaxBodyBytes: int(file.Limits.MaxBodyBytes),
 			MaxBatchMessages: file.Limits.MaxBatchMessages, MaxBatchBytes: int(file.Limits.MaxBatchBytes)}
+		if file.MetricsListen != "" && !f.set("metrics-addr") {
+			s.metricsAddr = file.MetricsListen
+		}
+		s.tls, s.nsqd, s.tokens = file.TLS, file.NSQD, file.Auth.Tokens
+		s.opsLimits = limits.Config{MaxConcurrentStreams: file.Limits.MaxStreams,
+			MaxSubscriptionsPerToken: file.Limits.MaxSubscriptionsPerToken,
+			Rate:                     file.Limits.RatePerToken, Burst: file.Limits.RateBurst}
 	}
 	if err := f.applyFlags(s); err != nil {
 		return nil, err
@@ -155,7 +208,62 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	overrideInt("max-body-size", &s.limits.MaxBodyBytes, f.maxBodySize)
 	overrideInt("max-batch-messages", &s.limits.MaxBatchMessages, f.maxBatchMessages)
 	overrideInt("max-batch-size", &s.limits.MaxBatchBytes, f.maxBatchSize)
+	f.applyOpsFlags(s)
 	return nil
+}
+
+// checkOps checks the operations settings that flags and file together
+// make; it returns what is wrong, or "".
+func (s *settings) checkOps() string {
+	switch {
+	case (s.tls.CertFile == "") != (s.tls.KeyFile == ""):
+		return "--tls-cert and --tls-key go together"
+	case s.tls.ClientCAFile != "" && s.tls.CertFile == "":
+		return "--tls-client-ca needs --tls-cert and --tls-key"
+	case (s.nsqd.TLSCertFile == "") != (s.nsqd.TLSKeyFile == ""):
+		return "--nsqd-tls-cert and --nsqd-tls-key go together"
+	case s.metricsAddr != "off" && s.metricsAddr != "" && !validAddr(s.metricsAddr):
+		return fmt.Sprintf("--metrics-addr %q: want host:port, :port or off", s.metricsAddr)
+	}
+	return ""
+}
+
+// validAddr reports whether addr is host:port (host may be empty).
+func validAddr(addr string) bool {
+	_, _, err := net.SplitHostPort(addr)
+	return err == nil
+}
+
+// applyOpsFlags lets the operations flags given override s.
+func (f *serveFlags) applyOpsFlags(s *settings) {
+	str := func(name string, dst *string, v string) {
+		if f.set(name) {
+			*dst = v
+		}
+	}
+	str("tls-cert", &s.tls.CertFile, f.tlsCert)
+	str("tls-key", &s.tls.KeyFile, f.tlsKey)
+	str("tls-client-ca", &s.tls.ClientCAFile, f.tlsClientCA)
+	str("nsqd-tls-ca", &s.nsqd.TLSCAFile, f.nsqdTLSCA)
+	str("nsqd-tls-cert", &s.nsqd.TLSCertFile, f.nsqdTLSCert)
+	str("nsqd-tls-key", &s.nsqd.TLSKeyFile, f.nsqdTLSKey)
+	str("nsqd-auth-secret", &s.nsqd.AuthSecret, f.nsqdAuthSecret)
+	if f.set("nsqd-tls") {
+		s.nsqd.TLS = f.nsqdTLS
+	}
+	s.nsqd.TLS = s.nsqd.TLS || s.nsqd.TLSCAFile != "" || s.nsqd.TLSCertFile != ""
+	if f.set("max-streams") {
+		s.opsLimits.MaxConcurrentStreams = uint32(min(f.maxStreams, math.MaxUint32))
+	}
+	if f.set("max-subscriptions-per-token") {
+		s.opsLimits.MaxSubscriptionsPerToken = f.maxSubsPerToken
+	}
+	if f.set("rate-per-token") {
+		s.opsLimits.Rate = f.ratePerToken
+	}
+	if f.set("rate-burst") {
+		s.opsLimits.Burst = f.rateBurst
+	}
 }
 
 // parseNodes parses --nsqd entries: "host:port" (HTTP on port+1) or
@@ -213,6 +321,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if f.replicas < 1 || f.replicas > service.MaxReplicas {
 		return f.fs.usageErr(e, "--replicas must be 1 to %d", service.MaxReplicas)
 	}
+	if f.maxSubsPerToken < 0 || f.ratePerToken < 0 || f.rateBurst < 0 {
+		return f.fs.usageErr(e, "--max-subscriptions-per-token, --rate-per-token and --rate-burst must not be negative")
+	}
 	logger, err := newLogger(f, e)
 	if err != nil {
 		return f.fs.usageErr(e, "%v", err)
@@ -221,15 +332,27 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, replicas: f.replicas, log: logger}
+	if msg := s.checkOps(); msg != "" {
+		return f.fs.usageErr(e, "%s", msg)
+	}
+	if s.nsqd.AuthSecret == "" {
+		s.nsqd.AuthSecret = e.env(envNSQDAuthSecret)
+	}
+	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, replicas: f.replicas,
+		log: logger, getenv: e.env}
 	if err := g.start(ctx); err != nil {
 		g.stop()
 		return err
 	}
+	if e.metricsReady != nil && g.metricsSrv != nil {
+		e.metricsReady(g.metricsSrv.Addr().String())
+	}
 	if e.ready != nil {
 		e.ready(g.srv.Addr().String())
 	}
+	stopReload := g.watchReload(e.reload)
 	err = g.srv.Serve(ctx)
+	stopReload()
 	g.stop()
 	return err
 }

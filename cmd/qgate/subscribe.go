@@ -29,7 +29,7 @@ const subscribeExample = `  qgate subscribe --topic orders --channel audit --cou
 func runSubscribe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("subscribe", "qgate subscribe --topic TOPIC --channel CHANNEL [flags]",
 		subscribeAbout, subscribeExample)
-	addr := fs.String("addr", defaultAddr, "qgate's gRPC address")
+	cf := addClientFlags(fs)
 	topic := fs.String("topic", "", "topic to read (required)")
 	channel := fs.String("channel", "", "channel to read through (required; a name ending in #ephemeral is removed when its last subscriber leaves)")
 	asJSON := fs.Bool("json", false, "print each delivery as a line of JSON")
@@ -42,7 +42,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	if *topic == "" || *channel == "" {
 		return fs.usageErr(e, "--topic and --channel are required")
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial(e)
 	if err != nil {
 		return err
 	}
