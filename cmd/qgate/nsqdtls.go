@@ -1,15 +1,26 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/tlsutil"
 )
 
-// nsqdSecurity sets the pool's TLS and AUTH secret for nsqd.
+// nsqdSecurity sets the pool's TLS and AUTH secret for its connections to
+// nsqd, and its observer (per-node send metrics).
 func (g *gateway) nsqdSecurity(cfg *nsq.Config) error {
-	if g.nsqd.TLS || g.nsqd.AuthSecret != "" {
-		return errors.New("TLS and AUTH to nsqd need the pool's TLS support, which has not landed yet")
+	cfg.Observer = g.metrics
+	cfg.AuthSecret = g.nsqd.AuthSecret
+	if !g.nsqd.TLS {
+		if g.nsqd.AuthSecret != "" {
+			g.log.Warn("the nsqd AUTH secret goes over plaintext; turn on --nsqd-tls")
+		}
+		return nil
 	}
+	c, err := tlsutil.Client(tlsutil.ClientFiles{CAFile: g.nsqd.TLSCAFile,
+		CertFile: g.nsqd.TLSCertFile, KeyFile: g.nsqd.TLSKeyFile})
+	if err != nil {
+		return err
+	}
+	cfg.TLS = c
 	return nil
 }

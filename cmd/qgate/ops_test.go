@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,16 +109,35 @@ func TestServeMetrics(t *testing.T) {
 		{"qgate_node_state", []string{`node="nsqd-0"`, `state="up"`}, "1"},
 		{"qgate_node_state", []string{`node="nsqd-2"`, `state="down"`}, "0"},
 		{"qgate_node_active", []string{`node="nsqd-1"`}, "1"},
+		{"qgate_send_errors_total", []string{`topic="met"`}, ""}, // none: absent
+	}
+	var sends int
+	for _, n := range []string{"nsqd-0", "nsqd-1", "nsqd-2"} {
+		if v, ok := sample(page, "qgate_sends_total", `node="`+n+`"`, `topic="met"`); ok {
+			sends += atoi(t, v)
+		}
+	}
+	if sends != 1 {
+		t.Errorf("qgate_sends_total{topic=\"met\"} sums to %d over the nodes, want 1 (one batch)", sends)
 	}
 	for _, c := range checks {
 		got, ok := sample(page, c.name, c.labels...)
-		if !ok || got != c.want {
+		if ok != (c.want != "") || got != c.want {
 			t.Errorf("%s%v = %q (found %v), want %s", c.name, c.labels, got, ok, c.want)
 		}
 	}
 	if t.Failed() {
 		t.Logf("metrics page:\n%s", page)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("metric value %q: %v", s, err)
+	}
+	return n
 }
 
 const (
@@ -281,5 +304,57 @@ func TestServeLimits(t *testing.T) {
 	code, _, errOut := cli(t, "", "send", "--addr", big.addr, "--topic", "lim", strings.Repeat("x", 200<<10))
 	if code != 1 || !strings.Contains(errOut, "code = ResourceExhausted") {
 		t.Errorf("send of 200 KiB with a 1000-byte batch limit: status %d, stderr %q; want ResourceExhausted", code, errOut)
+	}
+}
+
+// TestServeNSQDTLS serves over an nsqd process that requires TLS on TCP and
+// checks AUTH secrets with an auth server: the pool connects with the CA
+// of --nsqd-tls-ca and the secret of $QGATE_NSQD_AUTH_SECRET.
+func TestServeNSQDTLS(t *testing.T) {
+	certs := tlstest.Generate(t)
+	const secret = "nsqd-secret"
+	var mu sync.Mutex
+	var seen []string
+	authSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		mu.Lock()
+		seen = append(seen, q.Get("secret")+" tls="+q.Get("tls"))
+		mu.Unlock()
+		if q.Get("secret") != secret {
+			http.Error(w, "bad secret", http.StatusForbidden)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ttl": 3600, "identity": "qgate",
+			"authorizations": []map[string]any{{"topic": ".*", "channels": []string{".*"}, "permissions": []string{"subscribe", "publish"}}}})
+	}))
+	t.Cleanup(authSrv.Close)
+	proc := nsqtest.StartProcess(t, nsqtest.Args("--tls-cert="+certs.Server.CertFile, "--tls-key="+certs.Server.KeyFile,
+		"--tls-required=tcp-https", "--auth-http-address="+authSrv.Listener.Addr().String()))
+	s := startServeEnv(t, envOf(map[string]string{"QGATE_NSQD_AUTH_SECRET": secret}),
+		"--nsqd", proc.TCPAddr()+"/"+proc.HTTPAddr(), "--nsqd-tls-ca", certs.CA.CertFile, "--check-interval", "200ms")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _, errOut := cli(t, "", "send", "--addr", s.addr, "--topic", "secure", "hello")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("send over nsqd TLS: status %d, stderr %q", code, errOut)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, out, errOut := cli(t, "", "subscribe", "--addr", s.addr, "--topic", "secure", "--channel", "c", "--count", "1")
+	if code != 0 || strings.TrimSpace(out) != "hello" {
+		t.Errorf("subscribe over nsqd TLS: status %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 {
+		t.Errorf("the auth server saw %d requests, want one per connection (producer and consumer)", len(seen))
+	}
+	for _, s := range seen {
+		if s != secret+" tls=true" {
+			t.Errorf("auth request %q, want the secret over TLS", s)
+		}
 	}
 }
