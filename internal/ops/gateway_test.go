@@ -30,7 +30,7 @@ type gatewayOptions struct {
 	tls    *tls.Config // nil: plaintext (gRPC and metrics)
 }
 
-// gateway is an in-process qgate wired as WIRING.md says.
+// gateway is an in-process qgate wired as cmd/qgate wires it (ops.go).
 type gateway struct {
 	addr        string
 	metricsAddr string
@@ -41,7 +41,7 @@ type gateway struct {
 
 // startGateway runs the real pool over two in-process nsqd nodes, the
 // service and the server, with metrics, auth, limits and TLS wired in the
-// way WIRING.md shows. Everything stops at cleanup.
+// way cmd/qgate does (docs/ARCHITECTURE.md, Operations). Everything stops at cleanup.
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
 	log := nsqtest.Logger(t, slog.LevelWarn)
@@ -60,7 +60,7 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	}
 	t.Cleanup(func() { _ = pool.Close() })
 
-	// --- the wiring of WIRING.md ---
+	// --- the wiring of cmd/qgate/ops.go ---
 	m := metrics.New()
 	stopNodeMetrics := m.StartNodeWatch(context.Background(), pool)
 	t.Cleanup(stopNodeMetrics)
