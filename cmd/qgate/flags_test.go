@@ -162,3 +162,40 @@ func TestSendProgress(t *testing.T) {
 		t.Errorf("progress lines: %q; want one at 4000 and a final one at 5000", lines)
 	}
 }
+
+func TestSettingsOpsFlagsOverrideConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"s.crt", "s.key"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "qgate.yaml")
+	yaml := `mode: cluster
+nodes: [{tcp: 10.0.0.1:4150}]
+metrics_listen: 0.0.0.0:9100
+tls: {cert: s.crt, key: s.key}
+nsqd: {auth_secret: file-secret}
+limits: {max_streams: 10, rate_per_token: 5}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := newServeFlags()
+	if err := f.fs.Parse([]string{"--config", path, "--rate-per-token", "7", "--nsqd-tls-ca", "ca.crt", "--nsqd-auth-secret", "flag-secret"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.metricsAddr != "0.0.0.0:9100" || s.tls.CertFile != filepath.Join(dir, "s.crt") {
+		t.Errorf("metrics %q, tls %+v: want the file's", s.metricsAddr, s.tls)
+	}
+	if s.opsLimits.MaxConcurrentStreams != 10 || s.opsLimits.Rate != 7 {
+		t.Errorf("limits %+v: want max streams 10 from the file, rate 7 from the flag", s.opsLimits)
+	}
+	if !s.nsqd.TLS || s.nsqd.TLSCAFile != "ca.crt" || s.nsqd.AuthSecret != "flag-secret" {
+		t.Errorf("nsqd %+v: want TLS with the flag's CA and secret", s.nsqd)
+	}
+}

@@ -300,7 +300,10 @@ func TestServeLimits(t *testing.T) {
 		t.Errorf("health over the rate: %v", err)
 	}
 
-	big := startServeEnv(t, nil, "--max-batch-size", "1000", "--max-body-size", "1000")
+	big := startServeEnv(t, nil, "--max-batch-size", "1000", "--max-body-size", "1000", "--metrics-addr", "off")
+	if big.metricsAddr != "" {
+		t.Errorf("--metrics-addr off: metrics on %s", big.metricsAddr)
+	}
 	code, _, errOut := cli(t, "", "send", "--addr", big.addr, "--topic", "lim", strings.Repeat("x", 200<<10))
 	if code != 1 || !strings.Contains(errOut, "code = ResourceExhausted") {
 		t.Errorf("send of 200 KiB with a 1000-byte batch limit: status %d, stderr %q; want ResourceExhausted", code, errOut)
@@ -355,6 +358,22 @@ func TestServeNSQDTLS(t *testing.T) {
 	for _, s := range seen {
 		if s != secret+" tls=true" {
 			t.Errorf("auth request %q, want the secret over TLS", s)
+		}
+	}
+}
+
+// TestServeOpsUsage checks the operations flags that cannot go together.
+func TestServeOpsUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-cert", "a.crt"},
+		{"--tls-client-ca", "ca.crt"},
+		{"--nsqd-tls-key", "k"},
+		{"--metrics-addr", "7071"},
+		{"--rate-per-token", "-1"},
+	} {
+		code, _, errOut := cli(t, "", append([]string{"serve"}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "Run 'qgate serve --help'") {
+			t.Errorf("serve %v: status %d, stderr %q; want a usage error", args, code, errOut)
 		}
 	}
 }
