@@ -258,6 +258,13 @@ func (s *subscription) connect(nc NodeConfig) {
 			s.log.Debug("nsq channel create failed", "addr", nc.HTTPAddr, "err", err)
 		}
 		err = c.ConnectToNSQD(addr)
+		if err == nil && !s.current(addr, c) {
+			// The consumer was retired while connecting (its previous
+			// connection's close was reported meanwhile): stopped, it would
+			// never send CLS on this connection. Close it; the next round
+			// connects a new consumer.
+			_ = c.DisconnectFromNSQD(addr)
+		}
 	}
 	s.mu.Lock()
 	delete(s.connecting, addr)
@@ -337,6 +344,13 @@ func (s *subscription) consumerOf(addr string) (*gonsq.Consumer, error) {
 	c.AddHandler(s)
 	s.consumers[addr] = c
 	return c, nil
+}
+
+// current reports whether c is addr's consumer.
+func (s *subscription) current(addr string, c *gonsq.Consumer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.consumers[addr] == c
 }
 
 // lost retires addr's consumer c after its connection closed. It runs in
