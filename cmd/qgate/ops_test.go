@@ -17,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 
 	"github.com/qgate/qgate/internal/nsqdlocal"
 	"github.com/qgate/qgate/internal/nsqtest"
@@ -300,9 +304,31 @@ func TestServeLimits(t *testing.T) {
 		t.Errorf("health over the rate: %v", err)
 	}
 
-	big := startServeEnv(t, nil, "--max-batch-size", "1000", "--max-body-size", "1000", "--metrics-addr", "off")
+	big := startServeEnv(t, nil, "--max-batch-size", "1000", "--max-body-size", "1000", "--metrics-addr", "off",
+		"--max-subscriptions-per-token", "1")
 	if big.metricsAddr != "" {
 		t.Errorf("--metrics-addr off: metrics on %s", big.metricsAddr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	q := qgatev1.NewQueueServiceClient(dialTest(t, big.addr))
+	subscribe := func() error {
+		stream, err := q.Subscribe(ctx)
+		if err != nil {
+			return err
+		}
+		open := &qgatev1.SubscribeRequest_Open{Topic: "lim", Channel: "c"}
+		if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: open}}); err != nil {
+			return err
+		}
+		_, err = stream.Recv() // opened, or the stream's end
+		return err
+	}
+	if err := subscribe(); err != nil {
+		t.Fatalf("first subscription: %v", err)
+	}
+	if err := subscribe(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second subscription with --max-subscriptions-per-token 1: %v, want ResourceExhausted", err)
 	}
 	code, _, errOut := cli(t, "", "send", "--addr", big.addr, "--topic", "lim", strings.Repeat("x", 200<<10))
 	if code != 1 || !strings.Contains(errOut, "code = ResourceExhausted") {
