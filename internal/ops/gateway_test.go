@@ -53,7 +53,8 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := nsq.New(nsq.Config{Groups: groups, Logger: log,
+	m := metrics.New()
+	pool, err := nsq.New(nsq.Config{Groups: groups, Logger: log, Observer: m,
 		Check: health.Config{Interval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond, Fall: 2, Rise: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +62,6 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Cleanup(func() { _ = pool.Close() })
 
 	// --- the wiring of cmd/qgate/ops.go ---
-	m := metrics.New()
 	stopNodeMetrics := m.StartNodeWatch(context.Background(), pool)
 	t.Cleanup(stopNodeMetrics)
 	q := service.New(m.Backend(pool), service.WithLogger(log))
