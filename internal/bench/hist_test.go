@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -77,5 +78,28 @@ func TestParseNodes(t *testing.T) {
 	}
 	if _, err := parseNodes("nope"); err == nil {
 		t.Error("want an error for an address without a port")
+	}
+}
+
+// TestSummarizeSkipsFailedRounds: a round in which a side failed does not
+// enter the medians, and the goal cell says so.
+func TestSummarizeSkipsFailedRounds(t *testing.T) {
+	side := func(rate float64) SideResult { return SideResult{MsgsPerSec: rate, P50us: 10} }
+	wr := WorkloadResult{Rounds: []RoundResult{
+		{Round: 1, A: side(100), B: side(50), Ratio: 0.5},
+		{Round: 2, A: side(100), B: SideResult{Errors: 3, Error: "boom"}, Ratio: 0},
+		{Round: 3, A: side(100), B: side(70), Ratio: 0.7},
+	}}
+	wr.summarize(goal{minRatio: 0.8})
+	if wr.CleanRounds != 2 || wr.Ratio != (Spread{0.6, 0.5, 0.7}) || wr.B.MsgsPerSec != 60 {
+		t.Errorf("got clean %d, ratio %+v, B %v; want 2, {0.6 0.5 0.7}, 60", wr.CleanRounds, wr.Ratio, wr.B.MsgsPerSec)
+	}
+	if cell := goalCell(wr); !strings.Contains(cell, "2 of 3 rounds") {
+		t.Errorf("goal cell %q does not say that a round failed", cell)
+	}
+	wr.Rounds = wr.Rounds[1:2]
+	wr.summarize(goal{minRatio: 0.8})
+	if wr.Goal == nil || wr.Goal.Met {
+		t.Errorf("no clean round: goal %+v, want not met", wr.Goal)
 	}
 }

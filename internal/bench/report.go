@@ -58,7 +58,10 @@ type WorkloadResult struct {
 	Direct  string        `json:"direct"`
 	Gateway string        `json:"gateway"`
 	Rounds  []RoundResult `json:"rounds"`
-	// A and B are the medians over the rounds of each figure.
+	// CleanRounds counts the rounds in which neither side had an error;
+	// the summary fields below are computed from those only.
+	CleanRounds int `json:"clean_rounds"`
+	// A and B are the medians over the clean rounds of each figure.
 	A SideSummary `json:"a"`
 	B SideSummary `json:"b"`
 	// Ratio is B/A of msgs/s over the rounds.
@@ -137,11 +140,24 @@ func sideResult(s sample) SideResult {
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// summarize fills the summary fields of wr from its rounds.
+// clean tells whether neither side of r had an error.
+func (r RoundResult) clean() bool {
+	return r.A.Errors == 0 && r.A.Error == "" && r.B.Errors == 0 && r.B.Error == ""
+}
+
+// summarize fills the summary fields of wr from its clean rounds: a round
+// in which a side failed measures the failure, not the hop.
 func (wr *WorkloadResult) summarize(g goal) {
+	var rounds []RoundResult
+	for _, r := range wr.Rounds {
+		if r.clean() {
+			rounds = append(rounds, r)
+		}
+	}
+	wr.CleanRounds = len(rounds)
 	pick := func(f func(RoundResult) float64) Spread {
-		v := make([]float64, len(wr.Rounds))
-		for i, r := range wr.Rounds {
+		v := make([]float64, len(rounds))
+		for i, r := range rounds {
 			v[i] = f(r)
 		}
 		return spread(v)
@@ -168,6 +184,9 @@ func (wr *WorkloadResult) summarize(g goal) {
 	case g.maxAdded > 0:
 		v := wr.AddedP50us.Median
 		wr.Goal = &GoalResult{Goal: g.text(), Value: v, Met: wr.A.P50us > 0 && v <= micros(g.maxAdded)}
+	}
+	if wr.Goal != nil && len(rounds) == 0 {
+		wr.Goal.Met = false
 	}
 }
 
@@ -266,14 +285,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 }
 
 func goalCell(wr WorkloadResult) string {
+	var note string
+	if wr.CleanRounds < len(wr.Rounds) {
+		note = fmt.Sprintf(" (%d of %d rounds without errors)", wr.CleanRounds, len(wr.Rounds))
+	}
 	g := wr.Goal
-	if g == nil {
-		return "-"
+	switch {
+	case g == nil:
+		return "-" + note
+	case strings.HasPrefix(g.Goal, "added"):
+		return fmt.Sprintf("%s: %.0fµs %s%s", g.Goal, g.Value, metText(g.Met), note)
 	}
-	if strings.HasPrefix(g.Goal, "added") {
-		return fmt.Sprintf("%s: %.0fµs %s", g.Goal, g.Value, metText(g.Met))
-	}
-	return fmt.Sprintf("%s: %s", g.Goal, metText(g.Met))
+	return fmt.Sprintf("%s: %s%s", g.Goal, metText(g.Met), note)
 }
 
 func metText(ok bool) string {
