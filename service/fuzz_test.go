@@ -48,8 +48,8 @@ func FuzzValidateSend(f *testing.F) {
 		if !utf8.ValidString(k) || !utf8.ValidString(v) || k == "" {
 			t.Fatalf("accepted attribute %q=%q", k, v)
 		}
-		publish := time.Now() // any real publish time fits
-		size := len(envelope.Append(nil, idPlaceholder, map[string]string{k: v}, publish, body))
+		// Any real publish time and replica count fits.
+		size := len(envelope.Append(nil, &envelope.Message{ID: idPlaceholder, Attributes: map[string]string{k: v}, PublishTime: time.Now(), Body: body, Replicas: MaxReplicas}))
 		if len(body) == 0 || size > l.MaxBodyBytes || 4+int(n)*(4+size) > l.MaxBatchBytes {
 			t.Fatalf("accepted %d messages of %d bytes (%d enveloped)", n, len(body), size)
 		}
@@ -67,8 +67,9 @@ func FuzzEnvelopeRoundTrip(f *testing.F) {
 		}
 		attrs := map[string]string{k: v}
 		publish := time.Unix(secs, nanos%1e9)
-		enc := envelope.Append(nil, id, attrs, publish, body)
-		if size := envelope.Size(id, attrs, publish, body); size != len(enc) {
+		in := &envelope.Message{ID: id, Attributes: attrs, PublishTime: publish, Body: body}
+		enc := envelope.Append(nil, in)
+		if size := envelope.Size(in); size != len(enc) {
 			t.Fatalf("Size = %d, encoded %d bytes", size, len(enc))
 		}
 		m, ok := envelope.Decode(enc)

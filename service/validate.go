@@ -27,6 +27,13 @@ const idPlaceholder = "00000000000000000000000000000000"
 // every moment, at most 6 bytes stricter than needed.
 var sizingTime = time.Unix(1<<35-1, 999_999_999)
 
+// sizingEnvelope is the envelope of body with attrs as the largest it can be
+// when stored: the id's length, the largest publish time and the replica
+// count a copy carries, so a body that passes fits nsqd with any replicas.
+func sizingEnvelope(attrs map[string]string, body []byte) *envelope.Message {
+	return &envelope.Message{ID: idPlaceholder, Attributes: attrs, PublishTime: sizingTime, Body: body, Replicas: MaxReplicas}
+}
+
 // violations collects the bad fields of one request.
 type violations struct {
 	list    []*errdetails.BadRequest_FieldViolation
@@ -126,7 +133,7 @@ func checkSend(l *Limits, req *qgatev1.SendRequest) (time.Duration, error) {
 			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
 			continue
 		}
-		size := envelope.Size(idPlaceholder, m.GetAttributes(), sizingTime, body)
+		size := envelope.Size(sizingEnvelope(m.GetAttributes(), body))
 		if size > l.MaxBodyBytes {
 			v.addf(msgField(i, "body"), "is %d bytes with qgate's envelope (%d of body); at most %d are allowed",
 				size, len(body), l.MaxBodyBytes)

@@ -43,7 +43,7 @@ func msgs(bodies ...string) []*qgatev1.Message {
 // maxBody is the largest body that fits the default limit with no
 // attributes.
 func maxBody() int {
-	over := envelope.Size(idPlaceholder, nil, time.Unix(1<<35-1, 999_999_999), make([]byte, DefaultMaxBodyBytes)) - DefaultMaxBodyBytes
+	over := envelope.Size(sizingEnvelope(nil, make([]byte, DefaultMaxBodyBytes))) - DefaultMaxBodyBytes
 	return DefaultMaxBodyBytes - over
 }
 

@@ -77,9 +77,8 @@
 // Durability), an acknowledged message survives the permanent loss of any
 // one node, including what that node had in flight to subscribers.
 //
-// Copies carry the attribute qgate-replicas in their envelope; a
-// subscription removes it before delivery (a client attribute of that name
-// is lost) and deduplicates by message id:
+// Copies carry the number of copies in their envelope (Envelope.replicas);
+// a subscription deduplicates such messages, and only those, by message id:
 //
 //   - A copy that arrives while another copy of the same id is held by the
 //     subscription (queued or handed out) is parked, kept alive with TOUCH,

@@ -10,11 +10,6 @@ import (
 	"github.com/qgate/qgate/backends"
 )
 
-// attrReplicas marks a copy of a replicated send (its value is the number
-// of copies). Subscriptions deduplicate marked messages and remove the
-// attribute before delivery; unmarked messages are never deduplicated.
-const attrReplicas = "qgate-replicas"
-
 // replicaSet is the state shared by the copies of one replicated send: the
 // groups that hold a copy or are writing one.
 type replicaSet struct {

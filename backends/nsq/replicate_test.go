@@ -39,6 +39,9 @@ func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
 		if !ok {
 			t.Errorf("raw body without envelope: %q", m.Body)
 		}
+		if e.Replicas != 2 {
+			t.Errorf("copy of %s: envelope replicas %d, want 2", e.ID, e.Replicas)
+		}
 		mu.Lock()
 		ids = append(ids, e.ID)
 		mu.Unlock()
@@ -119,7 +122,7 @@ func TestReplicasTwo(t *testing.T) {
 	for range n {
 		d := receive(t, sub, 5*time.Second)
 		got[d.ID]++
-		if _, ok := d.Attributes[attrReplicas]; ok || d.Attributes["k"] != d.ID {
+		if len(d.Attributes) != 1 || d.Attributes["k"] != d.ID {
 			t.Errorf("delivery attributes %v", d.Attributes)
 		}
 		if err := d.Acker.Ack(); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"strconv"
 	"strings"
 	"time"
 
@@ -72,18 +70,17 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 }
 
 // encode returns the envelopes of msgs. Copies of a replicated send carry
-// attrReplicas, so that subscriptions deduplicate them (and only them).
+// the number of copies, so that subscriptions deduplicate them (and only
+// them).
 func encode(msgs []*backends.Message, replicas int) [][]byte {
 	bodies := make([][]byte, len(msgs))
+	var e envelope.Message
+	if replicas > 1 {
+		e.Replicas = uint32(replicas)
+	}
 	for i, m := range msgs {
-		attrs := m.Attributes
-		if replicas > 1 {
-			attrs = make(map[string]string, len(m.Attributes)+1)
-			maps.Copy(attrs, m.Attributes)
-			attrs[attrReplicas] = strconv.Itoa(replicas)
-		}
-		b := make([]byte, 0, envelope.Size(m.ID, attrs, m.PublishTime, m.Body))
-		bodies[i] = envelope.Append(b, m.ID, attrs, m.PublishTime, m.Body)
+		e.ID, e.Attributes, e.PublishTime, e.Body = m.ID, m.Attributes, m.PublishTime, m.Body
+		bodies[i] = envelope.Append(make([]byte, 0, envelope.Size(&e)), &e)
 	}
 	return bodies
 }

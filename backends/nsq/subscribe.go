@@ -563,19 +563,12 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 }
 
 // decode turns an NSQ message into the message qgate sent, and tells
-// whether it is a copy of a replicated send (the attrReplicas marker is
-// removed); a body without the envelope is delivered as-is with nsqd's id
-// and timestamp, and is never a replicated copy.
+// whether it is a copy of a replicated send; a body without the envelope is
+// delivered as-is with nsqd's id and timestamp, and is never a replicated
+// copy.
 func decode(m *gonsq.Message) (backends.Message, bool) {
 	if e, ok := envelope.Decode(m.Body); ok {
-		_, replicated := e.Attributes[attrReplicas]
-		if replicated {
-			delete(e.Attributes, attrReplicas)
-			if len(e.Attributes) == 0 {
-				e.Attributes = nil
-			}
-		}
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}, replicated
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}, e.Replicas > 1
 	}
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, false
 }

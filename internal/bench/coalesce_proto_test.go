@@ -68,8 +68,8 @@ func (c *coalescer) Send(ctx context.Context, topic string, msgs []*backends.Mes
 		c.order = append(c.order, topic)
 	}
 	for _, m := range msgs {
-		buf := make([]byte, 0, envelope.Size(m.ID, m.Attributes, m.PublishTime, m.Body))
-		b.bodies = append(b.bodies, envelope.Append(buf, m.ID, m.Attributes, m.PublishTime, m.Body))
+		e := &envelope.Message{ID: m.ID, Attributes: m.Attributes, PublishTime: m.PublishTime, Body: m.Body}
+		b.bodies = append(b.bodies, envelope.Append(make([]byte, 0, envelope.Size(e)), e))
 	}
 	b.waiters = append(b.waiters, done)
 	c.mu.Unlock()

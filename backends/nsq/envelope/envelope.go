@@ -28,6 +28,7 @@ const (
 	fieldAttributes  = 2
 	fieldPublishTime = 3
 	fieldBody        = 4
+	fieldReplicas    = 5
 
 	fieldMapKey   = 1
 	fieldMapValue = 2
@@ -36,40 +37,48 @@ const (
 	fieldNanos   = 2
 )
 
-// Message is the decoded content of an envelope.
+// Message is the content of an envelope.
 type Message struct {
 	ID          string
 	Attributes  map[string]string
 	PublishTime time.Time
 	Body        []byte
+	// Replicas is the number of copies of a replicated send (each copy
+	// carries it, so subscriptions know to deduplicate); 0 for a message
+	// written once.
+	Replicas uint32
 }
 
 // Size returns the encoded size of m, Magic included.
-func Size(id string, attrs map[string]string, publish time.Time, body []byte) int {
+func Size(m *Message) int {
 	n := len(Magic)
-	if id != "" {
-		n += protowire.SizeTag(fieldMessageID) + protowire.SizeBytes(len(id))
+	if m.ID != "" {
+		n += protowire.SizeTag(fieldMessageID) + protowire.SizeBytes(len(m.ID))
 	}
-	for k, v := range attrs {
+	for k, v := range m.Attributes {
 		n += protowire.SizeTag(fieldAttributes) + protowire.SizeBytes(mapEntrySize(k, v))
 	}
-	if !publish.IsZero() {
-		n += protowire.SizeTag(fieldPublishTime) + protowire.SizeBytes(timestampSize(publish))
+	if !m.PublishTime.IsZero() {
+		n += protowire.SizeTag(fieldPublishTime) + protowire.SizeBytes(timestampSize(m.PublishTime))
 	}
-	n += protowire.SizeTag(fieldBody) + protowire.SizeBytes(len(body))
+	n += protowire.SizeTag(fieldBody) + protowire.SizeBytes(len(m.Body))
+	if m.Replicas != 0 {
+		n += protowire.SizeTag(fieldReplicas) + protowire.SizeVarint(uint64(m.Replicas))
+	}
 	return n
 }
 
-// Append appends the envelope of a message to dst and returns the result.
+// Append appends the envelope of m to dst and returns the result.
 // Attributes are written in map order: the encoding is valid but not
 // deterministic.
-func Append(dst []byte, id string, attrs map[string]string, publish time.Time, body []byte) []byte {
+func Append(dst []byte, m *Message) []byte {
 	dst = append(dst, Magic...)
-	if id != "" {
+	if m.ID != "" {
 		dst = protowire.AppendTag(dst, fieldMessageID, protowire.BytesType)
-		dst = protowire.AppendString(dst, id)
+		dst = protowire.AppendString(dst, m.ID)
 	}
-	for k, v := range attrs {
+	publish := m.PublishTime
+	for k, v := range m.Attributes {
 		dst = protowire.AppendTag(dst, fieldAttributes, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(mapEntrySize(k, v)))
 		dst = protowire.AppendTag(dst, fieldMapKey, protowire.BytesType)
@@ -90,7 +99,11 @@ func Append(dst []byte, id string, attrs map[string]string, publish time.Time, b
 		}
 	}
 	dst = protowire.AppendTag(dst, fieldBody, protowire.BytesType)
-	dst = protowire.AppendBytes(dst, body)
+	dst = protowire.AppendBytes(dst, m.Body)
+	if m.Replicas != 0 {
+		dst = protowire.AppendTag(dst, fieldReplicas, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(m.Replicas))
+	}
 	return dst
 }
 
@@ -143,6 +156,12 @@ func Decode(b []byte) (m Message, ok bool) {
 				return Message{}, false
 			}
 			m.Body, b = v, b[n:]
+		case num == fieldReplicas && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return Message{}, false
+			}
+			m.Replicas, b = uint32(v), b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {

@@ -14,29 +14,31 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	tests := []struct {
-		name    string
-		id      string
-		attrs   map[string]string
-		publish time.Time
-		body    []byte
+		name     string
+		id       string
+		attrs    map[string]string
+		publish  time.Time
+		body     []byte
+		replicas uint32
 	}{
-		{"minimal", "", nil, time.Time{}, []byte("x")},
-		{"full", "0123456789abcdef0123456789abcdef", map[string]string{"a": "1", "b": "", "ü": "ß"}, time.Unix(1700000000, 123456789), []byte("hello")},
-		{"empty attr key", "id", map[string]string{"": "v"}, time.Unix(0, 5), []byte{0}},
-		{"before epoch", "id", nil, time.Unix(-5, 0), bytes.Repeat([]byte("z"), 70000)},
-		{"body looks like envelope", "id", nil, time.Unix(1, 0), []byte(Magic + "junk")},
+		{"minimal", "", nil, time.Time{}, []byte("x"), 0},
+		{"full", "0123456789abcdef0123456789abcdef", map[string]string{"a": "1", "b": "", "ü": "ß"}, time.Unix(1700000000, 123456789), []byte("hello"), 2},
+		{"empty attr key", "id", map[string]string{"": "v"}, time.Unix(0, 5), []byte{0}, 0},
+		{"before epoch", "id", nil, time.Unix(-5, 0), bytes.Repeat([]byte("z"), 70000), 3},
+		{"body looks like envelope", "id", nil, time.Unix(1, 0), []byte(Magic + "junk"), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := Append(nil, tt.id, tt.attrs, tt.publish, tt.body)
-			if got, want := len(b), Size(tt.id, tt.attrs, tt.publish, tt.body); got != want {
+			in := &Message{ID: tt.id, Attributes: tt.attrs, PublishTime: tt.publish, Body: tt.body, Replicas: tt.replicas}
+			b := Append(nil, in)
+			if got, want := len(b), Size(in); got != want {
 				t.Errorf("len(Append) = %d, Size = %d", got, want)
 			}
 			m, ok := Decode(b)
 			if !ok {
 				t.Fatalf("Decode(Append(...)) not ok")
 			}
-			if m.ID != tt.id || !bytes.Equal(m.Body, tt.body) || !m.PublishTime.Equal(tt.publish) {
+			if m.ID != tt.id || !bytes.Equal(m.Body, tt.body) || !m.PublishTime.Equal(tt.publish) || m.Replicas != tt.replicas {
 				t.Errorf("got id=%q body=%q time=%v, want id=%q body=%q time=%v", m.ID, m.Body, m.PublishTime, tt.id, tt.body, tt.publish)
 			}
 			if len(m.Attributes) != len(tt.attrs) || !maps.Equal(m.Attributes, tt.attrs) {
@@ -48,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 			if err := proto.Unmarshal(b[len(Magic):], &pb); err != nil {
 				t.Fatalf("proto.Unmarshal: %v", err)
 			}
-			if pb.GetMessageId() != tt.id || !bytes.Equal(pb.GetBody(), tt.body) || !maps.Equal(pb.GetAttributes(), tt.attrs) && len(tt.attrs) > 0 {
+			if pb.GetMessageId() != tt.id || !bytes.Equal(pb.GetBody(), tt.body) || pb.GetReplicas() != tt.replicas || !maps.Equal(pb.GetAttributes(), tt.attrs) && len(tt.attrs) > 0 {
 				t.Errorf("protobuf view = %v", &pb)
 			}
 			if !tt.publish.IsZero() && !pb.GetPublishTime().AsTime().Equal(tt.publish) {
@@ -95,7 +97,7 @@ func TestDecodeRaw(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("plain"))
-	f.Add(Append(nil, "id", map[string]string{"a": "b"}, time.Unix(1, 2), []byte("body")))
+	f.Add(Append(nil, &Message{ID: "id", Attributes: map[string]string{"a": "b"}, PublishTime: time.Unix(1, 2), Body: []byte("body"), Replicas: 2}))
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, ok := Decode(b)
@@ -103,8 +105,8 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		// Whatever decodes must re-encode to something that decodes the same.
-		again, ok := Decode(Append(nil, m.ID, m.Attributes, m.PublishTime, m.Body))
-		if !ok || again.ID != m.ID || !bytes.Equal(again.Body, m.Body) || !maps.Equal(again.Attributes, m.Attributes) || !again.PublishTime.Equal(m.PublishTime) {
+		again, ok := Decode(Append(nil, &m))
+		if !ok || again.Replicas != m.Replicas || again.ID != m.ID || !bytes.Equal(again.Body, m.Body) || !maps.Equal(again.Attributes, m.Attributes) || !again.PublishTime.Equal(m.PublishTime) {
 			t.Fatalf("re-encode mismatch: %+v vs %+v", m, again)
 		}
 		// And the protobuf runtime must accept it too.
@@ -121,12 +123,12 @@ func BenchmarkAppend(b *testing.B) {
 	buf := make([]byte, 0, 512)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = Append(buf[:0], "0123456789abcdef0123456789abcdef", attrs, now, body)
+		buf = Append(buf[:0], &Message{ID: "0123456789abcdef0123456789abcdef", Attributes: attrs, PublishTime: now, Body: body})
 	}
 }
 
 func BenchmarkDecode(b *testing.B) {
-	enc := Append(nil, "0123456789abcdef0123456789abcdef", map[string]string{"trace": "abc123"}, time.Now(), bytes.Repeat([]byte("x"), 100))
+	enc := Append(nil, &Message{ID: "0123456789abcdef0123456789abcdef", Attributes: map[string]string{"trace": "abc123"}, PublishTime: time.Now(), Body: bytes.Repeat([]byte("x"), 100)})
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, ok := Decode(enc); !ok {

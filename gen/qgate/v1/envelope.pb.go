@@ -39,7 +39,11 @@ type Envelope struct {
 	// When qgate accepted the message.
 	PublishTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
 	// The application payload.
-	Body          []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	Body []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	// For a replicated send, the number of copies written (each to a node of
+	// a different group); 0 for a message written once. qgate's subscriptions
+	// deduplicate by message_id only the messages that carry it.
+	Replicas      uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,11 +106,18 @@ func (x *Envelope) GetBody() []byte {
 	return nil
 }
 
+func (x *Envelope) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
 var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n" +
+	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n" +
 	"\bEnvelope\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12B\n" +
@@ -114,7 +125,8 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"attributes\x18\x02 \x03(\v2\".qgate.v1.Envelope.AttributesEntryR\n" +
 	"attributes\x12=\n" +
 	"\fpublish_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12\x12\n" +
-	"\x04body\x18\x04 \x01(\fR\x04body\x1a=\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\x12\x1a\n" +
+	"\breplicas\x18\x05 \x01(\rR\breplicas\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
