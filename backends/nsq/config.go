@@ -58,7 +58,9 @@ type Config struct {
 	// AttemptTimeout bounds one send attempt on one node (the call's own
 	// deadline bounds it too), so one frozen node cannot eat a whole Send
 	// deadline: an attempt that times out ejects the node and the Send moves
-	// on. Default 1s.
+	// on. It does not apply when no other node is usable: the Send then
+	// waits for its only node until the call's deadline (at most 30s), so a
+	// slow moment of the last node is not turned into an outage. Default 1s.
 	AttemptTimeout time.Duration
 	// LookupdHTTPAddrs, if set, discovers nodes from nsqlookupd (cluster mode):
 	// nodes it lists join the pool, nodes it stops listing leave.

@@ -30,6 +30,8 @@
 // connection-level error or does not answer within Config.AttemptTimeout,
 // the node is ejected and the Send is retried on the next group's active
 // member, then on any other usable node, within the call's deadline. The
+// attempt timeout applies only while another node is usable: the last node
+// is given the rest of the call's deadline rather than ejected. The
 // caller sees an error only when no node could take the write:
 // backends.ErrUnavailable (wrapped) when none was usable or all failed, the
 // context's error when its deadline passed, or ErrRejected when nsqd refused

@@ -134,3 +134,34 @@ func producerConns(t *testing.T, httpAddr string) int {
 	}
 	return n
 }
+
+// TestOnlyNodeSlowNotEjected freezes the only node of a pool for longer
+// than the attempt timeout while a Send waits on it: with nowhere else to
+// go, the Send waits for the node within its own deadline and succeeds once
+// the node answers, and the node is not ejected over a slow moment.
+func TestOnlyNodeSlowNotEjected(t *testing.T) {
+	procs := startProcs(t, 1)
+	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
+		c.Check = health.Config{Interval: 5 * time.Second, Timeout: 500 * time.Millisecond, Fall: 2, Rise: 2}
+		c.AttemptTimeout = 300 * time.Millisecond
+	})
+	send(t, p, "slow", "warm")
+	procs[0].Stop()
+	t.Cleanup(procs[0].Cont)
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		time.Sleep(time.Second) // > AttemptTimeout
+		procs[0].Cont()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := p.Send(ctx, "slow", []*backends.Message{msg("while-frozen")}, backends.SendOptions{})
+	t.Logf("send to the frozen only node: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("send: %v, want success once the node answers", err)
+	}
+	if st := nodeState(p, "p0"); st.State != backends.NodeUp {
+		t.Errorf("only node state %v (last error %q), want up", st.State, st.LastError)
+	}
+}

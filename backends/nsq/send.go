@@ -49,7 +49,16 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 			return fmt.Errorf("nsq: send to %s: %w (last error: %w)", topic, backends.ErrUnavailable, lastErr)
 		}
 		tried = append(tried, n)
-		err = p.attempt(ctx, n, topic, bodies, opts.Delay)
+		// The attempt timeout exists to move on from a node that does not
+		// answer. With nowhere to move on to, it would only eject the last
+		// node over a slow moment (an fsync stall, a starved CPU) and fail
+		// every Send until the node's next checks: wait for it instead,
+		// within the call's deadline.
+		budget := p.cfg.AttemptTimeout
+		if alt, _ := p.pick(start, tried, nil); alt == nil {
+			budget = aloneAttemptTimeout
+		}
+		err = p.attempt(ctx, n, topic, bodies, opts.Delay, budget)
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
@@ -160,11 +169,15 @@ func contains(ns []*node, n *node) bool {
 	return false
 }
 
-// attempt sends bodies on n within min(ctx's deadline, AttemptTimeout). A
+// aloneAttemptTimeout bounds an attempt on the only node a Send has left
+// when the call itself has a longer deadline or none.
+const aloneAttemptTimeout = 30 * time.Second
+
+// attempt sends bodies on n within min(ctx's deadline, budget). A
 // timed-out attempt has an unknown outcome: its commands may still land.
 // Without delay the bodies join n's coalesced queue for topic.
-func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay, budget time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	if delay <= 0 {
 		err := p.coalesced(ctx, n, topic, bodies, false)
