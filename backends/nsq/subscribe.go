@@ -115,7 +115,6 @@ type delivery struct {
 	// Guarded by s.mu.
 	deadline    time.Time // the client's ack deadline, once handed out
 	nsqDeadline time.Time // when nsqd times the message out, absent a TOUCH
-	touched     time.Time // last arrival or TOUCH
 	settled     bool
 	handed      bool
 	// Replicated messages: rid is the message id. A copy that arrives while
@@ -493,7 +492,7 @@ func (s *subscription) expire(now time.Time) {
 			exp = append(exp, d)
 			exp = append(exp, s.settleLocked(d)...)
 		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
-			d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+			d.nsqDeadline = now.Add(s.msgTimeout)
 			touch = append(touch, d)
 		}
 	}
@@ -543,7 +542,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	// nsqd started the message's timeout when it wrote it to its output
 	// buffer, up to outputBufferTimeout before we read it: count from then,
 	// so an Ack that we accept reaches nsqd before its deadline.
-	d := &delivery{s: s, msg: m, touched: now.Add(-deliverySkew), nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
+	d := &delivery{s: s, msg: m, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
 	d.d = backends.Delivery{Message: msg, Attempt: int(m.Attempts), Acker: d}
 	s.held[d] = struct{}{}
 	if replicated {
@@ -591,12 +590,10 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 				}
 				d.handed = true
 				s.handed++
-				// The client's deadline starts now; if the message waited
-				// in the queue, TOUCH it so nsqd's timer starts now too.
 				now := time.Now()
-				touch := now.Sub(d.touched) > ackMargin/2
+				touch := s.needsTouch(d, now)
 				if touch {
-					d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+					d.nsqDeadline = now.Add(s.msgTimeout)
 				}
 				d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
 				s.mu.Unlock()
@@ -614,6 +611,23 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 		case <-s.closing:
 		}
 	}
+}
+
+// needsTouch reports whether d, about to be handed out at now, needs a
+// TOUCH so that the client gets its full ack deadline from now: whether
+// nsqd's timer, started when nsqd wrote the message, would run out first.
+//
+// nsqd's timeout is the ack deadline plus ackMargin, so a message handed
+// out within ackMargin-deliverySkew of its arrival (a drain hands out
+// most within milliseconds) needs none; only one that waited in the queue
+// longer is touched. A TOUCH per delivery would double the commands a
+// drain sends to nsqd. When nsqd's timeout is capped below the ack
+// deadline (15 minutes), a TOUCH can give the client at most
+// msgTimeout-ackMargin, and the message is touched after the same wait.
+// Callers hold s.mu.
+func (s *subscription) needsTouch(d *delivery, now time.Time) bool {
+	want := now.Add(min(s.opts.AckDeadline, s.msgTimeout-ackMargin))
+	return d.nsqDeadline.Before(want)
 }
 
 // settleLocked marks d settled. It returns d's parked copies, settled too:
@@ -726,7 +740,7 @@ func (d *delivery) Extend() error {
 		requeue(dups, 0)
 		return errUnknown
 	}
-	d.touched, d.nsqDeadline = now, now.Add(s.msgTimeout)
+	d.nsqDeadline = now.Add(s.msgTimeout)
 	d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
 	s.mu.Unlock()
 	d.msg.Touch()
