@@ -197,7 +197,25 @@ func (p *Process) Stop() error {
 		return err
 	}
 	p.setStopped(true)
+	WaitFrozen(p.Pid())
 	return nil
+}
+
+// WaitFrozen waits (at most a second) until the kernel reports pid as
+// stopped. kill(SIGSTOP) returns before every thread of the process has
+// stopped, so a request in the next moment could still be answered.
+func WaitFrozen(pid int) {
+	stat := fmt.Sprintf("/proc/%d/stat", pid)
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return // not Linux, or gone
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+			return
+		}
+	}
 }
 
 // Cont resumes a process frozen by Stop. It does nothing otherwise.

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qgate/qgate/internal/nsqproc"
 )
 
 // startTimeout bounds how long a process may take to answer /ping.
@@ -153,6 +155,7 @@ func (p *Process) Stop() {
 	p.t.Helper()
 	p.signal(syscall.SIGSTOP)
 	p.setStopped(true)
+	nsqproc.WaitFrozen(p.Pid())
 }
 
 // Cont resumes a process frozen by Stop. It does nothing otherwise.
