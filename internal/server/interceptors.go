@@ -5,11 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"runtime/debug"
+	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -18,7 +21,8 @@ import (
 // matters:
 //
 //   - cfg.First*: metrics (issue 6), to count every call, also rejected ones;
-//   - logging: one line per finished call with method, code and duration;
+//   - logging: one line per finished call with method, code and duration
+//     (accessLog for unary calls: nothing built when the level is off);
 //   - cfg.Unary/Stream: selector(auth, skipping health and reflection) and
 //     limits (issue 6);
 //   - (streams only) endStreams: lets Shutdown end streams that no hook
@@ -35,7 +39,7 @@ func interceptors(cfg Config, endStreams grpc.StreamServerInterceptor) []grpc.Se
 
 	var unary []grpc.UnaryServerInterceptor
 	unary = append(unary, cfg.FirstUnary...)
-	unary = append(unary, logging.UnaryServerInterceptor(logger, logOpts...))
+	unary = append(unary, accessLog(cfg.Logger))
 	unary = append(unary, cfg.Unary...)
 	unary = append(unary, recovery.UnaryServerInterceptor(recoveryOpt))
 
@@ -49,6 +53,50 @@ func interceptors(cfg Config, endStreams grpc.StreamServerInterceptor) []grpc.Se
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+	}
+}
+
+// accessLog is the logging interceptor of unary calls: one "finished call"
+// line per call at codeToLevel of its code, with the fields the
+// middleware's interceptor (used for streams) writes, and the request's
+// topic. It asks the logger first and builds nothing for a line that would
+// be dropped: a successful call logs at Debug, so with Debug off an OK call
+// costs a time.Now and an Enabled check (the middleware built ~50
+// allocations of fields for every call, ~11% of qgate's CPU per unary Send).
+func accessLog(l *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		code := status.Code(err)
+		level := slog.Level(codeToLevel(code))
+		if !l.Enabled(ctx, level) {
+			return resp, err
+		}
+		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
+		attrs := make([]slog.Attr, 0, 12)
+		attrs = append(attrs,
+			slog.String("protocol", "grpc"),
+			slog.String(logging.ComponentFieldKey, logging.KindServerFieldValue),
+			slog.String(logging.ServiceFieldKey, service),
+			slog.String(logging.MethodFieldKey, method),
+			slog.String(logging.MethodTypeFieldKey, "unary"))
+		if p, ok := peer.FromContext(ctx); ok {
+			attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+		}
+		if r, ok := req.(interface{ GetTopic() string }); ok && r.GetTopic() != "" {
+			attrs = append(attrs, slog.String("topic", r.GetTopic()))
+		}
+		attrs = append(attrs, slog.String("grpc.start_time", start.Format(time.RFC3339)))
+		if d, ok := ctx.Deadline(); ok {
+			attrs = append(attrs, slog.String("grpc.request.deadline", d.Format(time.RFC3339)))
+		}
+		attrs = append(attrs, slog.String("grpc.code", code.String()))
+		if err != nil {
+			attrs = append(attrs, slog.String("grpc.error", err.Error()))
+		}
+		attrs = append(attrs, slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000))
+		l.LogAttrs(ctx, level, "finished call", attrs...)
+		return resp, err
 	}
 }
 
