@@ -161,6 +161,10 @@ func (s *subscriber) run(ctx context.Context, opened chan<- struct{}) {
 
 // stream runs one Subscribe stream.
 func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
+	// The sender goroutine and pending delayed acks end with ctx; the
+	// stream returns after them.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := s.client.Subscribe(ctx)
@@ -187,7 +191,9 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 	// reach it through out.
 	out := make(chan *qgatev1.SubscribeRequest, 64)
 	sendErr := make(chan error, 1)
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			select {
 			case req := <-out:
@@ -242,7 +248,11 @@ func (s *subscriber) stream(ctx context.Context, onOpen func()) error {
 			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}})
 		case AckLater:
 			req := &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: &qgatev1.SubscribeRequest_Ack{AckIds: ids}}}
-			time.AfterFunc(delay, func() { enqueue(req) })
+			wg.Add(1)
+			time.AfterFunc(delay, func() {
+				defer wg.Done()
+				enqueue(req)
+			})
 		case Nack:
 			enqueue(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: ids, Delay: durationpb.New(delay)}}})
 		}
