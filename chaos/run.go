@@ -297,9 +297,6 @@ func (h *Harness) replicas() int {
 	return min(n, groups)
 }
 
-// Queue is the gRPC client of QueueService.
-func (h *Harness) Queue() qgatev1.QueueServiceClient { return h.queue }
-
 // Run runs sc with p and returns its report; the report's Err is set when
 // the run could not be carried out.
 func Run(ctx context.Context, sc Scenario, p Params) *Report {
