@@ -61,6 +61,7 @@ const (
 	maxAttrValBytes  = 4096
 	maxAckIDs        = 2500
 	maxMaxAttempts   = 65535
+	maxMaxBatch      = 2500
 	maxViolations    = 100
 	requestSlackSize = 64 << 10
 )

@@ -187,8 +187,8 @@ func attrField(i int, k string) string {
 }
 
 // checkOpen validates a Subscribe open message and returns the effective
-// settings.
-func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeOptions, error) {
+// settings: the backend's, and the most deliveries per response (at least 1).
+func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeOptions, int, error) {
 	var v violations
 	v.checkName("open.topic", o.GetTopic())
 	v.checkName("open.channel", o.GetChannel())
@@ -203,6 +203,13 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 	}
 	if opts.MaxInFlight > l.MaxInFlight {
 		v.addf("open.max_in_flight", "is %d; at most %d is allowed", opts.MaxInFlight, l.MaxInFlight)
+	}
+	batch := max(int(o.GetMaxBatch()), 1)
+	switch {
+	case batch > maxMaxBatch:
+		v.addf("open.max_batch", "is %d; at most %d is allowed", batch, maxMaxBatch)
+	case batch > opts.MaxInFlight:
+		v.addf("open.max_batch", "is %d; at most max_in_flight (%d) is allowed", batch, opts.MaxInFlight)
 	}
 	opts.AckDeadline = v.checkDuration("open.ack_deadline", o.GetAckDeadline(),
 		DefaultAckDeadline, MinAckDeadline, l.MaxAckDeadline)
@@ -221,5 +228,5 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 			v.addf("open.dead_letter_topic", "is unset and the default %q %s; name one", dl, p)
 		}
 	}
-	return opts, v.err("open")
+	return opts, batch, v.err("open")
 }

@@ -191,7 +191,7 @@ func TestCheckOpen(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			opts, err := checkOpen(&l, tc.open)
+			opts, _, err := checkOpen(&l, tc.open)
 			code, fields := violationFields(err)
 			if tc.fields != nil {
 				if code != codes.InvalidArgument || !slices.Equal(fields, tc.fields) {

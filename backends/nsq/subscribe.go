@@ -572,7 +572,10 @@ func decode(m *gonsq.Message) (backends.Message, bool) {
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, false
 }
 
-// Receive returns the next delivery; see backends.Subscription.
+// Receive returns the next delivery; see backends.Subscription. A delivery
+// that is ready is returned before ctx is looked at, so with a ctx that is
+// already done Receive takes what is ready without blocking (service
+// batches deliveries this way).
 func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) {
 	for {
 		s.mu.Lock()

@@ -468,6 +468,7 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Opened_
 	//	*SubscribeResponse_Delivery
 	//	*SubscribeResponse_AckError_
+	//	*SubscribeResponse_Deliveries_
 	Kind          isSubscribeResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -537,6 +538,15 @@ func (x *SubscribeResponse) GetAckError() *SubscribeResponse_AckError {
 	return nil
 }
 
+func (x *SubscribeResponse) GetDeliveries() *SubscribeResponse_Deliveries {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeResponse_Deliveries_); ok {
+			return x.Deliveries
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Kind interface {
 	isSubscribeResponse_Kind()
 }
@@ -556,11 +566,19 @@ type SubscribeResponse_AckError_ struct {
 	AckError *SubscribeResponse_AckError `protobuf:"bytes,3,opt,name=ack_error,json=ackError,proto3,oneof"`
 }
 
+type SubscribeResponse_Deliveries_ struct {
+	// Messages to process, 1 to open.max_batch of them; sent instead of
+	// `delivery` only when open.max_batch is above 1.
+	Deliveries *SubscribeResponse_Deliveries `protobuf:"bytes,4,opt,name=deliveries,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Opened_) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_Delivery) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_AckError_) isSubscribeResponse_Kind() {}
+
+func (*SubscribeResponse_Deliveries_) isSubscribeResponse_Kind() {}
 
 // Delivery is one delivery of a message to a subscriber.
 type Delivery struct {
@@ -684,8 +702,15 @@ type SubscribeRequest_Open struct {
 	// Not used when max_attempts is 0. Dead letters carry the
 	// attributes qgate-dead-letter-attempts and qgate-dead-letter-reason.
 	DeadLetterTopic string `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The most deliveries per `deliveries` response. 0 or 1 means one
+	// `delivery` per response, as for clients that do not set it; above 1 the
+	// server sends only `deliveries`. At most max_in_flight (the effective
+	// one) and 2500. Batching takes what is ready and never waits for more,
+	// so it adds no latency; it saves the per-message cost of a response
+	// when a backlog drains.
+	MaxBatch      uint32 `protobuf:"varint,7,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest_Open) Reset() {
@@ -758,6 +783,13 @@ func (x *SubscribeRequest_Open) GetDeadLetterTopic() string {
 		return x.DeadLetterTopic
 	}
 	return ""
+}
+
+func (x *SubscribeRequest_Open) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
 }
 
 // Ack acknowledges deliveries.
@@ -908,6 +940,53 @@ func (x *SubscribeRequest_Extend) GetAckIds() []string {
 	return nil
 }
 
+// Deliveries carries several deliveries in one response.
+type SubscribeResponse_Deliveries struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deliveries, in the order they were received; each is exactly what
+	// a `delivery` response would carry, with its own ack_id.
+	Deliveries    []*Delivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse_Deliveries) Reset() {
+	*x = SubscribeResponse_Deliveries{}
+	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse_Deliveries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse_Deliveries) ProtoMessage() {}
+
+func (x *SubscribeResponse_Deliveries) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse_Deliveries.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse_Deliveries) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{6, 0}
+}
+
+func (x *SubscribeResponse_Deliveries) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 // Opened confirms the subscription with its effective settings (defaults
 // filled in).
 type SubscribeResponse_Opened struct {
@@ -920,13 +999,15 @@ type SubscribeResponse_Opened struct {
 	MaxAttempts uint32 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// The effective dead-letter topic.
 	DeadLetterTopic string `protobuf:"bytes,4,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The effective max batch: 1 when the open left it 0.
+	MaxBatch      uint32 `protobuf:"varint,5,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse_Opened) Reset() {
 	*x = SubscribeResponse_Opened{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	mi := &file_qgate_v1_queue_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1019,7 @@ func (x *SubscribeResponse_Opened) String() string {
 func (*SubscribeResponse_Opened) ProtoMessage() {}
 
 func (x *SubscribeResponse_Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	mi := &file_qgate_v1_queue_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1032,7 @@ func (x *SubscribeResponse_Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse_Opened.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse_Opened) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{6, 0}
+	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{6, 1}
 }
 
 func (x *SubscribeResponse_Opened) GetMaxInFlight() uint32 {
@@ -982,6 +1063,13 @@ func (x *SubscribeResponse_Opened) GetDeadLetterTopic() string {
 	return ""
 }
 
+func (x *SubscribeResponse_Opened) GetMaxBatch() uint32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 // AckError reports an ack, nack or extend that could not be carried out.
 type SubscribeResponse_AckError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -999,7 +1087,7 @@ type SubscribeResponse_AckError struct {
 
 func (x *SubscribeResponse_AckError) Reset() {
 	*x = SubscribeResponse_AckError{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[14]
+	mi := &file_qgate_v1_queue_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1099,7 @@ func (x *SubscribeResponse_AckError) String() string {
 func (*SubscribeResponse_AckError) ProtoMessage() {}
 
 func (x *SubscribeResponse_AckError) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[14]
+	mi := &file_qgate_v1_queue_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1112,7 @@ func (x *SubscribeResponse_AckError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse_AckError.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse_AckError) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{6, 1}
+	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{6, 2}
 }
 
 func (x *SubscribeResponse_AckError) GetAckId() string {
@@ -1071,19 +1159,20 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x1f\n" +
 	"\vmessage_ids\x18\x02 \x03(\tR\n" +
 	"messageIds\x12*\n" +
-	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xf8\x04\n" +
+	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\x95\x05\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x04open\x18\x01 \x01(\v2\x1f.qgate.v1.SubscribeRequest.OpenH\x00R\x04open\x122\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1e.qgate.v1.SubscribeRequest.AckH\x00R\x03ack\x125\n" +
 	"\x04nack\x18\x03 \x01(\v2\x1f.qgate.v1.SubscribeRequest.NackH\x00R\x04nack\x12;\n" +
-	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xe7\x01\n" +
+	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\x84\x02\n" +
 	"\x04Open\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\"\n" +
 	"\rmax_in_flight\x18\x03 \x01(\rR\vmaxInFlight\x12<\n" +
 	"\fack_deadline\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12!\n" +
 	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12*\n" +
-	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x1a\x1e\n" +
+	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
+	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\x1a\x1e\n" +
 	"\x03Ack\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIds\x1aP\n" +
 	"\x04Nack\x12\x17\n" +
@@ -1091,16 +1180,25 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x1a!\n" +
 	"\x06Extend\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIdsB\x06\n" +
-	"\x04kind\"\xdb\x03\n" +
+	"\x04kind\"\x84\x05\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\x06opened\x18\x01 \x01(\v2\".qgate.v1.SubscribeResponse.OpenedH\x00R\x06opened\x120\n" +
 	"\bdelivery\x18\x02 \x01(\v2\x12.qgate.v1.DeliveryH\x00R\bdelivery\x12C\n" +
-	"\tack_error\x18\x03 \x01(\v2$.qgate.v1.SubscribeResponse.AckErrorH\x00R\backError\x1a\xb9\x01\n" +
+	"\tack_error\x18\x03 \x01(\v2$.qgate.v1.SubscribeResponse.AckErrorH\x00R\backError\x12H\n" +
+	"\n" +
+	"deliveries\x18\x04 \x01(\v2&.qgate.v1.SubscribeResponse.DeliveriesH\x00R\n" +
+	"deliveries\x1a@\n" +
+	"\n" +
+	"Deliveries\x122\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x12.qgate.v1.DeliveryR\n" +
+	"deliveries\x1a\xd6\x01\n" +
 	"\x06Opened\x12\"\n" +
 	"\rmax_in_flight\x18\x01 \x01(\rR\vmaxInFlight\x12<\n" +
 	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12!\n" +
 	"\fmax_attempts\x18\x03 \x01(\rR\vmaxAttempts\x12*\n" +
-	"\x11dead_letter_topic\x18\x04 \x01(\tR\x0fdeadLetterTopic\x1aM\n" +
+	"\x11dead_letter_topic\x18\x04 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
+	"\tmax_batch\x18\x05 \x01(\rR\bmaxBatch\x1aM\n" +
 	"\bAckError\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x06statusB\x06\n" +
@@ -1136,58 +1234,61 @@ func file_qgate_v1_queue_proto_rawDescGZIP() []byte {
 	return file_qgate_v1_queue_proto_rawDescData
 }
 
-var file_qgate_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_qgate_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_qgate_v1_queue_proto_goTypes = []any{
-	(*Message)(nil),                    // 0: qgate.v1.Message
-	(*SendRequest)(nil),                // 1: qgate.v1.SendRequest
-	(*SendResponse)(nil),               // 2: qgate.v1.SendResponse
-	(*SendStreamRequest)(nil),          // 3: qgate.v1.SendStreamRequest
-	(*SendStreamResponse)(nil),         // 4: qgate.v1.SendStreamResponse
-	(*SubscribeRequest)(nil),           // 5: qgate.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),          // 6: qgate.v1.SubscribeResponse
-	(*Delivery)(nil),                   // 7: qgate.v1.Delivery
-	nil,                                // 8: qgate.v1.Message.AttributesEntry
-	(*SubscribeRequest_Open)(nil),      // 9: qgate.v1.SubscribeRequest.Open
-	(*SubscribeRequest_Ack)(nil),       // 10: qgate.v1.SubscribeRequest.Ack
-	(*SubscribeRequest_Nack)(nil),      // 11: qgate.v1.SubscribeRequest.Nack
-	(*SubscribeRequest_Extend)(nil),    // 12: qgate.v1.SubscribeRequest.Extend
-	(*SubscribeResponse_Opened)(nil),   // 13: qgate.v1.SubscribeResponse.Opened
-	(*SubscribeResponse_AckError)(nil), // 14: qgate.v1.SubscribeResponse.AckError
-	nil,                                // 15: qgate.v1.Delivery.AttributesEntry
-	(*durationpb.Duration)(nil),        // 16: google.protobuf.Duration
-	(*status.Status)(nil),              // 17: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
+	(*Message)(nil),                      // 0: qgate.v1.Message
+	(*SendRequest)(nil),                  // 1: qgate.v1.SendRequest
+	(*SendResponse)(nil),                 // 2: qgate.v1.SendResponse
+	(*SendStreamRequest)(nil),            // 3: qgate.v1.SendStreamRequest
+	(*SendStreamResponse)(nil),           // 4: qgate.v1.SendStreamResponse
+	(*SubscribeRequest)(nil),             // 5: qgate.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),            // 6: qgate.v1.SubscribeResponse
+	(*Delivery)(nil),                     // 7: qgate.v1.Delivery
+	nil,                                  // 8: qgate.v1.Message.AttributesEntry
+	(*SubscribeRequest_Open)(nil),        // 9: qgate.v1.SubscribeRequest.Open
+	(*SubscribeRequest_Ack)(nil),         // 10: qgate.v1.SubscribeRequest.Ack
+	(*SubscribeRequest_Nack)(nil),        // 11: qgate.v1.SubscribeRequest.Nack
+	(*SubscribeRequest_Extend)(nil),      // 12: qgate.v1.SubscribeRequest.Extend
+	(*SubscribeResponse_Deliveries)(nil), // 13: qgate.v1.SubscribeResponse.Deliveries
+	(*SubscribeResponse_Opened)(nil),     // 14: qgate.v1.SubscribeResponse.Opened
+	(*SubscribeResponse_AckError)(nil),   // 15: qgate.v1.SubscribeResponse.AckError
+	nil,                                  // 16: qgate.v1.Delivery.AttributesEntry
+	(*durationpb.Duration)(nil),          // 17: google.protobuf.Duration
+	(*status.Status)(nil),                // 18: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
 }
 var file_qgate_v1_queue_proto_depIdxs = []int32{
 	8,  // 0: qgate.v1.Message.attributes:type_name -> qgate.v1.Message.AttributesEntry
 	0,  // 1: qgate.v1.SendRequest.messages:type_name -> qgate.v1.Message
-	16, // 2: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
+	17, // 2: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
 	1,  // 3: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
-	17, // 4: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
+	18, // 4: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
 	9,  // 5: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
 	10, // 6: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
 	11, // 7: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
 	12, // 8: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
-	13, // 9: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
+	14, // 9: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
 	7,  // 10: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
-	14, // 11: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
-	15, // 12: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
-	18, // 13: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
-	16, // 14: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
-	16, // 15: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
-	16, // 16: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
-	17, // 17: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
-	1,  // 18: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
-	3,  // 19: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
-	5,  // 20: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
-	2,  // 21: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
-	4,  // 22: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
-	6,  // 23: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 11: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
+	13, // 12: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
+	16, // 13: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
+	19, // 14: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
+	17, // 15: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
+	17, // 16: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
+	7,  // 17: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
+	17, // 18: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
+	18, // 19: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
+	1,  // 20: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
+	3,  // 21: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
+	5,  // 22: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
+	2,  // 23: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
+	4,  // 24: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
+	6,  // 25: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_queue_proto_init() }
@@ -1205,6 +1306,7 @@ func file_qgate_v1_queue_proto_init() {
 		(*SubscribeResponse_Opened_)(nil),
 		(*SubscribeResponse_Delivery)(nil),
 		(*SubscribeResponse_AckError_)(nil),
+		(*SubscribeResponse_Deliveries_)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1212,7 +1314,7 @@ func file_qgate_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_queue_proto_rawDesc), len(file_qgate_v1_queue_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -76,6 +76,11 @@ type QueueServiceClient interface {
 	// extends them by ack_id. At most max_in_flight deliveries are unacked at any
 	// time: the server sends no more until the client acks or nacks.
 	//
+	// With open.max_batch above 1 the server sends deliveries as `deliveries`
+	// responses of up to max_batch each instead of one `delivery` per response:
+	// whatever is ready when it sends (it never waits to fill a batch). Each
+	// delivery is acked as before, by its own ack_id.
+	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
 	// `ack_error` response with code NOT_FOUND; the stream goes on.
@@ -181,6 +186,11 @@ type QueueServiceServer interface {
 	// the server sends `opened`, then deliveries; the client acks, nacks or
 	// extends them by ack_id. At most max_in_flight deliveries are unacked at any
 	// time: the server sends no more until the client acks or nacks.
+	//
+	// With open.max_batch above 1 the server sends deliveries as `deliveries`
+	// responses of up to max_batch each instead of one `delivery` per response:
+	// whatever is ready when it sends (it never waits to fill a batch). Each
+	// delivery is acked as before, by its own ack_id.
 	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
