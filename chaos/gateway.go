@@ -77,12 +77,13 @@ func startInproc(gc gatewayConfig, log *slog.Logger) (*inproc, error) {
 		return nil, fmt.Errorf("chaos: pool: %w", err)
 	}
 	q := service.New(pool, service.WithLogger(log))
+	admin := service.NewAdmin(pool, service.WithLogger(log))
 	srv, err := server.New(server.Config{
 		Addr:           gc.Addr,
 		Logger:         log,
 		Queue:          q,
-		Admin:          service.NewAdmin(pool, service.WithLogger(log)),
-		OnShutdown:     []func(){q.BeginShutdown},
+		Admin:          admin,
+		OnShutdown:     []func(){q.BeginShutdown, admin.BeginShutdown},
 		MaxRecvMsgSize: q.Limits().MaxRequestBytes(),
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -31,6 +32,9 @@ type Admin struct {
 
 	pool Pool
 	opts options
+
+	shutOnce sync.Once
+	done     chan struct{} // closed by BeginShutdown
 }
 
 var _ qgatev1.AdminServiceServer = (*Admin)(nil)
@@ -41,7 +45,14 @@ func NewAdmin(p Pool, opts ...Option) *Admin {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Admin{pool: p, opts: o}
+	return &Admin{pool: p, opts: o, done: make(chan struct{})}
+}
+
+// BeginShutdown ends every WatchNodes stream with UNAVAILABLE and makes new
+// ones fail at once, so that an open watch does not hold a graceful stop.
+// It returns at once; safe to call more than once.
+func (a *Admin) BeginShutdown() {
+	a.shutOnce.Do(func() { close(a.done) })
 }
 
 // ListNodes implements AdminService.ListNodes.
@@ -59,6 +70,11 @@ func (a *Admin) ListNodes(context.Context, *qgatev1.ListNodesRequest) (*qgatev1.
 // the first event that is a change (or names a node a second time) ends
 // them.
 func (a *Admin) WatchNodes(_ *qgatev1.WatchNodesRequest, stream grpc.ServerStreamingServer[qgatev1.WatchNodesResponse]) error {
+	select {
+	case <-a.done:
+		return errShutdown
+	default:
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	events := a.pool.Watch(ctx)
@@ -87,6 +103,8 @@ func (a *Admin) WatchNodes(_ *qgatev1.WatchNodesRequest, stream grpc.ServerStrea
 			}
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-a.done:
+			return errShutdown
 		}
 	}
 }

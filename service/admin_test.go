@@ -163,3 +163,42 @@ func TestHealth(t *testing.T) {
 	h.Stop()
 	h.Stop()
 }
+
+// An open WatchNodes stream must not hold a graceful stop: BeginShutdown
+// ends it with UNAVAILABLE, and a new watch fails at once.
+func TestAdminShutdownEndsWatch(t *testing.T) {
+	env := startNSQ(t, 1)
+	watch, err := env.admin.WatchNodes(t.Context(), &qgatev1.WatchNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	env.adminSrv.BeginShutdown()
+	env.adminSrv.BeginShutdown() // safe twice
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := watch.Recv(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("open watch ended with %v, want UNAVAILABLE", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("open watch not ended by BeginShutdown")
+	}
+	again, err := env.admin.WatchNodes(t.Context(), &qgatev1.WatchNodesRequest{})
+	if err == nil {
+		_, err = again.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("new watch after shutdown: %v, want UNAVAILABLE", err)
+	}
+}

@@ -26,11 +26,12 @@ import (
 // nsqEnv is qgate over a pool of in-process nsqd nodes, served over gRPC on
 // loopback.
 type nsqEnv struct {
-	nodes  []*nsqdlocal.Node
-	pool   *nsq.Pool
-	queue  *Queue
-	client qgatev1.QueueServiceClient
-	admin  qgatev1.AdminServiceClient
+	adminSrv *Admin
+	nodes    []*nsqdlocal.Node
+	pool     *nsq.Pool
+	queue    *Queue
+	client   qgatev1.QueueServiceClient
+	admin    qgatev1.AdminServiceClient
 }
 
 func startNSQ(t *testing.T, n int, opts ...Option) *nsqEnv {
@@ -59,8 +60,9 @@ func startNSQMode(t *testing.T, mode nsq.Mode, n int, opts ...Option) *nsqEnv {
 	}
 	t.Cleanup(func() { pool.Close() })
 	q := New(pool, append([]Option{WithLogger(nsqtest.Logger(t, slog.LevelWarn))}, opts...)...)
-	conn := serve(t, q, NewAdmin(pool))
-	env := &nsqEnv{nodes: nodes, pool: pool, queue: q,
+	admin := NewAdmin(pool)
+	conn := serve(t, q, admin)
+	env := &nsqEnv{nodes: nodes, pool: pool, queue: q, adminSrv: admin,
 		client: qgatev1.NewQueueServiceClient(conn), admin: qgatev1.NewAdminServiceClient(conn)}
 	waitFor(t, "every node up", func() bool {
 		for _, st := range pool.Nodes() {

@@ -57,12 +57,13 @@ func (g *gateway) startServer() error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	var err error
+	admin := service.NewAdmin(g.pool, service.WithLogger(g.log))
 	g.srv, err = server.New(server.Config{
 		Addr:            g.listen,
 		Logger:          g.log,
 		Queue:           g.queue,
-		Admin:           service.NewAdmin(g.pool, service.WithLogger(g.log)),
-		OnShutdown:      []func(){g.queue.BeginShutdown},
+		Admin:           admin,
+		OnShutdown:      []func(){g.queue.BeginShutdown, admin.BeginShutdown},
 		ShutdownTimeout: g.shutdownTimeout,
 		MaxRecvMsgSize:  limits.MaxRecvMsgSize(g.queue.Limits().MaxBatchBytes),
 		FirstUnary:      []grpc.UnaryServerInterceptor{g.metrics.UnaryServerInterceptor()},
