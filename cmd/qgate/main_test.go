@@ -184,6 +184,25 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("subscribe --batch", func(t *testing.T) {
+		code, out, errOut := cli(t, "", "send", "--addr", addr, "--topic", "clib", "a", "b", "c", "d", "e")
+		if code != 0 || len(strings.Fields(out)) != 5 {
+			t.Fatalf("send: status %d, stdout %q, stderr %q; want 0 and five ids", code, out, errOut)
+		}
+		// Three printed and acked; any more in the batch go back when it stops.
+		code, out, errOut = cli(t, "", "subscribe", "--addr", addr, "--topic", "clib", "--channel", "c", "--batch", "10", "--count", "3")
+		got := strings.Fields(out)
+		if code != 0 || len(got) != 3 {
+			t.Fatalf("subscribe --batch: status %d, stdout %q, stderr %q; want three bodies", code, out, errOut)
+		}
+		code, out, errOut = cli(t, "", "subscribe", "--addr", addr, "--topic", "clib", "--channel", "c", "--batch", "10", "--count", "2")
+		got = append(got, strings.Fields(out)...)
+		slices.Sort(got)
+		if code != 0 || !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+			t.Errorf("subscribe --batch, twice: status %d, stdout %q, stderr %q; bodies %q, want each of a..e once", code, out, errOut, got)
+		}
+	})
+
 	t.Run("nodes", func(t *testing.T) {
 		code, out, errOut := cli(t, "", "nodes", "--addr", addr)
 		lines := strings.Split(strings.TrimSpace(out), "\n")

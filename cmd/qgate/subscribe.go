@@ -36,6 +36,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	count := fs.Int("count", 0, "exit after this many deliveries (0: until interrupted)")
 	maxInFlight := fs.Uint("max-in-flight", 0, "most unacked deliveries at once (0: the server's default, 100)")
 	ackDeadline := fs.Duration("ack-deadline", 0, "time to ack a delivery before it is redelivered (0: the server's default, 60s)")
+	batch := fs.Uint("batch", 0, "take up to this many deliveries per server response, acked together (0 or 1: one at a time; at most --max-in-flight)")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	open := &qgatev1.SubscribeRequest_Open{Topic: *topic, Channel: *channel, MaxInFlight: uint32(*maxInFlight)}
+	open := &qgatev1.SubscribeRequest_Open{Topic: *topic, Channel: *channel, MaxInFlight: uint32(*maxInFlight), MaxBatch: uint32(*batch)}
 	if *ackDeadline > 0 {
 		open.AckDeadline = durationpb.New(*ackDeadline)
 	}
@@ -63,6 +64,25 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	}
 	p := &printer{out: e.stdout, errOut: e.stderr, json: *asJSON, cancel: cancel}
 	return p.consume(ctx, stream, *count)
+}
+
+// handle prints ds and acks them with one ack.
+func (p *printer) handle(ctx context.Context, stream grpc.BidiStreamingClient[qgatev1.SubscribeRequest, qgatev1.SubscribeResponse], ds []*qgatev1.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		if err := p.print(d); err != nil {
+			return err
+		}
+		ids[i] = d.GetAckId()
+	}
+	ack := &qgatev1.SubscribeRequest_Ack{AckIds: ids}
+	if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: ack}}); err != nil {
+		return streamErr(ctx, err)
+	}
+	return nil
 }
 
 // printer prints deliveries and acks them.
@@ -84,14 +104,21 @@ func (p *printer) consume(ctx context.Context, stream grpc.BidiStreamingClient[q
 		case *qgatev1.SubscribeResponse_AckError_:
 			fmt.Fprintf(p.errOut, "ack %s: %s\n", kind.AckError.GetAckId(), kind.AckError.GetStatus().GetMessage())
 		case *qgatev1.SubscribeResponse_Delivery:
-			if err := p.print(kind.Delivery); err != nil {
+			if err := p.handle(ctx, stream, []*qgatev1.Delivery{kind.Delivery}); err != nil {
 				return err
 			}
-			ack := &qgatev1.SubscribeRequest_Ack{AckIds: []string{kind.Delivery.GetAckId()}}
-			if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: ack}}); err != nil {
-				return streamErr(ctx, err)
-			}
 			n++
+		case *qgatev1.SubscribeResponse_Deliveries_:
+			// Past count, the rest are left unacked: the server hands
+			// them back when the stream ends.
+			ds := kind.Deliveries.GetDeliveries()
+			if count > 0 {
+				ds = ds[:min(len(ds), count-n)]
+			}
+			if err := p.handle(ctx, stream, ds); err != nil {
+				return err
+			}
+			n += len(ds)
 		}
 	}
 	// The last ack is sent; half-close and wait for the server to end the

@@ -54,6 +54,11 @@ type Config struct {
 	// MemInFlight is the max in flight of the memory mode's stalled
 	// subscribers. Default 2500, the API's maximum.
 	MemInFlight int
+	// SubBatch is the max_batch of qgate's drain subscriptions (side B): the
+	// most deliveries one SubscribeResponse carries. 0, the default, means
+	// the workload's max in flight; 1 means one delivery per response, as a
+	// client that does not set max_batch gets.
+	SubBatch int
 	// CPUProfileDir, if set, receives a CPU profile of the first round of
 	// each side of each workload: <dir>/<workload>-<A|B>.pprof.
 	CPUProfileDir string

@@ -9,7 +9,9 @@
 // machine during a run hits both sides alike. Send workloads run a warm-up
 // and then a measured interval; only requests that start and end inside it
 // count. Drain workloads prepare a backlog (untimed) and time one
-// subscriber reading all of it. Latency is per request (a whole batch for
+// subscriber reading all of it; qgate's subscriber sets open.max_batch to
+// its max in flight (Config.SubBatch), so one response carries what is
+// ready, as a direct Consumer reads what its connection has buffered. Latency is per request (a whole batch for
 // batched sends), kept in a log-bucketed histogram with about 3% precision.
 // CPU time is getrusage of this process (plus an external qgate's with
 // Config.QgatePID): with the default in-process nodes and qgate it counts

@@ -101,6 +101,16 @@ func (g *gateway) prepare(ctx context.Context, topic string, n int) error {
 	})
 }
 
+// maxBatch is the open's max_batch for a drain at max in flight inFly.
+// An older qgate ignores it and sends one `delivery` per response, which
+// the reader takes as well.
+func (g *gateway) maxBatch(inFly int) int {
+	if b := g.e.cfg.SubBatch; b > 0 {
+		return min(b, inFly)
+	}
+	return inFly
+}
+
 func (g *gateway) subscribe(ctx context.Context, topic, channel string, inFly int, onMsg func()) (func(), error) {
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := g.e.client.Subscribe(sctx)
@@ -109,7 +119,7 @@ func (g *gateway) subscribe(ctx context.Context, topic, channel string, inFly in
 		return nil, fmt.Errorf("bench: Subscribe: %w", err)
 	}
 	err = stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{
-		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(inFly)},
+		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(inFly), MaxBatch: uint32(g.maxBatch(inFly))},
 	}})
 	if err == nil {
 		var resp *qgatev1.SubscribeResponse
@@ -135,15 +145,17 @@ func (g *gateway) subscribe(ctx context.Context, topic, channel string, inFly in
 			if err != nil {
 				return
 			}
-			d := resp.GetDelivery()
-			if d == nil {
-				continue
+			ds := resp.GetDeliveries().GetDeliveries()
+			if d := resp.GetDelivery(); d != nil {
+				ds = []*qgatev1.Delivery{d}
 			}
-			onMsg()
-			select {
-			case acks <- d.GetAckId():
-			case <-sctx.Done():
-				return
+			for _, d := range ds {
+				onMsg()
+				select {
+				case acks <- d.GetAckId():
+				case <-sctx.Done():
+					return
+				}
 			}
 		}
 	}()

@@ -95,6 +95,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MemDuration, "mem-duration", DefaultMemDuration, "how long the memory workload runs")
 	fs.IntVar(&cfg.MemRate, "mem-rate", DefaultMemRate, "the memory workload's send rate, msgs/s")
 	fs.IntVar(&cfg.MemInFlight, "mem-in-flight", DefaultMemInFlight, "the memory workload's stalled subscribers' max in flight")
+	fs.IntVar(&cfg.SubBatch, "sub-batch", 0, "qgate's drain subscriptions take up to `n` deliveries per response (open.max_batch); 0: the max in flight, 1: one per response")
 	fs.StringVar(&cfg.CPUProfileDir, "cpuprofile", "", "write CPU profiles of round 1 of each side to `dir`/<workload>-<A|B>.pprof")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&verbose, "v", false, "log qgate's and the nodes' warnings to stderr")

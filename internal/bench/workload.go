@@ -81,13 +81,13 @@ var workloads = []*workload{
 	},
 	{
 		name: "sub100", kind: drain, inFly: 100,
-		gateway: "Subscribe draining a backlog, max in flight 100, batched acks",
+		gateway: "Subscribe draining a backlog, max in flight 100, batched acks, several deliveries per response (--sub-batch)",
 		direct:  "Consumer draining a backlog, max in flight 100",
 		goal:    goal{minRatio: 0.8},
 	},
 	{
 		name: "sub1000", kind: drain, inFly: 1000,
-		gateway: "Subscribe draining a backlog, max in flight 1000, batched acks",
+		gateway: "Subscribe draining a backlog, max in flight 1000, batched acks, several deliveries per response (--sub-batch)",
 		direct:  "Consumer draining a backlog, max in flight 1000",
 		goal:    goal{minRatio: 0.8},
 	},
