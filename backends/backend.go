@@ -115,7 +115,9 @@ type SubscribeOptions struct {
 type Subscription interface {
 	// Receive blocks until a delivery is ready, ctx is done (ctx.Err()) or the
 	// subscription is closed (ErrClosed). It returns at most MaxInFlight
-	// deliveries that are not yet acked or nacked.
+	// deliveries that are not yet acked or nacked. A delivery that is ready
+	// is returned even when ctx is already done, so a caller takes what is
+	// ready without blocking by passing a done context.
 	Receive(ctx context.Context) (*Delivery, error)
 
 	// Close stops deliveries and hands every delivery that is not acked or

@@ -90,7 +90,8 @@ func testSettleTwice(t *testing.T, h Harness, _ Features) {
 }
 
 // testReceiveContext: Receive returns the context's own error, unwrapped,
-// for a cancelled context and for a deadline.
+// for a cancelled context and for a deadline, and a ready delivery even to
+// a done context.
 func testReceiveContext(t *testing.T, h Harness, _ Features) {
 	b := h.Backend()
 	topic := newTopic(t, "")
@@ -117,6 +118,36 @@ func testReceiveContext(t *testing.T, h Harness, _ Features) {
 	err = b.Send(ctx, topic, []*backends.Message{newMsg("x", nil)}, backends.SendOptions{})
 	if err != context.Canceled {
 		t.Errorf("Send(cancelled ctx) = %v, want context.Canceled unwrapped", err)
+	}
+
+	// A delivery that is ready is returned even to a done context: callers
+	// take what is ready without blocking that way (the service batches
+	// deliveries so).
+	sendCtx, sendCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer sendCancel()
+	ready := newMsg("ready", nil)
+	if err := b.Send(sendCtx, topic, []*backends.Message{ready}, backends.SendOptions{}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	done, doneCancel := context.WithCancel(context.Background())
+	doneCancel()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		d, err := sub.Receive(done)
+		if err == nil {
+			if d.ID != ready.ID || string(d.Body) != "ready" {
+				t.Errorf("Receive(done ctx) = %s %q, want the ready message %s", d.ID, d.Body, ready.ID)
+			}
+			if err := d.Acker.Ack(); err != nil {
+				t.Errorf("Ack: %v", err)
+			}
+			break
+		}
+		if err != context.Canceled {
+			t.Fatalf("Receive(done ctx) = %v, want a delivery or context.Canceled", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a ready delivery was never returned to a done context")
+		}
 	}
 }
 
