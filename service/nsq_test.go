@@ -268,6 +268,9 @@ func TestNSQBadInputHarmsNobody(t *testing.T) {
 	good, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "good", Channel: "c"})
 	var received atomic.Int64
 	var wg sync.WaitGroup
+	// goodSend serializes the stream's Send and CloseSend, which gRPC does
+	// not allow concurrently.
+	var goodSend sync.Mutex
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -278,7 +281,10 @@ func TestNSQBadInputHarmsNobody(t *testing.T) {
 			}
 			if d := resp.GetDelivery(); d != nil {
 				received.Add(1)
-				if err := good.Send(ackReq(d.GetAckId())); err != nil {
+				goodSend.Lock()
+				err := good.Send(ackReq(d.GetAckId()))
+				goodSend.Unlock()
+				if err != nil {
 					return
 				}
 			} else {
@@ -419,7 +425,9 @@ func TestNSQBadInputHarmsNobody(t *testing.T) {
 
 	close(stopSending)
 	after := env.connections(t)
+	goodSend.Lock()
 	good.CloseSend()
+	goodSend.Unlock()
 	wg.Wait()
 	if sendErrs.Load() != 0 {
 		t.Errorf("the good client saw %d send errors", sendErrs.Load())
