@@ -18,6 +18,11 @@ type slogAdapter struct {
 	// listen: the sign that Main has started its goroutines (see Start).
 	listening chan struct{}
 	seen      atomic.Int32 // "listening on" lines so far
+	// stopping is set by Node.Stop: nsqd's Exit closes client connections
+	// under their read loops, which then log an ERROR "use of closed network
+	// connection" for every client. Those are the shutdown itself, not a
+	// fault, and go to Debug.
+	stopping atomic.Bool
 }
 
 func newSlogAdapter() *slogAdapter {
@@ -65,6 +70,9 @@ func (a *slogAdapter) Output(_ int, s string) error {
 			s, level = rest, p.level
 			break
 		}
+	}
+	if level == slog.LevelError && a.stopping.Load() && strings.Contains(s, "use of closed network connection") {
+		level = slog.LevelDebug
 	}
 	ctx := context.Background()
 	if logger.Enabled(ctx, level) {

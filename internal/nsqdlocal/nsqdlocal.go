@@ -94,6 +94,7 @@ type Node struct {
 	nsqd     *nsqd.NSQD
 	done     chan struct{} // closed when Main has returned
 	mainErr  error         // Main's result; read after done
+	log      *slogAdapter
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -125,6 +126,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		DataDir:  opts.DataDir,
 		ID:       nopts.ID,
 		nsqd:     n,
+		log:      logger,
 		done:     make(chan struct{}),
 	}
 	if node.Name == "" {
@@ -185,6 +187,7 @@ func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		// Exit closes the listeners, which makes Main return, and waits for
 		// nsqd's goroutines; then wait for our own.
+		n.log.stopping.Store(true)
 		n.nsqd.Exit()
 		<-n.done
 		if n.mainErr != nil {

@@ -174,9 +174,13 @@ func TestLogAdapter(t *testing.T) {
 	h := &recordHandler{level: slog.LevelDebug, recs: make(chan slog.Record, 1000)}
 	a := newSlogAdapter()
 	a.set(slog.New(h), "n1")
+	closed := "client(127.0.0.1:2) - failed to read command - read tcp: use of closed network connection"
 	a.Output(2, "WARNING: disk slow")
 	a.Output(2, "INFO: TCP: new client(127.0.0.1:1)")
 	a.Output(2, "no prefix")
+	a.Output(2, "ERROR: "+closed) // a fault while running
+	a.stopping.Store(true)
+	a.Output(2, "ERROR: "+closed) // the shutdown closing connections
 	want := []struct {
 		level slog.Level
 		msg   string
@@ -184,6 +188,8 @@ func TestLogAdapter(t *testing.T) {
 		{slog.LevelWarn, "disk slow"},
 		{slog.LevelDebug, "TCP: new client(127.0.0.1:1)"},
 		{slog.LevelInfo, "no prefix"},
+		{slog.LevelError, closed},
+		{slog.LevelDebug, closed},
 	}
 	for _, w := range want {
 		r := <-h.recs
