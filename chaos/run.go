@@ -491,7 +491,7 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 			parts = append(parts, h.cluster.names[i]+": "+err.Error())
 			continue
 		}
-		n, consumers := st.left(h.topic, "chaos")
+		n, consumers := left(st, h.topic, "chaos")
 		total += n
 		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers", h.cluster.names[i], n, consumers))
 	}
@@ -648,7 +648,7 @@ func (h *Harness) checkReplicas(ctx context.Context) string {
 		if err != nil {
 			return fmt.Sprintf("cannot read nsqd stats: %v", err)
 		}
-		held += st.messages(h.topic)
+		held += messages(st, h.topic)
 	}
 	// Sends are still running: held counts copies of a few sends acked
 	// after the ledger was read; the 0.75 factor absorbs that the other way.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/nsqproc"
 )
 
 // durable makes nsqd write every message to disk at once (no memory
@@ -467,7 +468,7 @@ func s10() Scenario {
 }
 
 func s11() Scenario {
-	var before []map[clientStats]bool
+	var before []map[nsqproc.ConnKey]bool
 	var bad malformed
 	return Scenario{
 		Name: "S11", Title: "malformed sends mixed into the load",
@@ -510,14 +511,14 @@ func s11() Scenario {
 }
 
 // conns snapshots every node's client connections.
-func (h *Harness) conns(ctx context.Context) ([]map[clientStats]bool, error) {
-	var out []map[clientStats]bool
+func (h *Harness) conns(ctx context.Context) ([]map[nsqproc.ConnKey]bool, error) {
+	var out []map[nsqproc.ConnKey]bool
 	for _, p := range h.cluster.procs {
 		st, err := fetchStats(ctx, p.HTTPAddr())
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, st.conns())
+		out = append(out, conns(st))
 	}
 	return out, nil
 }
