@@ -28,10 +28,12 @@ const idPlaceholder = "00000000000000000000000000000000"
 var sizingTime = time.Unix(1<<35-1, 999_999_999)
 
 // sizingEnvelope is the envelope of body with attrs as the largest it can be
-// when stored: the id's length, the largest publish time and the replica
-// count a copy carries, so a body that passes fits nsqd with any replicas.
+// when stored: the id's length, the largest publish time, and the replica
+// count, due time and standby mark a copy carries, so a body that passes
+// fits nsqd with any replicas and any delay.
 func sizingEnvelope(attrs map[string]string, body []byte) *envelope.Message {
-	return &envelope.Message{ID: idPlaceholder, Attributes: attrs, PublishTime: sizingTime, Body: body, Replicas: MaxReplicas}
+	return &envelope.Message{ID: idPlaceholder, Attributes: attrs, PublishTime: sizingTime, Body: body,
+		Replicas: MaxReplicas, NotBefore: sizingTime, Standby: true}
 }
 
 // violations collects the bad fields of one request.

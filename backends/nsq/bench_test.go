@@ -58,7 +58,7 @@ func BenchmarkEncode(b *testing.B) {
 			msgs := benchMsgs(n)
 			b.ReportAllocs()
 			for b.Loop() {
-				encode(msgs, 1)
+				encode(msgs, 1, 0, false, time.Time{})
 			}
 		})
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	gonsq "github.com/nsqio/go-nsq"
+
 	"github.com/qgate/qgate/backends/nsq/health"
 )
 
@@ -67,17 +69,46 @@ type Config struct {
 	LookupdHTTPAddrs []string
 	// LookupdPollInterval is how often nsqlookupd is polled. Default 5s.
 	LookupdPollInterval time.Duration
-	// DedupWindow is how long a subscription remembers the id of a
-	// replicated message (sent with Replicas > 1) that it delivered and that
-	// was acked, so that a later copy is finished without being delivered
-	// again. It must cover the skew between the copies' arrivals: near zero
-	// for a subscriber that keeps up, up to the age of the older backlog
-	// when one node's channel is far behind another's. Default 10m.
+	// DedupWindow is how long the pool remembers, per topic and channel,
+	// the id of a replicated message (sent with Replicas > 1) that was acked
+	// there, by this pool or (through AckTopic) by another qgate, so that a
+	// later copy is finished without being delivered again. It must cover
+	// StandbyDelay plus the skew between the copies' arrivals: near zero for
+	// subscribers that keep up, up to the age of the older backlog when one
+	// node's channel is far behind another's. Default 10m.
 	DedupWindow time.Duration
-	// DedupMaxIDs bounds the ids a subscription remembers (the oldest are
-	// forgotten first): about 100 bytes each. Default 100000 (~10 MB at
-	// most per subscription, only while replicated messages flow).
+	// DedupMaxIDs bounds the ids remembered per topic and channel (the
+	// oldest are forgotten first): about 100 bytes each. Default 200000
+	// (~20 MB at most per channel, only while replicated messages flow).
 	DedupMaxIDs int
+	// StandbyDelay is when the standby copies of a replicated send become
+	// deliverable: its send time (plus its delay) plus StandbyDelay. A
+	// standby whose message was acked on its channel by then is finished
+	// without delivery; otherwise (the first copy was lost with its node,
+	// or is still unacked) it is delivered. Longer means fewer duplicates
+	// from slow consumers, later recovery of what a dead node held, and more
+	// deferred messages held by nsqd (rate × StandbyDelay). At most 1h
+	// (nsqd's --max-req-timeout). Default 30s.
+	StandbyDelay time.Duration
+	// MinReplicas is the fewest copies a replicated send may write when
+	// fewer usable nodes than asked for exist (fewer: ErrUnavailable). 0
+	// (the default) means every copy asked for: an acknowledged replicated
+	// send is on that many nodes, and a pool with too few usable nodes
+	// refuses replicated sends. 1 keeps taking sends on whatever is left
+	// (counted as under-replicated), at the price of what a second failure
+	// would lose.
+	MinReplicas int
+	// AckTopic, if set, is the NSQ topic through which qgate instances
+	// sharing the pool's nodes tell each other which replicated messages
+	// were acked on which channel (AckRecord), so that standby copies are
+	// finished wherever they surface. Each pool reads it on a channel of its
+	// own (named after InstanceID), deleted when the pool closes; the
+	// channels of instances gone for AckChannelExpiry are deleted by the
+	// others. Empty: acks are shared only between this pool's subscriptions.
+	AckTopic string
+	// InstanceID names this pool among those sharing AckTopic. Default: a
+	// random id.
+	InstanceID string
 	// Logger receives the pool's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Observer, if set, is told of every write to a node, every retry on
@@ -126,7 +157,10 @@ const (
 	DefaultAttemptTimeout      = time.Second
 	DefaultLookupdPollInterval = 5 * time.Second
 	DefaultDedupWindow         = 10 * time.Minute
-	DefaultDedupMaxIDs         = 100_000
+	DefaultDedupMaxIDs         = 200_000
+	DefaultStandbyDelay        = 30 * time.Second
+	// DefaultAckTopic is the ack topic qgate serve uses.
+	DefaultAckTopic = "qgate.acks"
 )
 
 // GroupsForMode lays out nodes as the groups of a mode preset: cluster makes
@@ -182,6 +216,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.DedupMaxIDs == 0 {
 		cfg.DedupMaxIDs = DefaultDedupMaxIDs
 	}
+	if cfg.StandbyDelay == 0 {
+		cfg.StandbyDelay = DefaultStandbyDelay
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = randomID()
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -223,6 +263,18 @@ func (cfg Config) validate() error {
 	}
 	if cfg.WriteTimeout > 0 && cfg.WriteTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("write timeout %v: must be at least 100ms", cfg.WriteTimeout))
+	}
+	if cfg.StandbyDelay < 0 || cfg.StandbyDelay > maxRequeueDelay {
+		errs = append(errs, fmt.Errorf("standby delay %v: must be between 0 and %v", cfg.StandbyDelay, maxRequeueDelay))
+	}
+	if cfg.MinReplicas < 0 {
+		errs = append(errs, fmt.Errorf("min replicas %d: must not be negative", cfg.MinReplicas))
+	}
+	if cfg.AckTopic != "" && !gonsq.IsValidTopicName(cfg.AckTopic) {
+		errs = append(errs, fmt.Errorf("ack topic %q: not a valid NSQ topic name", cfg.AckTopic))
+	}
+	if !gonsq.IsValidChannelName(ackChannel(cfg.InstanceID)) {
+		errs = append(errs, fmt.Errorf("instance id %q: makes no valid NSQ channel name", cfg.InstanceID))
 	}
 	if cfg.DedupMaxIDs < 0 {
 		errs = append(errs, fmt.Errorf("dedup max ids %d: must not be negative", cfg.DedupMaxIDs))

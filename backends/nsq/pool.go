@@ -35,6 +35,12 @@ type Pool struct {
 	watchers map[*watcher]struct{}
 	closed   bool
 
+	// acked holds the replicated message ids acked per topic and channel
+	// (deduplication); bus shares them with other instances (nil without
+	// Config.AckTopic).
+	acked *ackedIDs
+	bus   *ackBus
+
 	rr uint64 // round-robin counter over groups; guarded by rrMu
 	// rrMu is separate from mu so picking a group never waits on a writer.
 	rrMu sync.Mutex
@@ -60,6 +66,7 @@ func New(cfg Config) (*Pool, error) {
 		nodes:    make(map[string]*node),
 		subs:     make(map[*subscription]struct{}),
 		watchers: make(map[*watcher]struct{}),
+		acked:    newAckedIDs(cfg.DedupWindow, cfg.DedupMaxIDs),
 	}
 	var created []*node
 	for _, gc := range cfg.Groups {
@@ -95,7 +102,10 @@ func New(cfg Config) (*Pool, error) {
 			return nil, err
 		}
 	}
-	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created))
+	if cfg.AckTopic != "" {
+		p.startAckBus()
+	}
+	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created), "instance", cfg.InstanceID)
 	return p, nil
 }
 
@@ -192,6 +202,9 @@ func (p *Pool) Close() error {
 }
 
 func (p *Pool) close() {
+	if p.bus != nil {
+		p.bus.close() // flush what is queued while the pool can still send
+	}
 	p.mu.Lock()
 	p.closed = true
 	subs := make([]*subscription, 0, len(p.subs))
@@ -334,10 +347,14 @@ func (p *Pool) housekeeping() {
 	tick := clampDuration(p.cfg.FailbackHold/20, 10*time.Millisecond, 250*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastConnect := time.Now()
+	lastConnect, lastEvict := time.Now(), time.Now()
 	for {
 		select {
 		case now := <-t.C:
+			if now.Sub(lastEvict) >= time.Second {
+				lastEvict = now
+				p.acked.evict(now)
+			}
 			p.mu.Lock()
 			p.refreshLocked(now)
 			var subs []*subscription

@@ -11,42 +11,76 @@ import (
 )
 
 // replicaSet is the state shared by the copies of one replicated send: the
-// groups that hold a copy or are writing one.
+// nodes that hold a copy or are writing one.
 type replicaSet struct {
 	mu   sync.Mutex
-	busy map[*group]bool
+	busy map[*node]bool
 }
 
-// sendReplicated writes bodies to replicas nodes in distinct groups at
-// once, and succeeds when every copy was acknowledged. A copy whose attempt
-// fails (and may be retried) moves to a node of a group that holds no copy
-// and is not writing one; when no such node is left, or fewer groups than
-// replicas have a usable node to begin with, the send fails with
-// backends.ErrUnavailable: some copies may have been written, none may be
-// assumed. nsqd's rejection of the request fails it at once (ErrRejected).
-// Each copy but the first runs in a goroutine of its own; all have ended
-// when sendReplicated returns.
-func (p *Pool) sendReplicated(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, replicas int) error {
+// UnderReplicatedObserver is an optional Observer method: an Observer that
+// has it is told of every replicated send that found fewer usable nodes
+// than copies asked for and wrote fewer (at least Config.MinReplicas).
+type UnderReplicatedObserver interface {
+	SendUnderReplicated(topic string, copies, want int)
+}
+
+// sendReplicated writes msgs to replicas distinct nodes at once, preferring
+// nodes of distinct groups (in failover mode, one group, the active member
+// and the next usable backup), and succeeds when every copy was
+// acknowledged. The first copy is delivered as usual; the others are
+// standbys (see encode and the package documentation): deliverable only
+// StandbyDelay after the send, and then only if the message was not acked.
+//
+// A copy whose attempt fails (and may be retried) moves to a node that
+// holds no copy, preferring a group that holds none; when no such node is
+// left the send fails with backends.ErrUnavailable: some copies may have
+// been written, none may be assumed. When fewer usable nodes than replicas
+// exist to begin with, the send fails the same way, unless
+// Config.MinReplicas allows fewer copies (one per usable node). nsqd's
+// rejection of the request fails it at once (ErrRejected). Each copy but
+// the first runs in a goroutine of its own; all have ended when
+// sendReplicated returns.
+func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backends.Message, delay time.Duration, replicas int) error {
 	start := p.nextStart()
-	first, err := p.pickGroups(start, replicas)
+	first, err := p.pickReplicaNodes(start, replicas)
 	if err != nil {
 		return err
 	}
 	if len(first) < replicas {
-		return fmt.Errorf("nsq: send to %s: %d replicas asked, %d groups have a usable node: %w",
-			topic, replicas, len(first), backends.ErrUnavailable)
+		need := p.cfg.MinReplicas
+		if need <= 0 || need > replicas {
+			need = replicas
+		}
+		if len(first) < need || len(first) == 0 {
+			return fmt.Errorf("nsq: send to %s: %d replicas asked (at least %d), %d nodes usable: %w",
+				topic, replicas, need, len(first), backends.ErrUnavailable)
+		}
+		if o, ok := p.cfg.Observer.(UnderReplicatedObserver); ok {
+			o.SendUnderReplicated(topic, len(first), replicas)
+		}
+		if len(first) == 1 {
+			return p.sendOnce(ctx, topic, encode(msgs, 1, delay, false, time.Time{}), delay)
+		}
+		replicas = len(first)
 	}
-	rs := &replicaSet{busy: make(map[*group]bool, replicas)}
+	now := time.Now()
+	primary := encode(msgs, replicas, delay, false, time.Time{})
+	// Standbys are written without nsqd's deferral (in the coalesced MPUBs):
+	// the subscription that first receives one defers it (REQ) until its
+	// not_before. nsqd would lose a DPUB's timer anyway when it writes the
+	// message to disk (--mem-queue-size=0).
+	standby := encode(msgs, replicas, 0, true, now.Add(delay+p.cfg.StandbyDelay))
+	rs := &replicaSet{busy: make(map[*node]bool, replicas)}
 	for _, n := range first {
-		rs.busy[n.group] = true
+		rs.busy[n] = true
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, replicas)
 	for _, n := range first[1:] {
-		go func() { errc <- p.sendCopy(cctx, topic, bodies, delay, n, rs, start) }()
+		go func() { errc <- p.sendCopy(cctx, topic, standby, 0, n, rs, start) }()
 	}
-	errc <- p.sendCopy(cctx, topic, bodies, delay, first[0], rs, start)
+	errc <- p.sendCopy(cctx, topic, primary, delay, first[0], rs, start)
 	var firstErr error
 	for range replicas {
 		if err := <-errc; err != nil && firstErr == nil {
@@ -60,8 +94,8 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, bodies [][]byte
 	return firstErr
 }
 
-// sendCopy writes one copy, starting on n, moving to another free group
-// when an attempt fails.
+// sendCopy writes one copy, starting on n, moving to another node without
+// a copy when an attempt fails.
 func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, n *node, rs *replicaSet, start int) error {
 	var tried []*node
 	for {
@@ -81,17 +115,17 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 		}
 		tried = append(tried, n)
 		rs.mu.Lock()
-		delete(rs.busy, n.group)
-		next, perr := p.pick(start, tried, rs.busy)
+		delete(rs.busy, n)
+		next, perr := p.pickFree(start, tried, rs.busy)
 		if next != nil {
-			rs.busy[next.group] = true
+			rs.busy[next] = true
 		}
 		rs.mu.Unlock()
 		if perr != nil {
 			return perr
 		}
 		if next == nil {
-			return fmt.Errorf("nsq: send to %s: no group without a copy left for a replica: %w (last error: %s: %w)",
+			return fmt.Errorf("nsq: send to %s: no node without a copy left for a replica: %w (last error: %s: %w)",
 				topic, backends.ErrUnavailable, n.cfg.Name, err)
 		}
 		p.cfg.Observer.SendRetry(topic)
@@ -100,9 +134,12 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 	}
 }
 
-// pickGroups returns the active members of up to k groups, round-robin from
-// start; fewer than k when fewer groups have a usable node.
-func (p *Pool) pickGroups(start, k int) ([]*node, error) {
+// pickReplicaNodes returns up to k distinct usable nodes for the copies of
+// a send: first the active members of distinct groups, round-robin from
+// start; then, when fewer groups than k have one, other usable members in
+// group and priority order (failover mode: the active member, then the
+// next usable backup). Fewer than k when fewer nodes are usable.
+func (p *Pool) pickReplicaNodes(start, k int) ([]*node, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -115,12 +152,42 @@ func (p *Pool) pickGroups(start, k int) ([]*node, error) {
 			live = append(live, a)
 		}
 	}
-	if len(live) <= k {
-		return live, nil
+	out := make([]*node, 0, k)
+	for i := 0; i < len(live) && len(out) < k; i++ {
+		out = append(out, live[(start+i)%len(live)])
 	}
-	out := make([]*node, k)
-	for i := range out {
-		out[i] = live[(start+i)%len(live)]
+	for i := 0; i < len(p.groups) && len(out) < k; i++ {
+		for _, m := range p.groups[(start+i)%len(p.groups)].members {
+			if len(out) < k && m.usable() && !contains(out, m) {
+				out = append(out, m)
+			}
+		}
 	}
 	return out, nil
+}
+
+// pickFree returns a node for a copy whose attempt failed: one that is
+// neither busy (holding or writing a copy) nor tried, preferring the
+// active member of a group without a copy. nil when none is left.
+func (p *Pool) pickFree(start int, tried []*node, busy map[*node]bool) (*node, error) {
+	skip := make(map[*group]bool, len(busy))
+	for n := range busy {
+		skip[n.group] = true
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, errClosed
+	}
+	if n := p.pickLocked(start, tried, skip); n != nil {
+		return n, nil
+	}
+	for i := range p.groups {
+		for _, m := range p.groups[(start+i)%len(p.groups)].members {
+			if m.usable() && !busy[m] && !contains(tried, m) {
+				return m, nil
+			}
+		}
+	}
+	return nil, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/envelope"
+	"github.com/qgate/qgate/internal/nsqdlocal"
 	"github.com/qgate/qgate/internal/nsqtest"
 )
 
@@ -71,7 +72,7 @@ func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
 // exactly two nodes, and a subscriber gets it once, without the marker.
 func TestReplicasTwo(t *testing.T) {
 	nodes := nsqtest.StartNodes(t, 3)
-	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.StandbyDelay = 300 * time.Millisecond })
 	const topic, n = "repl", 60
 	for _, nd := range nodes { // the raw channel keeps every copy for inspection
 		resp, err := p.http.Post("http://"+nd.HTTPAddr+"/topic/create?topic="+topic, "", nil)
@@ -129,9 +130,13 @@ func TestReplicasTwo(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel2()
-	if d, err := sub.Receive(ctx2); err == nil {
+	// Every standby copy surfaces after its delay and is finished, not
+	// delivered: wait until channel c is empty everywhere (no copy queued,
+	// in flight or deferred), then nothing may be ready.
+	waitChannelEmpty(t, localHTTP(nodes), topic, "c", n, 20*time.Second)
+	done, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if d, err := sub.Receive(done); err == nil {
 		t.Errorf("second copy delivered: %s (attempt %d)", d.ID, d.Attempt)
 	}
 	for id, c := range got {
@@ -150,14 +155,15 @@ func TestReplicasTwo(t *testing.T) {
 	}
 }
 
-// TestReplicasMoreThanGroups: more replicas than groups with a usable node
-// is ErrUnavailable, and nothing is written.
-func TestReplicasMoreThanGroups(t *testing.T) {
+// TestReplicasMoreThanNodes: with fewer usable nodes than replicas, a
+// send is ErrUnavailable, writing nothing (by default: every copy is
+// required); with MinReplicas 1 it writes one copy per usable node.
+func TestReplicasMoreThanNodes(t *testing.T) {
 	nodes := nsqtest.StartNodes(t, 2)
-	p := newPool(t, ModeCluster, localNodes(nodes), nil)
-	err := sendReplicas(context.Background(), p, "many", 3, "x")
+	strict := newPool(t, ModeCluster, localNodes(nodes), nil)
+	err := sendReplicas(context.Background(), strict, "many", 3, "x")
 	if !errors.Is(err, backends.ErrUnavailable) {
-		t.Fatalf("replicas 3 over 2 groups: got %v, want ErrUnavailable", err)
+		t.Fatalf("replicas 3, min 3, over 2 nodes: got %v, want ErrUnavailable", err)
 	}
 	t.Log(err)
 	for _, nd := range nodes {
@@ -165,12 +171,24 @@ func TestReplicasMoreThanGroups(t *testing.T) {
 			t.Errorf("node %s: %d messages written", nd.Name, tp.MessageCount)
 		}
 	}
-	// Draining one of two nodes leaves one group for replicas 2.
+	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.MinReplicas = 1 })
+	if err := sendReplicas(context.Background(), p, "many", 3, "y"); err != nil {
+		t.Fatalf("replicas 3 over 2 nodes, min 1: %v", err)
+	}
+	for _, nd := range nodes {
+		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 1 {
+			t.Errorf("node %s: topic %+v, want 1 message (one copy per node)", nd.Name, tp)
+		}
+	}
+	// Draining one of two nodes leaves one node: one copy, not replicated.
 	if _, err := p.SetDraining("n0", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := sendReplicas(context.Background(), p, "many", 2, "y"); !errors.Is(err, backends.ErrUnavailable) {
-		t.Errorf("replicas 2 with one usable group: got %v, want ErrUnavailable", err)
+	if err := sendReplicas(context.Background(), p, "many", 2, "z"); err != nil {
+		t.Errorf("replicas 2 with one usable node, min 1: %v", err)
+	}
+	if tp := nsqtest.Stats(t, nodes[1].HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 2 {
+		t.Errorf("node %s: topic %+v, want 2 messages", nodes[1].Name, tp)
 	}
 }
 
@@ -182,7 +200,7 @@ func TestReplicasMoreThanGroups(t *testing.T) {
 // the third group).
 func TestReplicasSurviveKill(t *testing.T) {
 	procs := startProcs(t, 3, nsqtest.Args("--mem-queue-size=0", "--sync-every=1"))
-	p := newPool(t, ModeCluster, processNodes(procs), nil)
+	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) { c.StandbyDelay = time.Second })
 	const topic = "replkill"
 	sub := subscribe(t, p, topic, "c", 50)
 	c, _ := consumeAll(t, sub)
@@ -193,7 +211,7 @@ func TestReplicasSurviveKill(t *testing.T) {
 	l.halt()
 	acked, _ := l.result()
 	checkNoErrors(t, l)
-	if !waitAllDelivered(t, c, acked, 10*time.Second) {
+	if !waitAllDelivered(t, c, acked, 15*time.Second) {
 		return
 	}
 	c.mu.Lock()
@@ -205,4 +223,40 @@ func TestReplicasSurviveKill(t *testing.T) {
 	}
 	c.mu.Unlock()
 	t.Logf("replicas 2, one of three nodes killed for good: %d acknowledged, all delivered, %d delivered more than once", len(acked), dups)
+}
+
+// waitChannelEmpty waits until topic/channel holds nothing on any node
+// (queued, in flight or deferred) after at least minCount messages reached
+// it in all, and fails the test at timeout.
+func waitChannelEmpty(t *testing.T, httpAddrs []string, topic, channel string, minCount int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		busy, count := 0, 0
+		for _, addr := range httpAddrs {
+			tp := nsqtest.Stats(t, addr).Topic(topic)
+			if tp == nil {
+				continue
+			}
+			if ch := tp.Channel(channel); ch != nil {
+				busy += int(ch.Depth) + ch.InFlightCount + ch.DeferredCount
+				count += int(ch.MessageCount)
+			}
+		}
+		if busy == 0 && count >= minCount {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("channel %s/%s: %d messages still queued, in flight or deferred, %d arrived, after %v", topic, channel, busy, count, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func localHTTP(nodes []*nsqdlocal.Node) []string {
+	out := make([]string, len(nodes))
+	for i, nd := range nodes {
+		out[i] = nd.HTTPAddr
+	}
+	return out
 }

@@ -29,11 +29,15 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	replicas := max(opts.Replicas, 1)
-	bodies := encode(msgs, replicas)
-	if replicas > 1 {
-		return p.sendReplicated(ctx, topic, bodies, opts.Delay, replicas)
+	if opts.Replicas > 1 {
+		return p.sendReplicated(ctx, topic, msgs, opts.Delay, opts.Replicas)
 	}
+	return p.sendOnce(ctx, topic, encode(msgs, 1, opts.Delay, false, time.Time{}), opts.Delay)
+}
+
+// sendOnce writes bodies to one node, moving to the next usable node when
+// an attempt fails (see Send).
+func (p *Pool) sendOnce(ctx context.Context, topic string, bodies [][]byte, delay time.Duration) error {
 	start := p.nextStart()
 	var tried []*node
 	var lastErr error
@@ -58,7 +62,7 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 		if alt, _ := p.pick(start, tried, nil); alt == nil {
 			budget = aloneAttemptTimeout
 		}
-		err = p.attempt(ctx, n, topic, bodies, opts.Delay, budget)
+		err = p.attempt(ctx, n, topic, bodies, delay, budget)
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
@@ -80,18 +84,33 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 
 // encode returns the envelopes of msgs. Copies of a replicated send carry
 // the number of copies, so that subscriptions deduplicate them (and only
-// them).
-func encode(msgs []*backends.Message, replicas int) [][]byte {
+// them); standby copies are marked so and carry notBefore. A delayed
+// message carries its due time (publish time + delay) as not_before, so
+// that a subscription defers it again should nsqd deliver it early (nsqd
+// drops a deferred message's timer when it writes it to disk).
+func encode(msgs []*backends.Message, replicas int, delay time.Duration, standby bool, notBefore time.Time) [][]byte {
 	bodies := make([][]byte, len(msgs))
 	var e envelope.Message
 	if replicas > 1 {
 		e.Replicas = uint32(replicas)
 	}
+	e.Standby = standby
 	for i, m := range msgs {
 		e.ID, e.Attributes, e.PublishTime, e.Body = m.ID, m.Attributes, m.PublishTime, m.Body
+		e.NotBefore = notBefore
+		if !standby && delay > 0 {
+			e.NotBefore = publishOrNow(m.PublishTime).Add(delay)
+		}
 		bodies[i] = envelope.Append(make([]byte, 0, envelope.Size(&e)), &e)
 	}
 	return bodies
+}
+
+func publishOrNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
 }
 
 // failed handles a failed attempt on n that is not the caller's deadline
@@ -133,6 +152,11 @@ func (p *Pool) pick(start int, tried []*node, skip map[*group]bool) (*node, erro
 	if p.closed {
 		return nil, errClosed
 	}
+	return p.pickLocked(start, tried, skip), nil
+}
+
+// pickLocked is pick; callers hold p.mu (read).
+func (p *Pool) pickLocked(start int, tried []*node, skip map[*group]bool) *node {
 	now := time.Now()
 	var live []*node
 	for _, g := range p.groups {
@@ -144,7 +168,7 @@ func (p *Pool) pick(start int, tried []*node, skip map[*group]bool) (*node, erro
 		}
 	}
 	if len(live) > 0 {
-		return live[start%len(live)], nil
+		return live[start%len(live)]
 	}
 	for i := range p.groups {
 		g := p.groups[(start+i)%len(p.groups)]
@@ -153,11 +177,11 @@ func (p *Pool) pick(start int, tried []*node, skip map[*group]bool) (*node, erro
 		}
 		for _, m := range g.members {
 			if m.usable() && !contains(tried, m) {
-				return m, nil
+				return m
 			}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 func contains(ns []*node, n *node) bool {

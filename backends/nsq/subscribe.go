@@ -102,9 +102,10 @@ type subscription struct {
 	lastArrival atomic.Int64
 
 	// Deduplication of replicated messages (see dedup in the package
-	// documentation). Guarded by mu.
-	byID map[string]*delivery // held copy of each replicated message id
-	seen *idWindow            // ids of replicated messages acked here
+	// documentation): the ids acked on this topic and channel are the
+	// pool's (Pool.acked); byID, guarded by mu, holds the held copy of each
+	// replicated message id.
+	byID map[string]*delivery
 }
 
 // delivery is one message held by a subscription; it is the Acker.
@@ -117,6 +118,12 @@ type delivery struct {
 	nsqDeadline time.Time // when nsqd times the message out, absent a TOUCH
 	settled     bool
 	handed      bool
+	// released: settled because its node's connection was lost (see
+	// releaseDown). A client's Ack that comes later still counts for
+	// deduplication: the message's other copies are finished, not
+	// delivered again.
+	released  bool
+	lateAcked bool
 	// Replicated messages: rid is the message id. A copy that arrives while
 	// another copy is held waits, parked (primary set, not queued), for
 	// that copy's outcome: finished with it when it is acked, handed back
@@ -162,7 +169,6 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 		deadKick:   make(chan struct{}, 1),
 		held:       make(map[*delivery]struct{}),
 		byID:       make(map[string]*delivery),
-		seen:       newIDWindow(p.cfg.DedupWindow, p.cfg.DedupMaxIDs),
 		down:       make(map[string]bool),
 		connecting: make(map[string]bool),
 	}
@@ -452,17 +458,35 @@ func (s *subscription) loop() {
 
 // releaseDown settles every delivery of the nodes reported down and hands
 // it back (REQ 0): nsqd requeues them anyway when the connection is gone.
+// Their parked copies (from other nodes) are handed back too; those of a
+// replicated delivery the client holds come back only after its ack
+// deadline, since a late Ack of the released delivery still counts (see
+// delivery.Ack) and then finishes them on arrival instead of delivering
+// them twice.
 func (s *subscription) releaseDown() {
 	s.mu.Lock()
 	if len(s.down) == 0 {
 		s.mu.Unlock()
 		return
 	}
-	var rel []*delivery
+	type release struct {
+		d     *delivery
+		delay time.Duration
+	}
+	var rel []release
+	now := time.Now()
 	for d := range s.held {
 		if s.down[d.msg.NSQDAddress] && !d.settled {
-			rel = append(rel, d)
-			rel = append(rel, s.settleLocked(d)...)
+			d.released = true
+			rel = append(rel, release{d, 0})
+			var delay time.Duration
+			if d.handed && d.rid != "" {
+				delay = max(d.deadline.Sub(now), 0) + notBeforePrecision
+			}
+			for _, x := range s.settleLocked(d) {
+				x.released = true
+				rel = append(rel, release{x, delay})
+			}
 		}
 	}
 	clear(s.down)
@@ -470,8 +494,8 @@ func (s *subscription) releaseDown() {
 	if len(rel) > 0 {
 		s.log.Info("nsq released deliveries of a down node", "count", len(rel))
 	}
-	for _, d := range rel {
-		d.msg.RequeueWithoutBackoff(0)
+	for _, r := range rel {
+		r.d.msg.RequeueWithoutBackoff(min(r.delay, maxRequeueDelay))
 	}
 }
 
@@ -481,7 +505,6 @@ func (s *subscription) releaseDown() {
 // stops nsqd from timing it out (and counting another attempt) meanwhile.
 func (s *subscription) expire(now time.Time) {
 	s.mu.Lock()
-	s.seen.evict(now)
 	var exp, touch []*delivery
 	for d := range s.held {
 		if d.settled {
@@ -518,15 +541,24 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		return nil
 	}
 	now := time.Now()
-	msg, replicated := decode(m)
-	if replicated {
-		if s.seen.has(msg.ID, now) {
-			s.mu.Unlock()
-			m.Finish() // a copy of a message acked here
-			return nil
-		}
+	msg, info := decode(m)
+	if wait := info.notBefore.Sub(now); wait > notBeforePrecision {
+		// Not due yet: a standby copy, or a deferred message whose timer
+		// nsqd dropped. Defer it (again) until it is.
+		s.mu.Unlock()
+		m.RequeueWithoutBackoff(min(wait, maxRequeueDelay))
+		return nil
 	}
-	if s.opts.MaxAttempts > 0 && int(m.Attempts) > s.opts.MaxAttempts {
+	if info.replicated && s.p.acked.has(s.opts.Topic, s.opts.Channel, msg.ID, now) {
+		s.mu.Unlock()
+		m.Finish() // a copy of a message acked on this channel
+		return nil
+	}
+	attempts := int(m.Attempts)
+	if info.standby && attempts > 1 {
+		attempts-- // its early arrival, deferred above, was not a delivery
+	}
+	if s.opts.MaxAttempts > 0 && attempts > s.opts.MaxAttempts {
 		s.dead = append(s.dead, m)
 		s.mu.Unlock()
 		wake(s.deadKick)
@@ -543,9 +575,9 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	// buffer, up to outputBufferTimeout before we read it: count from then,
 	// so an Ack that we accept reaches nsqd before its deadline.
 	d := &delivery{s: s, msg: m, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
-	d.d = backends.Delivery{Message: msg, Attempt: int(m.Attempts), Acker: d}
+	d.d = backends.Delivery{Message: msg, Attempt: attempts, Acker: d}
 	s.held[d] = struct{}{}
-	if replicated {
+	if info.replicated {
 		d.rid = msg.ID
 		if p := s.byID[msg.ID]; p != nil {
 			d.primary = p // park: wait for the held copy's outcome
@@ -561,15 +593,26 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	return nil
 }
 
+// notBeforePrecision: a message that arrives at most this much before its
+// not_before is delivered rather than deferred again.
+const notBeforePrecision = 10 * time.Millisecond
+
+// copyInfo is what the envelope says about a copy beyond the message.
+type copyInfo struct {
+	replicated bool      // a copy of a replicated send: deduplicated by id
+	standby    bool      // a standby copy (deferred once on arrival)
+	notBefore  time.Time // not deliverable before; zero: at once
+}
+
 // decode turns an NSQ message into the message qgate sent, and tells
-// whether it is a copy of a replicated send; a body without the envelope is
-// delivered as-is with nsqd's id and timestamp, and is never a replicated
-// copy.
-func decode(m *gonsq.Message) (backends.Message, bool) {
+// what kind of copy it is; a body without the envelope is delivered as-is
+// with nsqd's id and timestamp, and is never a replicated copy.
+func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 	if e, ok := envelope.Decode(m.Body); ok {
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime}, e.Replicas > 1
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime},
+			copyInfo{replicated: e.Replicas > 1, standby: e.Standby, notBefore: e.NotBefore}
 	}
-	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, false
+	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{}
 }
 
 // Receive returns the next delivery; see backends.Subscription. A delivery
@@ -664,22 +707,39 @@ func (s *subscription) settleLocked(d *delivery) []*delivery {
 }
 
 // settle settles d for Ack (ack true) or Nack. It reports false when d was
-// already settled; expired when its deadline had passed. It returns d's
-// parked copies. An acked replicated message's id is remembered.
-func (d *delivery) settle(ack bool) (ok, expired bool, dups []*delivery) {
+// already settled; expired when its deadline had passed; late for the
+// first Ack of a replicated delivery that was released with its lost
+// connection (nothing to answer on the wire, but its id counts as acked).
+// It returns d's parked copies. An acked replicated message's id is
+// remembered, and shared with other instances.
+func (d *delivery) settle(ack bool) (ok, expired, late bool, dups []*delivery) {
 	s := d.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d.settled {
-		return false, false, nil
-	}
 	now := time.Now()
+	if d.settled {
+		if ack && d.released && !d.lateAcked && d.rid != "" && !now.After(d.deadline) {
+			d.lateAcked = true
+			s.p.noteAcked(s.opts.Topic, s.opts.Channel, d.rid, now)
+			return false, false, true, nil
+		}
+		return false, false, false, nil
+	}
 	dups = s.settleLocked(d)
 	expired = now.After(d.deadline)
 	if ack && !expired && d.rid != "" {
-		s.seen.add(d.rid, now)
+		s.p.noteAcked(s.opts.Topic, s.opts.Channel, d.rid, now)
 	}
-	return true, expired, dups
+	return true, expired, false, dups
+}
+
+// noteAcked remembers that the replicated message id was acked on
+// topic/channel, and tells the other instances.
+func (p *Pool) noteAcked(topic, channel, id string, now time.Time) {
+	p.acked.add(topic, channel, []string{id}, now)
+	if p.bus != nil {
+		p.bus.note(topic, channel, id)
+	}
 }
 
 var errUnknown = fmt.Errorf("nsq: %w", backends.ErrUnknownDelivery)
@@ -691,10 +751,15 @@ func requeue(ds []*delivery, delay time.Duration) {
 	}
 }
 
-// Ack finishes the message (FIN), and its parked copies.
+// Ack finishes the message (FIN), and its parked copies. The Ack of a
+// replicated delivery released with its lost connection succeeds without
+// a FIN (there is no connection to send it on): its other copies are
+// finished wherever they arrive, and nsqd's redelivery of this one too.
 func (d *delivery) Ack() error {
-	ok, expired, dups := d.settle(true)
+	ok, expired, late, dups := d.settle(true)
 	switch {
+	case late:
+		return nil
 	case !ok:
 		return errUnknown
 	case expired:
@@ -712,7 +777,7 @@ func (d *delivery) Ack() error {
 // Nack hands the message back for redelivery after delay (REQ, no
 // backoff), and its parked copies with it.
 func (d *delivery) Nack(delay time.Duration) error {
-	ok, expired, dups := d.settle(false)
+	ok, expired, _, dups := d.settle(false)
 	switch {
 	case !ok:
 		return errUnknown

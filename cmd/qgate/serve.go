@@ -64,6 +64,9 @@ type serveFlags struct {
 	maxBatchMessages    int
 	maxBatchSize        int
 	replicas            int
+	minReplicas         int
+	standbyDelay        time.Duration
+	ackTopic            string
 	shutdownTimeout     time.Duration
 	logLevel, logFormat string
 
@@ -95,7 +98,10 @@ func newServeFlags() *serveFlags {
 	fs.IntVar(&f.maxBodySize, "max-body-size", service.DefaultMaxBodyBytes, "largest message body in bytes, envelope included (nsqd's --max-msg-size)")
 	fs.IntVar(&f.maxBatchMessages, "max-batch-messages", service.DefaultMaxBatchMessages, "most messages in one Send")
 	fs.IntVar(&f.maxBatchSize, "max-batch-size", service.DefaultMaxBatchBytes, "largest Send batch in bytes (nsqd's --max-body-size); gRPC requests may be 64 KiB larger")
-	fs.IntVar(&f.replicas, "replicas", 1, "nodes in distinct groups that must each acknowledge a copy of a Send that does not ask for a number itself (at most 3)")
+	fs.IntVar(&f.replicas, "replicas", 2, "copies of a Send that does not ask for a number itself, each acknowledged by a different node (distinct groups first; failover: the active node and a backup), so an acknowledged message survives the loss of a node; 1 keeps one copy (at most 3)")
+	fs.IntVar(&f.minReplicas, "min-replicas", 0, "fewest copies a replicated Send may write when fewer nodes than it asks for are usable (fewer: UNAVAILABLE); 0: every copy asked for")
+	fs.DurationVar(&f.standbyDelay, "standby-delay", nsq.DefaultStandbyDelay, "when a replicated message's standby copies become deliverable (if it was not acked by then): after its send (and delay) plus this")
+	fs.StringVar(&f.ackTopic, "ack-topic", nsq.DefaultAckTopic, "NSQ topic through which qgate instances sharing nodes share acks, so a replicated message is delivered once across them (\"off\": not shared)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long running calls may take to finish on shutdown")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -198,12 +204,22 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	override("check-interval", &s.poolCfg.Check.Interval, f.checkInterval)
 	override("check-timeout", &s.poolCfg.Check.Timeout, f.checkTimeout)
 	override("failback-hold", &s.poolCfg.FailbackHold, f.failbackHold)
+	override("standby-delay", &s.poolCfg.StandbyDelay, f.standbyDelay)
+	if s.poolCfg.AckTopic == "" || f.set("ack-topic") {
+		s.poolCfg.AckTopic = f.ackTopic
+	}
+	if s.poolCfg.AckTopic == "off" {
+		s.poolCfg.AckTopic = ""
+	}
 	overrideInt := func(name string, dst *int, v int) {
 		if f.set(name) || *dst == 0 {
 			*dst = v
 		}
 	}
 	overrideInt("fall", &s.poolCfg.Check.Fall, f.fall)
+	if f.set("min-replicas") {
+		s.poolCfg.MinReplicas = f.minReplicas
+	}
 	overrideInt("rise", &s.poolCfg.Check.Rise, f.rise)
 	overrideInt("max-body-size", &s.limits.MaxBodyBytes, f.maxBodySize)
 	overrideInt("max-batch-messages", &s.limits.MaxBatchMessages, f.maxBatchMessages)
@@ -320,6 +336,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if f.replicas < 1 || f.replicas > service.MaxReplicas {
 		return f.fs.usageErr(e, "--replicas must be 1 to %d", service.MaxReplicas)
+	}
+	if f.minReplicas < 0 || f.minReplicas > service.MaxReplicas {
+		return f.fs.usageErr(e, "--min-replicas must be 0 to %d", service.MaxReplicas)
 	}
 	if f.maxSubsPerToken < 0 || f.ratePerToken < 0 || f.rateBurst < 0 {
 		return f.fs.usageErr(e, "--max-subscriptions-per-token, --rate-per-token and --rate-burst must not be negative")

@@ -29,6 +29,8 @@ const (
 	fieldPublishTime = 3
 	fieldBody        = 4
 	fieldReplicas    = 5
+	fieldNotBefore   = 6
+	fieldStandby     = 7
 
 	fieldMapKey   = 1
 	fieldMapValue = 2
@@ -47,6 +49,12 @@ type Message struct {
 	// carries it, so subscriptions know to deduplicate); 0 for a message
 	// written once.
 	Replicas uint32
+	// NotBefore is the earliest time the message may be delivered; zero
+	// for at once.
+	NotBefore time.Time
+	// Standby marks every copy of a replicated send but the first: it is
+	// delivered only if no other copy was acknowledged by NotBefore.
+	Standby bool
 }
 
 // Size returns the encoded size of m, Magic included.
@@ -64,6 +72,12 @@ func Size(m *Message) int {
 	n += protowire.SizeTag(fieldBody) + protowire.SizeBytes(len(m.Body))
 	if m.Replicas != 0 {
 		n += protowire.SizeTag(fieldReplicas) + protowire.SizeVarint(uint64(m.Replicas))
+	}
+	if !m.NotBefore.IsZero() {
+		n += protowire.SizeTag(fieldNotBefore) + protowire.SizeBytes(timestampSize(m.NotBefore))
+	}
+	if m.Standby {
+		n += protowire.SizeTag(fieldStandby) + protowire.SizeVarint(1)
 	}
 	return n
 }
@@ -87,22 +101,35 @@ func Append(dst []byte, m *Message) []byte {
 		dst = protowire.AppendString(dst, v)
 	}
 	if !publish.IsZero() {
-		dst = protowire.AppendTag(dst, fieldPublishTime, protowire.BytesType)
-		dst = protowire.AppendVarint(dst, uint64(timestampSize(publish)))
-		if s := publish.Unix(); s != 0 {
-			dst = protowire.AppendTag(dst, fieldSeconds, protowire.VarintType)
-			dst = protowire.AppendVarint(dst, uint64(s))
-		}
-		if ns := publish.Nanosecond(); ns != 0 {
-			dst = protowire.AppendTag(dst, fieldNanos, protowire.VarintType)
-			dst = protowire.AppendVarint(dst, uint64(ns))
-		}
+		dst = appendTimestamp(dst, fieldPublishTime, publish)
 	}
 	dst = protowire.AppendTag(dst, fieldBody, protowire.BytesType)
 	dst = protowire.AppendBytes(dst, m.Body)
 	if m.Replicas != 0 {
 		dst = protowire.AppendTag(dst, fieldReplicas, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, uint64(m.Replicas))
+	}
+	if !m.NotBefore.IsZero() {
+		dst = appendTimestamp(dst, fieldNotBefore, m.NotBefore)
+	}
+	if m.Standby {
+		dst = protowire.AppendTag(dst, fieldStandby, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, 1)
+	}
+	return dst
+}
+
+// appendTimestamp appends t as a google.protobuf.Timestamp field num.
+func appendTimestamp(dst []byte, num protowire.Number, t time.Time) []byte {
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(timestampSize(t)))
+	if s := t.Unix(); s != 0 {
+		dst = protowire.AppendTag(dst, fieldSeconds, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(s))
+	}
+	if ns := t.Nanosecond(); ns != 0 {
+		dst = protowire.AppendTag(dst, fieldNanos, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(ns))
 	}
 	return dst
 }
@@ -140,7 +167,7 @@ func Decode(b []byte) (m Message, ok bool) {
 				m.Attributes = make(map[string]string)
 			}
 			m.Attributes[k], b = val, b[n:]
-		case num == fieldPublishTime && typ == protowire.BytesType:
+		case (num == fieldPublishTime || num == fieldNotBefore) && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return Message{}, false
@@ -149,7 +176,12 @@ func Decode(b []byte) (m Message, ok bool) {
 			if !ok {
 				return Message{}, false
 			}
-			m.PublishTime, b = t, b[n:]
+			if num == fieldPublishTime {
+				m.PublishTime = t
+			} else {
+				m.NotBefore = t
+			}
+			b = b[n:]
 		case num == fieldBody && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
@@ -162,6 +194,12 @@ func Decode(b []byte) (m Message, ok bool) {
 				return Message{}, false
 			}
 			m.Replicas, b = uint32(v), b[n:]
+		case num == fieldStandby && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return Message{}, false
+			}
+			m.Standby, b = v != 0, b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {

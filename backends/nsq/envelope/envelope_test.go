@@ -3,6 +3,7 @@ package envelope
 import (
 	"bytes"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,5 +135,58 @@ func BenchmarkDecode(b *testing.B) {
 		if _, ok := Decode(enc); !ok {
 			b.Fatal("decode")
 		}
+	}
+}
+
+func TestRoundTripStandby(t *testing.T) {
+	notBefore := time.Unix(1700000030, 5)
+	in := &Message{ID: "id", PublishTime: time.Unix(1700000000, 0), Body: []byte("b"), Replicas: 2, NotBefore: notBefore, Standby: true}
+	b := Append(nil, in)
+	if got, want := len(b), Size(in); got != want {
+		t.Errorf("len(Append) = %d, Size = %d", got, want)
+	}
+	m, ok := Decode(b)
+	if !ok || !m.NotBefore.Equal(notBefore) || !m.Standby || m.Replicas != 2 {
+		t.Fatalf("Decode = %+v, %v; want not_before %v, standby", m, ok, notBefore)
+	}
+	// The generated code, not this package, is the reference.
+	var pb qgatev1.Envelope
+	if err := proto.Unmarshal(b[len(Magic):], &pb); err != nil {
+		t.Fatalf("proto.Unmarshal: %v", err)
+	}
+	if !pb.GetStandby() || !pb.GetNotBefore().AsTime().Equal(notBefore) {
+		t.Errorf("protobuf view = %v", &pb)
+	}
+	pb.Standby, pb.NotBefore = false, timestamppb.New(notBefore.Add(time.Second))
+	enc, err := proto.Marshal(&pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok = Decode(append([]byte(Magic), enc...))
+	if !ok || m.Standby || !m.NotBefore.Equal(notBefore.Add(time.Second)) {
+		t.Errorf("Decode(proto.Marshal) = %+v, %v", m, ok)
+	}
+}
+
+func TestAckRecordIsProto(t *testing.T) {
+	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""}}
+	b := AppendAckRecord(nil, in)
+	var pb qgatev1.AckRecord
+	if err := proto.Unmarshal(b, &pb); err != nil {
+		t.Fatal(err)
+	}
+	if pb.GetInstance() != "i1" || pb.GetTopic() != "t" || pb.GetChannel() != "c#ephemeral" || !slices.Equal(pb.GetMessageIds(), in.IDs) {
+		t.Errorf("protobuf view = %v", &pb)
+	}
+	enc, err := proto.Marshal(&pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeAckRecord(enc)
+	if err != nil || got.Instance != "i1" || got.Topic != "t" || got.Channel != "c#ephemeral" || !slices.Equal(got.IDs, in.IDs) {
+		t.Errorf("DecodeAckRecord(proto.Marshal) = %+v, %v", got, err)
+	}
+	if _, err := DecodeAckRecord([]byte{0x0a, 0x05, 'x'}); err == nil {
+		t.Error("truncated record decoded")
 	}
 }

@@ -43,7 +43,19 @@ type Envelope struct {
 	// For a replicated send, the number of copies written (each to a node of
 	// a different group); 0 for a message written once. qgate's subscriptions
 	// deduplicate by message_id only the messages that carry it.
-	Replicas      uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// The earliest time the message may be delivered. A qgate subscription
+	// that receives the message earlier (nsqd with --mem-queue-size=0 writes
+	// a deferred message to disk without its timer; a standby copy is
+	// written without one) defers it again (REQ) until then. Unset: at once.
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// For a replicated send, true on every copy but the first: a standby that
+	// becomes deliverable only at not_before (the send time plus the pool's
+	// standby delay), and is finished without delivery if the message was
+	// acknowledged on its channel by then (through any qgate sharing the
+	// pool's ack records). See docs/ARCHITECTURE.md, "One delivery per
+	// message".
+	Standby       bool `protobuf:"varint,7,opt,name=standby,proto3" json:"standby,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -113,11 +125,103 @@ func (x *Envelope) GetReplicas() uint32 {
 	return 0
 }
 
+func (x *Envelope) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *Envelope) GetStandby() bool {
+	if x != nil {
+		return x.Standby
+	}
+	return false
+}
+
+// AckRecord tells the other qgate instances of a pool which replicated
+// messages were acknowledged on a channel, so that the standby copies of
+// those messages are finished without delivery wherever they surface.
+// qgate publishes records, batched, to its ack topic (qgate.acks by
+// default) and every instance reads them on a channel of its own.
+type AckRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance that acknowledged the messages (its records are skipped
+	// by itself).
+	Instance string `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The topic and channel the messages were acknowledged on.
+	Topic string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The channel.
+	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The message ids (Envelope.message_id).
+	MessageIds    []string `protobuf:"bytes,4,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRecord) Reset() {
+	*x = AckRecord{}
+	mi := &file_qgate_v1_envelope_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRecord) ProtoMessage() {}
+
+func (x *AckRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_envelope_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRecord.ProtoReflect.Descriptor instead.
+func (*AckRecord) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_envelope_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AckRecord) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
+func (x *AckRecord) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *AckRecord) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *AckRecord) GetMessageIds() []string {
+	if x != nil {
+		return x.MessageIds
+	}
+	return nil
+}
+
 var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n" +
+	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x02\n" +
 	"\bEnvelope\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12B\n" +
@@ -126,10 +230,19 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"attributes\x12=\n" +
 	"\fpublish_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12\x12\n" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12\x1a\n" +
-	"\breplicas\x18\x05 \x01(\rR\breplicas\x1a=\n" +
+	"\breplicas\x18\x05 \x01(\rR\breplicas\x129\n" +
+	"\n" +
+	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x18\n" +
+	"\astandby\x18\a \x01(\bR\astandby\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
+	"\tAckRecord\x12\x1a\n" +
+	"\binstance\x18\x01 \x01(\tR\binstance\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
+	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1f\n" +
+	"\vmessage_ids\x18\x04 \x03(\tR\n" +
+	"messageIdsB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
 
 var (
 	file_qgate_v1_envelope_proto_rawDescOnce sync.Once
@@ -143,20 +256,22 @@ func file_qgate_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_qgate_v1_envelope_proto_rawDescData
 }
 
-var file_qgate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_qgate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_qgate_v1_envelope_proto_goTypes = []any{
 	(*Envelope)(nil),              // 0: qgate.v1.Envelope
-	nil,                           // 1: qgate.v1.Envelope.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*AckRecord)(nil),             // 1: qgate.v1.AckRecord
+	nil,                           // 2: qgate.v1.Envelope.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_qgate_v1_envelope_proto_depIdxs = []int32{
-	1, // 0: qgate.v1.Envelope.attributes:type_name -> qgate.v1.Envelope.AttributesEntry
-	2, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 0: qgate.v1.Envelope.attributes:type_name -> qgate.v1.Envelope.AttributesEntry
+	3, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	3, // 2: qgate.v1.Envelope.not_before:type_name -> google.protobuf.Timestamp
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_envelope_proto_init() }
@@ -170,7 +285,7 @@ func file_qgate_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_envelope_proto_rawDesc), len(file_qgate_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

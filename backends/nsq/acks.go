@@ -1,0 +1,379 @@
+package nsq
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq/envelope"
+)
+
+// Sharing acks: see "One delivery per message" in the package
+// documentation.
+const (
+	// ackBatchMax and ackBatchDelay bound a batch of ack records: a batch
+	// is written when it holds ackBatchMax ids or ackBatchDelay after its
+	// first id, whichever comes first.
+	ackBatchMax   = 1000
+	ackBatchDelay = 5 * time.Millisecond
+	// ackQueueLen bounds the ids waiting to be published; beyond it an id
+	// is not shared (counted in ackBus.dropped): at worst its standby
+	// copy is delivered, a duplicate, never a loss.
+	ackQueueLen = 1 << 16
+	// ackWriteTimeout bounds the write of one batch of records.
+	ackWriteTimeout = 2 * time.Second
+	// ackChannelPrefix starts the name of every instance's channel on the
+	// ack topic.
+	ackChannelPrefix = "qgate-"
+	// AckChannelExpiry is how long an instance's channel on the ack topic
+	// may have no consumer on a node before another instance deletes it
+	// there (its instance is gone: killed rather than stopped, or it would
+	// have deleted the channel itself).
+	AckChannelExpiry = 5 * time.Minute
+)
+
+// ackChannel is the channel on the ack topic of the instance id.
+func ackChannel(id string) string { return ackChannelPrefix + id }
+
+// randomID returns a random instance id (16 hex digits).
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+type chanKey struct{ topic, channel string }
+
+// ackedIDs is the set of replicated message ids acked on each topic and
+// channel within the dedup window: by this pool's subscriptions, and by
+// other instances (their ack records). Safe for concurrent use; callers
+// may hold a subscription's mutex (never the other way round).
+type ackedIDs struct {
+	ttl time.Duration
+	max int
+
+	mu    sync.Mutex
+	chans map[chanKey]*idWindow
+}
+
+func newAckedIDs(ttl time.Duration, max int) *ackedIDs {
+	return &ackedIDs{ttl: ttl, max: max, chans: make(map[chanKey]*idWindow)}
+}
+
+// has reports whether id was acked on topic/channel within the window.
+func (a *ackedIDs) has(topic, channel, id string, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w := a.chans[chanKey{topic, channel}]
+	return w != nil && w.has(id, now)
+}
+
+// add remembers ids as acked on topic/channel from now on.
+func (a *ackedIDs) add(topic, channel string, ids []string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := chanKey{topic, channel}
+	w := a.chans[k]
+	if w == nil {
+		w = newIDWindow(a.ttl, a.max)
+		a.chans[k] = w
+	}
+	for _, id := range ids {
+		w.add(id, now)
+	}
+}
+
+// evict forgets ids past the window, and channels with none left.
+func (a *ackedIDs) evict(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, w := range a.chans {
+		w.evict(now)
+		if w.len() == 0 {
+			delete(a.chans, k)
+		}
+	}
+}
+
+// ackNote is one acked id waiting to be published.
+type ackNote struct{ topic, channel, id string }
+
+// ackBus shares acked ids between the qgate instances of a pool through
+// NSQ: it publishes this pool's (AckRecord, batched, to Config.AckTopic)
+// and reads everyone's on a channel of its own. A record that is lost
+// costs at most a duplicate delivery: a standby copy whose id is not known
+// acked is delivered, never finished.
+type ackBus struct {
+	p        *Pool
+	topic    string
+	instance string
+	channel  string
+
+	in      chan ackNote
+	dropped atomic.Uint64
+	stop    chan struct{} // closed by close: flush and exit
+	done    sync.WaitGroup
+
+	// idle maps node HTTP address -> ack channel -> since when it was seen
+	// without a consumer (the expiry sweep's memory). Owned by sweep.
+	idle map[string]map[string]time.Time
+}
+
+func (p *Pool) startAckBus() {
+	b := &ackBus{
+		p:        p,
+		topic:    p.cfg.AckTopic,
+		instance: p.cfg.InstanceID,
+		channel:  ackChannel(p.cfg.InstanceID),
+		in:       make(chan ackNote, ackQueueLen),
+		stop:     make(chan struct{}),
+		idle:     make(map[string]map[string]time.Time),
+	}
+	p.bus = b
+	b.done.Add(2)
+	go b.publishLoop()
+	go b.readLoop()
+}
+
+// note queues an acked id for the other instances. It never blocks.
+func (b *ackBus) note(topic, channel, id string) {
+	select {
+	case b.in <- ackNote{topic, channel, id}:
+	default:
+		if b.dropped.Add(1)%1000 == 1 {
+			b.p.log.Warn("nsq ack records dropped: queue full (standby copies of these messages may be delivered twice)",
+				"dropped", b.dropped.Load())
+		}
+	}
+}
+
+// close flushes what is queued (bounded), stops reading, and deletes this
+// instance's channel on every node. It runs before the pool closes.
+func (b *ackBus) close() {
+	close(b.stop)
+	b.done.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*b.p.cfg.Check.Timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, nc := range b.p.consumeTargets() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.p.nsqdPost(ctx, nc.HTTPAddr, "/channel/delete", b.topic, b.channel); err != nil {
+				b.p.log.Warn("nsq ack channel not deleted", "node", nc.Name, "channel", b.channel, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// publishLoop batches queued ids into records and writes them.
+func (b *ackBus) publishLoop() {
+	defer b.done.Done()
+	batch := make(map[chanKey][]string)
+	n := 0
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if n == 0 {
+			return
+		}
+		bodies := make([][]byte, 0, len(batch))
+		for k, ids := range batch {
+			bodies = append(bodies, envelope.AppendAckRecord(nil,
+				&envelope.AckRecord{Instance: b.instance, Topic: k.topic, Channel: k.channel, IDs: ids}))
+		}
+		clear(batch)
+		n = 0
+		ctx, cancel := context.WithTimeout(b.p.ctx, ackWriteTimeout)
+		err := b.p.sendOnce(ctx, b.topic, bodies, 0)
+		cancel()
+		if err != nil {
+			b.p.log.Warn("nsq ack records not written (standby copies of these messages may be delivered twice)", "err", err)
+		}
+	}
+	for {
+		select {
+		case a := <-b.in:
+			if n == 0 {
+				timer.Reset(ackBatchDelay)
+			}
+			k := chanKey{a.topic, a.channel}
+			batch[k] = append(batch[k], a.id)
+			n++
+			if n >= ackBatchMax {
+				timer.Stop()
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		case <-b.stop:
+			for {
+				select {
+				case a := <-b.in:
+					k := chanKey{a.topic, a.channel}
+					batch[k] = append(batch[k], a.id)
+					n++
+					continue
+				default:
+				}
+				break
+			}
+			flush()
+			return
+		}
+	}
+}
+
+// readLoop reads every instance's records on this instance's channel and
+// remembers their ids; it also runs the expiry sweep of the channels of
+// instances that are gone.
+func (b *ackBus) readLoop() {
+	defer b.done.Done()
+	ctx, cancel := context.WithCancel(b.p.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-b.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	sub, err := b.p.Subscribe(ctx, backends.SubscribeOptions{
+		Topic: b.topic, Channel: b.channel, MaxInFlight: 64, AckDeadline: 30 * time.Second,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			b.p.log.Error("nsq ack topic not read: acks are not shared with other instances", "topic", b.topic, "err", err)
+		}
+		return
+	}
+	defer sub.Close()
+	sweep := make(chan struct{})
+	go func() {
+		defer close(sweep)
+		b.sweepLoop(ctx)
+	}()
+	defer func() { <-sweep }()
+	for {
+		d, err := sub.Receive(ctx)
+		if err != nil {
+			return // ctx ended or the pool closed
+		}
+		rec, err := envelope.DecodeAckRecord(d.Message.Body)
+		if err != nil {
+			b.p.log.Warn("nsq ack record not understood; skipped", "topic", b.topic, "err", err)
+		} else if rec.Instance != b.instance {
+			b.p.acked.add(rec.Topic, rec.Channel, rec.IDs, time.Now())
+		}
+		_ = d.Acker.Ack()
+	}
+}
+
+// sweepLoop deletes, every AckChannelExpiry/5, the ack channels of other
+// instances that have had no consumer on a node for AckChannelExpiry.
+func (b *ackBus) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(AckChannelExpiry / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, nc := range b.p.consumeTargets() {
+				b.sweep(ctx, nc, now)
+			}
+		}
+	}
+}
+
+func (b *ackBus) sweep(ctx context.Context, nc NodeConfig, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, b.p.cfg.Check.Timeout)
+	defer cancel()
+	u := "http://" + nc.HTTPAddr + "/stats?" + url.Values{"format": {"json"}, "topic": {b.topic}, "include_clients": {"false"}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return
+	}
+	resp, err := b.p.http.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Topics []struct {
+			TopicName string `json:"topic_name"`
+			Channels  []struct {
+				ChannelName string `json:"channel_name"`
+				ClientCount int    `json:"client_count"`
+			} `json:"channels"`
+		} `json:"topics"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&st) != nil {
+		return
+	}
+	idle := b.idle[nc.HTTPAddr]
+	if idle == nil {
+		idle = make(map[string]time.Time)
+		b.idle[nc.HTTPAddr] = idle
+	}
+	seen := make(map[string]bool)
+	for _, t := range st.Topics {
+		if t.TopicName != b.topic {
+			continue
+		}
+		for _, c := range t.Channels {
+			name := c.ChannelName
+			if name == b.channel || !strings.HasPrefix(name, ackChannelPrefix) || c.ClientCount > 0 {
+				continue
+			}
+			seen[name] = true
+			since, ok := idle[name]
+			if !ok {
+				idle[name] = now
+				continue
+			}
+			if now.Sub(since) >= AckChannelExpiry {
+				if err := b.p.nsqdPost(ctx, nc.HTTPAddr, "/channel/delete", b.topic, name); err == nil {
+					b.p.log.Info("nsq ack channel of a gone instance deleted", "node", nc.Name, "channel", name)
+				}
+				delete(idle, name)
+			}
+		}
+	}
+	for name := range idle {
+		if !seen[name] {
+			delete(idle, name)
+		}
+	}
+}
+
+// nsqdPost posts to nsqd's HTTP API at httpAddr (path with topic and
+// channel), bounded by ctx.
+func (p *Pool) nsqdPost(ctx context.Context, httpAddr, path, topic, channel string) error {
+	u := "http://" + httpAddr + path + "?" + url.Values{"topic": {topic}, "channel": {channel}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	return nil
+}
