@@ -68,39 +68,68 @@
 // # Replicated sends
 //
 // With SendOptions.Replicas = r > 1 a Send writes a copy of the batch to r
-// nodes in r distinct groups, all at once, and succeeds only when every copy
-// was acknowledged. A copy whose attempt fails (connection error, attempt
-// timeout) moves to a usable node of a group that holds no copy and is not
-// writing one; nsqd's rejection fails the Send at once (ErrRejected). When
-// fewer than r groups have a usable node, at the start or after failures,
-// the Send fails with backends.ErrUnavailable: copies already written stay
-// (they are delivered), but the caller may assume neither that a copy
-// exists nor that none does. With r = 2 and durable nsqd settings (see
-// Durability), an acknowledged message survives the permanent loss of any
-// one node, including what that node had in flight to subscribers.
+// distinct nodes, all at once, and succeeds only when every copy was
+// acknowledged. Nodes of distinct groups come first (the active member of
+// each); when fewer groups than r have one (failover mode has one group)
+// the other copies go to other usable members, in priority order: in
+// failover mode the active member and the next usable backup. A copy whose
+// attempt fails (connection error, attempt timeout) moves to a usable node
+// that holds no copy, preferring a group that holds none; nsqd's rejection
+// fails the Send at once (ErrRejected). When too few nodes are usable, at
+// the start or after failures, the Send fails with backends.ErrUnavailable
+// (Config.MinReplicas may allow fewer copies at the start): copies already
+// written stay (they are delivered), but the caller may assume neither that
+// a copy exists nor that none does. With r = 2 an acknowledged message
+// survives the loss of any one node, including what nsqd held only in
+// memory (in flight, read ahead from its disk queue, deferred), which a
+// SIGKILL loses whatever its flags.
 //
-// Copies carry the number of copies in their envelope (Envelope.replicas);
-// a subscription deduplicates such messages, and only those, by message id:
+// # One delivery per message
 //
-//   - A copy that arrives while another copy of the same id is held by the
-//     subscription (queued or handed out) is parked, kept alive with TOUCH,
-//     and shares that copy's outcome: finished with it when it is acked,
-//     handed back with it (same delay) when it is nacked, expires or its
-//     node goes down, so that losing either node loses no message.
-//   - The id of an acked copy is remembered for Config.DedupWindow (default
-//     10m; at most Config.DedupMaxIDs ids, default 100000, oldest forgotten
-//     first); a copy that arrives within the window is finished without
-//     reaching Receive.
+// The first copy is an ordinary message. The others are standbys: their
+// envelope says so and carries not_before = send time (+ delay) +
+// Config.StandbyDelay (default 30s). They are written like any message
+// (coalesced MPUBs); the subscription that first receives one before its
+// not_before defers it (REQ) until then, so a standby surfaces on its
+// channel only StandbyDelay after the send. Ids of replicated messages
+// acked on a channel are kept per topic and channel for
+// Config.DedupWindow (default 10m; at most Config.DedupMaxIDs per channel,
+// oldest forgotten first), by the pool (every subscription of the channel
+// on this gateway) and, with Config.AckTopic, by every gateway sharing the
+// nodes: each publishes its acked ids (AckRecord, batched within 5ms) to
+// the ack topic and reads everyone's on a channel of its own. A copy whose
+// id is known acked on its channel when it arrives is finished without
+// being delivered. So in the normal case (the first copy acked within
+// StandbyDelay) each subscriber group of a channel gets one delivery,
+// whichever gateway and subscriber took the first copy.
 //
-// Not deduplicated: copies delivered to different subscriptions (each
-// Subscribe call, even on the same channel and gateway, has its own
-// window, so two subscribers of one channel may each get a copy); a copy
-// that arrives after the window (or after its id was evicted), e.g. when one
-// node's backlog is older than the window; a copy that arrives after its
-// twin was nacked or handed back (it is delivered, and the twin parked or
-// deduplicated when it returns); copies across a gateway restart; and
-// messages without the marker: single-copy sends, and raw NSQ bodies
-// without qgate's envelope, which have no qgate id.
+// A copy is finished only when its message is known acked, never because
+// its twin is merely held: a standby that surfaces unacked is delivered
+// (its first copy was lost with its node, or is still unacked or
+// backlogged), so losing any one node loses nothing, at the price of a
+// duplicate when a consumer holds a message longer than StandbyDelay on
+// another gateway. Within one subscription, a copy that arrives while
+// another copy of its id is held is parked (kept alive with TOUCH) and
+// shares that copy's outcome. An Ack of a replicated delivery whose
+// connection was lost after it was handed out (its node went down) is
+// accepted: there is nothing to FIN, but the id counts as acked, so the
+// other copy and nsqd's redelivery of this one are finished on arrival;
+// parked copies of such a delivery come back only after its ack deadline,
+// for the same reason.
+//
+// Not deduplicated: copies arriving after the window (or after their id
+// was evicted), e.g. when a channel's backlog on one node is older than
+// the window; both copies of a backlog drained by several subscribers at
+// once (the standby is due, and neither is acked yet); ack records lost
+// (the ack topic's write failed, or the reader fell behind: at most a
+// duplicate, never a loss); ordinary redeliveries (nack, expired deadline,
+// ended stream), which come with attempt + 1; and messages without the
+// marker: single-copy sends, and raw NSQ bodies without qgate's envelope.
+// A standby's early arrival is not counted as an attempt.
+//
+// A delayed message carries its due time as not_before too: nsqd drops a
+// deferred message's timer when it writes it to disk (--mem-queue-size=0),
+// and a subscription that receives it early defers it again.
 //
 // # Subscriptions
 //
@@ -137,9 +166,11 @@
 // is on disk, and with --sync-every=1: nsqd 1.3.0 restarted after SIGKILL
 // resumes writing its disk queue at the position of its last metadata sync,
 // overwriting (and then discarding as corrupt) what was written after it.
-// With both, the failover test loses nothing acknowledged after a kill;
-// only the messages the killed node had in flight to subscribers (at most
-// their MaxInFlight) are gone with it.
+// Even with both, a SIGKILLed nsqd loses what it had taken off its disk
+// queue into memory: messages in flight to consumers, on their way to one,
+// and deferred (REQ'd or DPUB'd) messages; a SIGTERMed one was seen to lose
+// a message it flushed to disk too (issue 9). Only copies on other nodes
+// (Replicas >= 2) cover those.
 //
 // # Goroutines
 //
@@ -148,7 +179,9 @@
 // subscription one loop goroutine (connects, expiry of deliveries past their
 // deadline, release of deliveries of failed nodes), short-lived connect
 // goroutines (one per node per connect round) and, with MaxAttempts, one
-// dead-letter goroutine. Close stops them all and waits. go-nsq runs its own
+// dead-letter goroutine; with Config.AckTopic, the ack bus's publisher and
+// reader goroutines (the reader runs a subscription of its own and the
+// sweep of gone instances' channels). Close stops them all and waits. go-nsq runs its own
 // goroutines per connection; Close waits for every consumer to stop (bounded
 // by a frozen node's read timeout) and for every producer's router. go-nsq's
 // own re-dial goroutines never start: a consumer whose connection closed is

@@ -28,7 +28,8 @@ type gateway struct {
 	*settings
 	dataDir         string // --data-dir; "" makes a temporary one
 	shutdownTimeout time.Duration
-	replicas        int // default replicas of a Send
+	replicas        int  // default replicas of a Send
+	replicasSet     bool // --replicas was given (else it follows the node count)
 	log             *slog.Logger
 	getenv          func(string) string
 
@@ -42,6 +43,26 @@ type gateway struct {
 	queue           *service.Queue
 	health          *service.Health
 	srv             *server.Server
+}
+
+// defaultReplicas returns the replicas of a Send that asks for none: the
+// --replicas default (2) needs as many nodes, so with fewer configured
+// nodes (and no discovery) it is lowered to the node count, with a warning;
+// an explicit --replicas is kept as given.
+func (g *gateway) defaultReplicas(cfg nsq.Config) int {
+	nodes := 0
+	for _, gc := range cfg.Groups {
+		nodes += len(gc.Nodes)
+	}
+	if g.replicasSet || len(cfg.LookupdHTTPAddrs) > 0 || nodes >= g.replicas {
+		if nodes < g.replicas && len(cfg.LookupdHTTPAddrs) == 0 {
+			g.log.Warn("fewer nodes than --replicas: replicated sends fail until enough nodes are added", "nodes", nodes, "replicas", g.replicas)
+		}
+		return g.replicas
+	}
+	g.log.Warn("one copy per Send: fewer nodes than the default replicas, so an acknowledged message is lost with its node (add nodes, or set --replicas)",
+		"nodes", nodes, "default_replicas", g.replicas)
+	return max(nodes, 1)
 }
 
 func (g *gateway) start(ctx context.Context) error {
@@ -61,6 +82,7 @@ func (g *gateway) start(ctx context.Context) error {
 		return err
 	}
 	g.pool = pool
+	g.replicas = g.defaultReplicas(cfg)
 	g.stopNodeMetrics = g.metrics.StartNodeWatch(context.Background(), pool)
 	// Only the QueueService's backend is instrumented: Admin and Health
 	// read the pool itself.

@@ -121,8 +121,8 @@ func TestServeMetrics(t *testing.T) {
 			sends += atoi(t, v)
 		}
 	}
-	if sends != 1 {
-		t.Errorf("qgate_sends_total{topic=\"met\"} sums to %d over the nodes, want 1 (one batch)", sends)
+	if sends != 2 {
+		t.Errorf("qgate_sends_total{topic=\"met\"} sums to %d over the nodes, want 2 (one batch, two copies: --replicas 2 by default)", sends)
 	}
 	for _, c := range checks {
 		got, ok := sample(page, c.name, c.labels...)

@@ -358,7 +358,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		s.nsqd.AuthSecret = e.env(envNSQDAuthSecret)
 	}
 	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, replicas: f.replicas,
-		log: logger, getenv: e.env}
+		replicasSet: f.set("replicas"), log: logger, getenv: e.env}
 	if err := g.start(ctx); err != nil {
 		g.stop()
 		return err
