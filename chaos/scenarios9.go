@@ -95,7 +95,7 @@ func measureLostAtKill(h *Harness, r *Report) {
 		}
 		n++
 	}
-	r.AddText("lost, acked at", math.NaN(), "", fmt.Sprintf("fault%+.0f ms … fault%+.0f ms (%d sends)", ms(first), ms(last), n))
+	r.AddText("lost, acked at", math.NaN(), "", fmt.Sprintf("fault%+.1f ms … fault%+.1f ms (%d sends)", ms(first), ms(last), n))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
