@@ -43,9 +43,11 @@
 // uses SendStream); two subscribers per qgate on one channel ack each
 // delivery. After a warm-up the scenario's fault schedule runs and heals,
 // the load goes on for a moment, then the publishers stop and the harness
-// drains: it waits until nothing arrived for the ack deadline + 1 s (every
-// acked message delivered: late duplicates and redeliveries come within
-// the ack deadline) or + 2 s (messages missing), or a time limit passes.
+// drains until no more deliveries can come: nothing arrived for 1 s, every
+// acked message was delivered and the running nodes hold nothing for the
+// channel (ready, in flight: an ack that did not land brings it back, or
+// deferred: a copy still to come), or nothing arrived for the ack deadline
+// + 2 s, or a time limit passes; it never ends at once because lost is 0.
 // Finally it reads what the nodes still hold (/stats) and checks the ledger.
 //
 // # Scenarios
@@ -90,13 +92,13 @@
 //	                  (finding 2)
 //	S16               no fault, replicas 2, 2 qgates × 2 subscribers on one
 //	                  channel: lost = 0, duplicates ≤ 0.1% (finding 3)
-//	S17               seeded random nemesis, 20 s (5 min long): node
+//	S17               seeded random nemesis, 15 s (5 min long): node
 //	                  SIGKILL/restart, SIGSTOP/SIGCONT, qgate SIGKILL/restart
 //	                  (2 qgate processes), replicas 2: lost = 0 (--seed
 //	                  replays a schedule)
 //
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
-// but delivered = 0. Short forms take 6-12 s each, S17 about 35 s (go test
+// but delivered = 0. Short forms take 8-15 s each, S17 about 30 s (go test
 // ./chaos/); long forms (Params.Long, qgate chaos --long) hold faults for
 // 20-30 s, S17's nemesis 5 minutes.
 package chaos

@@ -584,7 +584,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	pubWG.Wait()
 	h.bursts.Wait()
 	loadEnd := time.Now()
-	drained := h.drain(ctx)
+	drained, why := h.drain(ctx)
 
 	res := h.ledger.Check()
 	var first *Fault
@@ -597,7 +597,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	}
 	r.addResult(res, faultAt)
 	r.AddText("load", loadEnd.Sub(loadStart).Seconds(), "s", fmt.Sprintf("%.1f s", loadEnd.Sub(loadStart).Seconds()))
-	r.AddDuration("drain", drained, true)
+	r.AddText("drain", ms(drained), "ms", fmt.Sprintf("%.1f s (%s)", drained.Seconds(), why))
 	h.addFaultMetrics(r)
 	h.addLeft(ctx, r)
 	r.Add("dropped by pool (node down)", float64(h.counter.released()), "")
@@ -667,16 +667,19 @@ func (h *Harness) WaitNodesUp(ctx context.Context) error {
 	return h.waitNodesUp(ctx, 15*time.Second)
 }
 
-// drain waits until nothing new was delivered for a quiet period, or a
-// time limit passes; it returns how long it waited. The quiet period is
-// the ack deadline + 1 s when every acked message was delivered (a
-// delivery whose ack did not reach nsqd, or a copy whose twin was
-// delivered, comes back within the ack deadline: ending at once would
-// miss those duplicates), and the ack deadline + 2 s while messages are
-// missing or the scenario waits for redeliveries.
-func (h *Harness) drain(ctx context.Context) time.Duration {
+// drain waits until no more deliveries can come, or a time limit passes;
+// it returns how long it waited and why it stopped. No more can come when
+// nothing was delivered for a second, every acked message was delivered,
+// and the running nodes hold nothing for the channel: no message ready, in
+// flight (delivered, not yet acked: a lost ack brings it back after the
+// ack deadline) or deferred (a copy to be redelivered later, a standby
+// copy). Ending when lost is 0 would miss those late duplicates. Failing
+// that, it waits until nothing was delivered for the ack deadline + 2 s
+// (always, with WaitRedelivery).
+func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
 	limit := start.Add(2*h.Sc.AckDeadline + h.d(10*time.Second, 30*time.Second))
+	why := "time limit"
 	for time.Now().Before(limit) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 		_, _, last := h.ledger.Counts()
@@ -685,13 +688,41 @@ func (h *Harness) drain(ctx context.Context) time.Duration {
 		}
 		idle := time.Since(last)
 		if idle >= h.Sc.AckDeadline+2*time.Second {
+			why = fmt.Sprintf("nothing delivered for %v", h.Sc.AckDeadline+2*time.Second)
 			break
 		}
-		if idle >= h.Sc.AckDeadline+time.Second && !h.Sc.WaitRedelivery && h.ledger.Check().LostCount() == 0 {
+		if h.Sc.WaitRedelivery || idle < time.Second || h.ledger.Check().LostCount() > 0 {
+			continue
+		}
+		if h.nodesEmpty(ctx) {
+			why = "nodes empty, nothing delivered for 1s"
 			break
 		}
 	}
-	return time.Since(start)
+	return time.Since(start), why
+}
+
+// nodesEmpty reports whether every running node holds nothing for the
+// run's topic and channel (not yet copied to the channel, ready, in flight
+// or deferred). A node that does not answer is not empty.
+func (h *Harness) nodesEmpty(ctx context.Context) bool {
+	for _, p := range h.cluster.procs {
+		if !p.Running() {
+			continue
+		}
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			return false
+		}
+		n, _ := left(st, h.topic, "chaos")
+		if t := st.Topic(h.topic); t != nil {
+			n += t.Depth
+		}
+		if n > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // addFaultMetrics adds detection and recovery times and the availability

@@ -206,7 +206,7 @@ func s17() Scenario {
 	var steps []string
 	return issue9(Scenario{
 		Name:     "S17",
-		Title:    "seeded random nemesis for 20 s (5 min long): node SIGKILL/restart, SIGSTOP/SIGCONT, qgate SIGKILL/restart (replicas=2, 2 qgate processes × 2 subscribers)",
+		Title:    "seeded random nemesis for 15 s (5 min long): node SIGKILL/restart, SIGSTOP/SIGCONT, qgate SIGKILL/restart (replicas=2, 2 qgate processes × 2 subscribers)",
 		Replicas: 2, Gateways: 2, Child: true, Random: true,
 		Fault: func(ctx context.Context, h *Harness) error {
 			steps = steps[:0]
@@ -214,7 +214,7 @@ func s17() Scenario {
 			between := func(lo, hi time.Duration) time.Duration {
 				return lo + time.Duration(rng.Int64N(int64(hi-lo)))
 			}
-			end := time.Now().Add(h.d(20*time.Second, 5*time.Minute))
+			end := time.Now().Add(h.d(15*time.Second, 5*time.Minute))
 			for time.Now().Before(end) {
 				var err error
 				switch rng.IntN(3) {
