@@ -14,7 +14,10 @@
 //
 //	lost        acked, never delivered (a broken at-least-once promise)
 //	unexpected  delivered, never sent (always a bug)
-//	duplicated  delivered and acked more than once (allowed, counted)
+//	duplicated  delivered and acked more than once (allowed, counted), by
+//	            any subscriber of any qgate: a message acked by two
+//	            subscribers is a duplicate ("duplicates %" is the share of
+//	            acked deliveries beyond the first of their id)
 //	recovered   outcome unknown at the client, yet delivered
 //
 // plus the client-visible send errors and the window they fell in, send
@@ -22,19 +25,29 @@
 // (AdminService.WatchNodes) the time to detect a fault and to recover.
 //
 // Each scenario prints one table and states its promises; a broken promise
-// makes Main exit non-zero and the scenario's test fail.
+// makes Main exit non-zero and the scenario's test fail. No promise holds
+// vacuously: every scenario also promises acked ≥ 1, delivered ≥ 1 and a
+// balanced ledger (acked messages delivered, counted from the deliveries,
+// = acked − lost, counted from the sends), and a scenario that cannot
+// check its promise (skipped) fails too. Every report carries the
+// machine's load average at the start and end of the run.
 //
 // # A run
 //
 // Run starts the scenario's nsqd processes (internal/nsqproc) and a qgate:
 // in this process (the real nsq.Pool, service and server, with 100 ms health
-// checks) or, for scenarios that SIGKILL qgate, as a child process. Two
-// publishers send one message per Send at the set rate, each with a unique
-// id in its body; two subscribers on one channel ack each delivery. After a
-// warm-up the scenario's fault schedule runs and heals, the load goes on
-// for a moment, then the publishers stop and the harness drains: it waits
-// until every acked message was delivered and nothing arrived for 300 ms,
-// or nothing arrived for the ack deadline + 2 s, or a time limit passes.
+// checks, 150 ms in S13-S17) or, for scenarios that SIGKILL qgate, as a
+// child process; some scenarios run two qgates on the same nodes. Two
+// publishers per qgate send one message per request at the set rate, each
+// with a unique id in its body (with unary Send; in S13-S17 the second
+// uses SendStream); two subscribers per qgate on one channel ack each
+// delivery. After a warm-up the scenario's fault schedule runs and heals,
+// the load goes on for a moment, then the publishers stop and the harness
+// drains until no more deliveries can come: nothing arrived for 1 s, every
+// acked message was delivered and the running nodes hold nothing for the
+// channel (ready, in flight: an ack that did not land brings it back, or
+// deferred: a copy still to come), or nothing arrived for the ack deadline
+// + 2 s, or a time limit passes; it never ends at once because lost is 0.
 // Finally it reads what the nodes still hold (/stats) and checks the ledger.
 //
 // # Scenarios
@@ -60,7 +73,32 @@
 //	S12           deferred sends and delayed nacks, SIGTERM the node holding
 //	              them: lost = 0 (early deliveries reported)
 //
+// S13-S17 reproduce issue 9 (an independent ledger's findings at a44d564)
+// with the README's production flags (--mem-queue-size=0 --sync-every=1),
+// unary Send and SendStream (200 msg/s short, 400 long), checks every
+// 150 ms; a node is killed at the peak of writes: right after half of a
+// burst of 100 (200 long) concurrent Sends was acked, the rest in flight.
+//
+//	S13-cluster-r1    cluster, SIGKILL 1 of 3 at the peak, restart 3 s (5 s
+//	                  long) later, replicas 1: loss reported (finding 1)
+//	S13-cluster-r2    the same with replicas 2: lost = 0
+//	S13-failover-r1   failover (one group of 3), SIGKILL the primary at the
+//	                  peak, restart: loss reported (finding 1)
+//	S13-failover-r2   the same with replicas 2 (primary + backup): lost = 0
+//	S14               SIGKILL 1 of 3 at the peak for good, replicas 2, 2
+//	                  qgates × 2 subscribers: lost = 0, duplicates ≤ 1%
+//	S15               rolling SIGTERM restarts of every node (3 rounds long),
+//	                  each at the peak of a burst, replicas 1: lost = 0
+//	                  (finding 2)
+//	S16               no fault, replicas 2, 2 qgates × 2 subscribers on one
+//	                  channel: lost = 0, duplicates ≤ 0.1% (finding 3)
+//	S17               seeded random nemesis, 15 s (5 min long): node
+//	                  SIGKILL/restart, SIGSTOP/SIGCONT, qgate SIGKILL/restart
+//	                  (2 qgate processes), replicas 2: lost = 0 (--seed
+//	                  replays a schedule)
+//
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
-// but delivered = 0. Short forms take 6-12 s each (go test ./chaos/); long
-// forms (Params.Long, qgate chaos --long) hold faults for 20-30 s.
+// but delivered = 0. Short forms take 8-15 s each, S17 about 30 s (go test
+// ./chaos/); long forms (Params.Long, qgate chaos --long) hold faults for
+// 20-30 s, S17's nemesis 5 minutes.
 package chaos

@@ -130,6 +130,14 @@ type Result struct {
 	// every delivery beyond the first, acked or not.
 	Duplicated   int
 	Redeliveries int
+	// AckedDeliveries counts every acked delivery, whichever subscriber or
+	// qgate instance it reached; DuplicateDeliveries those beyond the first
+	// of their id (a message acked by two subscribers is one duplicate).
+	AckedDeliveries, DuplicateDeliveries int
+	// AckedDelivered counts acked sends with at least one acked delivery,
+	// from the delivery side of the ledger; it must equal Acked − Lost,
+	// counted from the send side (see Imbalance).
+	AckedDelivered int
 	// Recovered: outcome unknown at the client, but delivered.
 	Recovered int
 	// FailedDelivered: the client was told the send failed, yet the message
@@ -240,9 +248,14 @@ func check(sends []SendRecord, deliveries []DeliveryRecord) Result {
 		}
 		if acked[id] > 1 {
 			r.Duplicated++
+			r.DuplicateDeliveries += acked[id] - 1
 		}
-		if _, ok := outcome[id]; !ok {
+		r.AckedDeliveries += acked[id]
+		o, ok := outcome[id]
+		if !ok {
 			r.Unexpected = append(r.Unexpected, id)
+		} else if o == Acked && acked[id] > 0 {
+			r.AckedDelivered++
 		}
 	}
 	sort.Strings(r.Lost)
@@ -261,6 +274,13 @@ func rank(o Outcome) int {
 		return 1
 	}
 	return 2
+}
+
+// Imbalance is |AckedDelivered − (Acked − LostCount)|: 0 unless the
+// ledger miscounts.
+func (r Result) Imbalance() int {
+	d := r.AckedDelivered - (r.Acked - r.LostCount())
+	return max(d, -d)
 }
 
 // LostCount and UnexpectedCount are len(Lost) and len(Unexpected).

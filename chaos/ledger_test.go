@@ -35,20 +35,20 @@ func TestCheck(t *testing.T) {
 			name:       "all delivered once",
 			sends:      []SendRecord{send(Acked, "", 0, 10, "a", "b"), send(Acked, "", 0, 20, "c")},
 			deliveries: []DeliveryRecord{deliv("a", 1, true), deliv("b", 1, true), deliv("c", 1, true)},
-			want: Result{Attempted: 3, Acked: 3, Delivered: 3, SendErrors: map[string]int{},
+			want: Result{Attempted: 3, Acked: 3, Delivered: 3, AckedDeliveries: 3, AckedDelivered: 3, SendErrors: map[string]int{},
 				P50: 10 * time.Millisecond, P99: 20 * time.Millisecond},
 		},
 		{
 			name:       "acked never delivered is lost; unacked delivery does not count",
 			sends:      []SendRecord{send(Acked, "", 0, 5, "a"), send(Acked, "", 0, 5, "b")},
 			deliveries: []DeliveryRecord{deliv("a", 1, true), deliv("b", 1, false)},
-			want: Result{Attempted: 2, Acked: 2, Delivered: 1, Lost: []string{"b"}, SendErrors: map[string]int{},
+			want: Result{Attempted: 2, Acked: 2, Delivered: 1, AckedDeliveries: 1, AckedDelivered: 1, Lost: []string{"b"}, SendErrors: map[string]int{},
 				P50: 5 * time.Millisecond, P99: 5 * time.Millisecond},
 		},
 		{
 			name:       "delivered never sent is unexpected",
 			deliveries: []DeliveryRecord{deliv("x", 1, true)},
-			want:       Result{Delivered: 1, Unexpected: []string{"x"}, SendErrors: map[string]int{}},
+			want:       Result{Delivered: 1, AckedDeliveries: 1, Unexpected: []string{"x"}, SendErrors: map[string]int{}},
 		},
 		{
 			name:  "duplicates and redeliveries",
@@ -58,6 +58,21 @@ func TestCheck(t *testing.T) {
 				deliv("b", 1, false), deliv("b", 2, true), // redelivered, not duplicated
 			},
 			want: Result{Attempted: 2, Acked: 2, Delivered: 2, Duplicated: 1, Redeliveries: 2,
+				AckedDeliveries: 3, DuplicateDeliveries: 1, AckedDelivered: 2,
+				SendErrors: map[string]int{}, P50: time.Millisecond, P99: time.Millisecond},
+		},
+		{
+			name:  "one message acked by two subscribers is a duplicate, three times is two",
+			sends: []SendRecord{send(Acked, "", 0, 1, "a"), send(Acked, "", 0, 1, "b")},
+			deliveries: []DeliveryRecord{
+				{ID: "a", Attempt: 1, Acked: true, Subscriber: "g1-sub1"},
+				{ID: "a", Attempt: 1, Acked: true, Subscriber: "g2-sub2"},
+				{ID: "b", Attempt: 1, Acked: true, Subscriber: "g1-sub1"},
+				{ID: "b", Attempt: 1, Acked: true, Subscriber: "g1-sub2"},
+				{ID: "b", Attempt: 1, Acked: true, Subscriber: "g2-sub1"},
+			},
+			want: Result{Attempted: 2, Acked: 2, Delivered: 2, Duplicated: 2, Redeliveries: 3,
+				AckedDeliveries: 5, DuplicateDeliveries: 3, AckedDelivered: 2,
 				SendErrors: map[string]int{}, P50: time.Millisecond, P99: time.Millisecond},
 		},
 		{
@@ -68,7 +83,7 @@ func TestCheck(t *testing.T) {
 				send(Failed, "InvalidArgument", 3000, 3001, "f1"),
 			},
 			deliveries: []DeliveryRecord{deliv("u1", 1, true), deliv("f1", 1, true)},
-			want: Result{Attempted: 3, Failed: 1, Unknown: 2, Delivered: 2, Recovered: 1, UnknownMissing: 1,
+			want: Result{Attempted: 3, Failed: 1, Unknown: 2, Delivered: 2, AckedDeliveries: 2, Recovered: 1, UnknownMissing: 1,
 				FailedDelivered: 1, ErrorAttempts: 3,
 				SendErrors: map[string]int{"DeadlineExceeded": 1, "Unavailable": 1, "InvalidArgument": 1},
 				FirstError: at(150), LastError: at(3001)},
@@ -82,6 +97,7 @@ func TestCheck(t *testing.T) {
 				{ID: "b", Attempt: 2, Acked: true},                  // not known: not checked
 			},
 			want: Result{Attempted: 2, Acked: 2, Delivered: 2, Duplicated: 1, Redeliveries: 1, Mismatched: 1,
+				AckedDeliveries: 3, DuplicateDeliveries: 1, AckedDelivered: 2,
 				SendErrors: map[string]int{}, P50: time.Millisecond, P99: time.Millisecond},
 		},
 		{
@@ -109,6 +125,9 @@ func TestCheck(t *testing.T) {
 			got := l.Check()
 			if !equalResult(got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+			if got.Imbalance() != 0 {
+				t.Errorf("imbalance %d: acked delivered %d, acked %d, lost %d", got.Imbalance(), got.AckedDelivered, got.Acked, got.LostCount())
 			}
 		})
 	}
@@ -218,5 +237,50 @@ func TestReportEvaluate(t *testing.T) {
 	r.Evaluate()
 	if !r.OK() {
 		t.Errorf("broken %q, want none", r.Broken)
+	}
+}
+
+// TestBaselineNothingSent: a run that acked and delivered nothing breaks
+// the baseline promises, whatever else it promised; lost = 0 alone proves
+// nothing.
+func TestBaselineNothingSent(t *testing.T) {
+	r := &Report{Scenario: "SX", Promises: append(slices.Clone(baseline), Promise{Metric: "lost", Max: 0, Why: "at least once"})}
+	r.addResult(NewLedger().Check(), time.Time{})
+	r.Evaluate()
+	if r.OK() || len(r.Broken) != 2 {
+		t.Fatalf("broken %q, want acked and delivered", r.Broken)
+	}
+	l := NewLedger()
+	l.RecordSend(send(Acked, "", 0, 1, "a"))
+	l.RecordDelivery(deliv("a", 1, true))
+	r.Metrics = nil
+	r.addResult(l.Check(), time.Time{})
+	r.Evaluate()
+	if !r.OK() {
+		t.Errorf("broken %q, want none", r.Broken)
+	}
+}
+
+func TestPromiseBound(t *testing.T) {
+	floor := Promise{Metric: "acked", Min: 1, Max: math.Inf(1)}
+	for _, tt := range []struct {
+		p      Promise
+		v      float64
+		broken bool
+		bound  string
+	}{
+		{floor, 0, true, "≥ 1"},
+		{floor, 5, false, "≥ 1"},
+		{floor, math.NaN(), true, "≥ 1"},
+		{Promise{Max: 0.1}, 0.1, false, "≤ 0.1"},
+		{Promise{Max: 0.1}, 0.2, true, "≤ 0.1"},
+		{Promise{Min: 1, Max: 5}, 6, true, "1 … 5"},
+	} {
+		if got := tt.p.broken(tt.v); got != tt.broken {
+			t.Errorf("%+v broken(%v) = %v", tt.p, tt.v, got)
+		}
+		if got := tt.p.bound(); got != tt.bound {
+			t.Errorf("%+v bound = %q, want %q", tt.p, got, tt.bound)
+		}
 	}
 }

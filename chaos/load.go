@@ -305,3 +305,186 @@ func (w *watcher) snapshot() []NodeEvent {
 func stateName(s qgatev1.NodeState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "NODE_STATE_"))
 }
+
+// streamPublisher sends messages with unique ids at a fixed rate over
+// QueueService.SendStream, one message per request, and records each
+// request's outcome: the response's status, or unknown when the stream
+// breaks (or the response does not come within timeout) first.
+type streamPublisher struct {
+	name     string
+	client   qgatev1.QueueServiceClient
+	topic    string
+	interval time.Duration
+	timeout  time.Duration
+	replicas uint32
+	ledger   *Ledger
+	seq      int
+}
+
+// run sends until ctx is done, reopening the stream after it breaks.
+func (p *streamPublisher) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		p.stream(ctx)
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pendingSend is a SendStream request waiting for its response.
+type pendingSend struct {
+	id    string
+	start time.Time
+}
+
+// stream runs one SendStream stream until ctx is done (then it half-closes
+// and waits for the outstanding responses) or the stream breaks.
+func (p *streamPublisher) stream(ctx context.Context) {
+	// Not cut short by ctx: requests in progress when the load stops get
+	// their responses (or time out) and are recorded.
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := p.client.SendStream(sctx)
+	if err != nil {
+		return
+	}
+	var mu sync.Mutex
+	pending := make(map[uint64]pendingSend)
+	record := func(req uint64, resp *qgatev1.SendStreamResponse, code string) {
+		mu.Lock()
+		ps, ok := pending[req]
+		delete(pending, req)
+		mu.Unlock()
+		if !ok {
+			return
+		}
+		o := Unknown
+		var mids []string
+		if resp != nil {
+			o, code = classify(status.ErrorProto(resp.GetStatus()))
+			mids = resp.GetMessageIds()
+		}
+		p.ledger.RecordSend(SendRecord{IDs: []string{ps.id}, MessageIDs: mids, Outcome: o, Code: code, Start: ps.start, End: time.Now()})
+	}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				return
+			}
+			record(resp.GetRequestId(), resp, "")
+		}
+	}()
+	// expire marks requests older than the timeout unknown (the response
+	// may still come; it is then ignored), as a unary Send's deadline does.
+	expire := func(now time.Time) {
+		mu.Lock()
+		var old []uint64
+		for req, ps := range pending {
+			if now.Sub(ps.start) > p.timeout {
+				old = append(old, req)
+			}
+		}
+		mu.Unlock()
+		for _, req := range old {
+			record(req, nil, "DeadlineExceeded")
+		}
+	}
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	var reqID uint64
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			_ = st.CloseSend()
+			select {
+			case <-recvDone:
+			case <-time.After(p.timeout):
+			}
+			break loop
+		case <-recvDone:
+			break loop
+		case now := <-t.C:
+			expire(now)
+			p.seq++
+			reqID++
+			id := fmt.Sprintf("%s-%06d", p.name, p.seq)
+			mu.Lock()
+			pending[reqID] = pendingSend{id: id, start: time.Now()}
+			mu.Unlock()
+			err := st.Send(&qgatev1.SendStreamRequest{RequestId: reqID, Send: &qgatev1.SendRequest{
+				Topic:    p.topic,
+				Messages: []*qgatev1.Message{{Body: []byte(id), Attributes: map[string]string{"chaos": "1"}}},
+				Replicas: p.replicas,
+			}})
+			if err != nil {
+				break loop
+			}
+		}
+	}
+	cancel()
+	<-recvDone
+	mu.Lock()
+	var rest []uint64
+	for req := range pending {
+		rest = append(rest, req)
+	}
+	mu.Unlock()
+	for _, req := range rest {
+		record(req, nil, "stream broken")
+	}
+}
+
+// Burst sends n messages at once through qgate number gw (n concurrent
+// unary Sends, recorded in the ledger) and returns when half of them
+// were acked, or all have ended, or 5 s passed: the peak of writes, with
+// the other half in flight. The sends go on in the background; the run
+// waits for them before it drains.
+func (h *Harness) Burst(ctx context.Context, gw, n int) {
+	client := h.inst[gw].queue
+	var acked atomic.Int64
+	half := make(chan struct{})
+	var once sync.Once
+	var ended sync.WaitGroup
+	h.mu.Lock()
+	h.burstN++
+	tag := fmt.Sprintf("b%d", h.burstN)
+	h.mu.Unlock()
+	for i := range n {
+		h.bursts.Add(1)
+		ended.Add(1)
+		go func() {
+			defer h.bursts.Done()
+			defer ended.Done()
+			id := fmt.Sprintf("%s-%06d", tag, i+1)
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			start := time.Now()
+			resp, err := client.Send(sctx, &qgatev1.SendRequest{
+				Topic:    h.topic,
+				Messages: []*qgatev1.Message{{Body: []byte(id), Attributes: map[string]string{"chaos": "1"}}},
+				Replicas: uint32(h.replicas()),
+			})
+			o, code := classify(err)
+			h.ledger.RecordSend(SendRecord{IDs: []string{id}, MessageIDs: resp.GetMessageIds(), Outcome: o, Code: code, Start: start, End: time.Now()})
+			if o == Acked && acked.Add(1) >= int64(n/2) {
+				once.Do(func() { close(half) })
+			}
+		}()
+	}
+	allEnded := make(chan struct{})
+	go func() {
+		ended.Wait()
+		close(allEnded)
+	}()
+	select {
+	case <-half:
+	case <-allEnded:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+}

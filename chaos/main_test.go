@@ -16,6 +16,7 @@ func TestMainFlags(t *testing.T) {
 	}{
 		{args: []string{"--help"}, code: 0, err: "-scenario names"},
 		{args: []string{"--list"}, code: 0, out: "promise: lost ≤ 0"},
+		{args: []string{"--list"}, code: 0, out: "promise: acked ≥ 1"},
 		{args: []string{"--scenario", "S99"}, code: 2, err: `unknown scenario "S99"`},
 		{args: []string{"--no-such-flag"}, code: 2, err: "flag provided but not defined"},
 		{args: []string{"extra"}, code: 2, err: "unexpected arguments"},

@@ -20,14 +20,42 @@ type Metric struct {
 	Text  string
 }
 
-// Promise is what a scenario guarantees: Metric stays at or below Max. A
-// missing or NaN metric breaks the promise (nothing measured proves
-// nothing).
+// Promise is what a scenario guarantees: Metric stays at or below Max and
+// at or above Min (metrics are never negative, so the zero Min bounds
+// nothing). A missing or NaN metric breaks the promise (nothing measured
+// proves nothing).
 type Promise struct {
 	Metric string
 	Max    float64
+	// Min > 0 makes a floor: "acked ≥ 1" stops a run that sent nothing
+	// from keeping every other promise vacuously. Use Max = +Inf for a
+	// floor alone.
+	Min float64
 	// Why names the guarantee, for the table.
 	Why string
+}
+
+// broken reports whether v breaks p.
+func (p Promise) broken(v float64) bool { return math.IsNaN(v) || v > p.Max || v < p.Min }
+
+// bound prints the promised range: "≤ 0", "≥ 1" or "1 … 5".
+func (p Promise) bound() string {
+	switch {
+	case p.Min > 0 && math.IsInf(p.Max, 1):
+		return "≥ " + fmtNum(p.Min)
+	case p.Min > 0:
+		return fmtNum(p.Min) + " … " + fmtNum(p.Max)
+	}
+	return "≤ " + fmtNum(p.Max)
+}
+
+// Baseline promises hold in every scenario: a run that acknowledged or
+// delivered nothing proves nothing, and the two sides of the ledger must
+// agree (every acked message is either delivered or lost).
+var baseline = []Promise{
+	{Metric: "acked", Min: 1, Max: math.Inf(1), Why: "the run acknowledged sends (no promise holds vacuously)"},
+	{Metric: "delivered", Min: 1, Max: math.Inf(1), Why: "the run delivered messages (no promise holds vacuously)"},
+	{Metric: "ledger imbalance", Max: never, Why: "acked messages delivered = acked − lost, counted from each side of the ledger"},
 }
 
 // Report is the outcome of one scenario run.
@@ -83,8 +111,8 @@ func (r *Report) Evaluate() {
 	r.Broken = nil
 	for _, p := range r.Promises {
 		v := r.Metric(p.Metric)
-		if math.IsNaN(v) || v > p.Max {
-			r.Broken = append(r.Broken, fmt.Sprintf("%s = %s, promised ≤ %s (%s)", p.Metric, fmtNum(v), fmtNum(p.Max), p.Why))
+		if p.broken(v) {
+			r.Broken = append(r.Broken, fmt.Sprintf("%s = %s, promised %s (%s)", p.Metric, fmtNum(v), p.bound(), p.Why))
 		}
 	}
 }
@@ -115,10 +143,10 @@ func (r *Report) Print(w io.Writer) {
 		prom := ""
 		if p, ok := promised[m.Name]; ok {
 			verdict := "ok"
-			if math.IsNaN(m.Value) || m.Value > p.Max {
+			if p.broken(m.Value) {
 				verdict = "BROKEN"
 			}
-			prom = fmt.Sprintf("≤ %s  %s", fmtNum(p.Max), verdict)
+			prom = fmt.Sprintf("%s  %s", p.bound(), verdict)
 		}
 		fmt.Fprintf(tw, "   %s\t%s\t%s\t\n", m.Name, val, prom)
 	}
@@ -157,6 +185,7 @@ func (r *Report) addResult(res Result, faultAt time.Time) {
 	r.Add("failed", float64(res.Failed), "")
 	r.Add("unknown", float64(res.Unknown), "")
 	r.Add("delivered", float64(res.Delivered), "")
+	r.Add("ledger imbalance", float64(res.Imbalance()), "")
 	lost := Metric{Name: "lost", Value: float64(res.LostCount())}
 	if res.LostCount() > 0 {
 		lost.Text = fmt.Sprintf("%d %s", res.LostCount(), listed(res.Lost))
@@ -169,6 +198,12 @@ func (r *Report) addResult(res Result, faultAt time.Time) {
 	r.Metrics = append(r.Metrics, unexp)
 	r.Add("id mismatches", float64(res.Mismatched), "")
 	r.Add("duplicated", float64(res.Duplicated), "")
+	r.Add("duplicate deliveries", float64(res.DuplicateDeliveries), "")
+	dupPct := math.NaN()
+	if res.AckedDeliveries > 0 {
+		dupPct = 100 * float64(res.DuplicateDeliveries) / float64(res.AckedDeliveries)
+	}
+	r.AddText("duplicates %", dupPct, "%", fmt.Sprintf("%.3f%% (%d of %d acked deliveries)", dupPct, res.DuplicateDeliveries, res.AckedDeliveries))
 	r.Add("redeliveries", float64(res.Redeliveries), "")
 	r.Add("recovered", float64(res.Recovered), "")
 	r.Add("failed but delivered", float64(res.FailedDelivered), "")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,8 +28,12 @@ type Params struct {
 	Long bool
 	// Replicas, if > 0, overrides the scenario's replicas per send.
 	Replicas int
-	// Rate is messages per second over all publishers. Default 200.
+	// Rate is messages per second over all publishers. Default: the
+	// scenario's (200, or its LongRate in the long form).
 	Rate int
+	// Seed seeds the scenarios that draw at random (the nemesis); 0 picks
+	// one from the clock. The seed used is printed with the report.
+	Seed int64
 	// Dir holds the nodes' data directories; default a temporary directory
 	// removed after the run.
 	Dir string
@@ -44,9 +49,6 @@ type Params struct {
 }
 
 func (p Params) withDefaults() Params {
-	if p.Rate <= 0 {
-		p.Rate = 200
-	}
 	if p.Logger == nil {
 		p.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -71,9 +73,22 @@ type Scenario struct {
 	Replicas int
 	// Child runs qgate as a child process (so it can be SIGKILLed).
 	Child bool
-	// Subscribers is the number of acking subscribers on the one channel.
-	// Default 2.
+	// Subscribers is the number of acking subscribers on the one channel,
+	// on each qgate. Default 2.
 	Subscribers int
+	// Gateways is the number of qgate instances on the same nodes
+	// (default 1). Each gets Subscribers subscribers and its own
+	// publishers; a message acked by subscribers of two instances counts as
+	// a duplicate.
+	Gateways int
+	// Streams makes half of each qgate's publishers send with SendStream
+	// instead of unary Send.
+	Streams bool
+	// LongRate is the send rate of the long form (default: the short
+	// form's, 200 msg/s).
+	LongRate int
+	// CheckInterval is the pool's health-check interval (default 100 ms).
+	CheckInterval time.Duration
 	// MaxInFlight of each subscriber. Default 200.
 	MaxInFlight uint32
 	// AckDeadline of the subscriptions. Default 3s.
@@ -94,9 +109,12 @@ type Scenario struct {
 	// deadline + 2 s) even when every acked message was delivered, so that
 	// redeliveries after the deadline are seen.
 	WaitRedelivery bool
-	// NeedsReplicas: the scenario proves replication; it is skipped when
-	// the nodes do not hold the extra copies.
+	// NeedsReplicas: the scenario proves replication; it is skipped (and
+	// the run fails) when the nodes do not hold the extra copies.
 	NeedsReplicas bool
+	// Random: the schedule draws from Harness.Rand; the report prints the
+	// seed (Params.Seed replays it).
+	Random bool
 }
 
 // Harness is one scenario run in progress, as a scenario's functions see
@@ -108,14 +126,15 @@ type Harness struct {
 	log     *slog.Logger
 	dir     string
 	cluster *cluster
-	gc      gatewayConfig
-	gw      gateway
-	conn    *grpc.ClientConn
-	queue   qgatev1.QueueServiceClient
-	admin   qgatev1.AdminServiceClient
-	ledger  *Ledger
-	watch   *watcher
-	topic   string
+	// inst are the qgate instances; queue and admin are the first's.
+	inst   []*instance
+	queue  qgatev1.QueueServiceClient
+	admin  qgatev1.AdminServiceClient
+	ledger *Ledger
+	watch  *watcher
+	topic  string
+	rate   int
+	seed   int64
 
 	mu     sync.Mutex
 	faults []*Fault
@@ -123,8 +142,12 @@ type Harness struct {
 	subs    []*subscriber
 	subStop []context.CancelFunc
 	pubs    []*publisher
-	due     sync.Map // id -> time.Time: earliest delivery of deferred messages
-	nacked  sync.Map // id -> time.Time: earliest redelivery after a nack
+	spubs   []*streamPublisher
+	// bursts are Burst's sends in progress; burstN numbers the bursts.
+	bursts sync.WaitGroup
+	burstN int
+	due    sync.Map // id -> time.Time: earliest delivery of deferred messages
+	nacked sync.Map // id -> time.Time: earliest redelivery after a nack
 
 	// decide is the standard subscribers' ack policy (nil: ack all).
 	decide func(*qgatev1.Delivery) (Action, time.Duration)
@@ -201,37 +224,69 @@ func (h *Harness) Signal(ctx context.Context, name, what string) error {
 	return nil
 }
 
-// StopGateway stops qgate, abruptly (kill) or gracefully.
-func (h *Harness) StopGateway(kill bool) error {
-	if kill {
-		return h.gw.kill()
-	}
-	return h.gw.stop()
+// instance is one qgate of a run and the harness's connection to it; the
+// connection outlives restarts of the gateway on the same address.
+type instance struct {
+	gc    gatewayConfig
+	gw    gateway // nil while stopped
+	conn  *grpc.ClientConn
+	queue qgatev1.QueueServiceClient
 }
 
-// StartGateway starts qgate again on the same address and nodes.
-func (h *Harness) StartGateway(ctx context.Context) error {
-	gw, err := h.startGateway(ctx)
+// StopGateway stops the first qgate, abruptly (kill) or gracefully.
+func (h *Harness) StopGateway(kill bool) error { return h.StopGatewayN(0, kill) }
+
+// StopGatewayN stops qgate number i (from 0), abruptly (kill: SIGKILL of a
+// child process) or gracefully. Stopping a stopped qgate does nothing.
+func (h *Harness) StopGatewayN(i int, kill bool) error {
+	in := h.inst[i]
+	if in.gw == nil {
+		return nil
+	}
+	var err error
+	if kill {
+		err = in.gw.kill()
+	} else {
+		err = in.gw.stop()
+	}
+	in.gw = nil
+	h.log.Info("chaos: gateway stopped", "gateway", i, "kill", kill)
+	return err
+}
+
+// StartGateway starts the first qgate again on the same address and nodes.
+func (h *Harness) StartGateway(ctx context.Context) error { return h.StartGatewayN(ctx, 0) }
+
+// StartGatewayN starts qgate number i again on its address and nodes.
+func (h *Harness) StartGatewayN(ctx context.Context, i int) error {
+	in := h.inst[i]
+	if in.gw != nil {
+		return fmt.Errorf("chaos: gateway %d is running", i)
+	}
+	gw, err := h.startGateway(ctx, in.gc)
 	if err != nil {
 		return err
 	}
-	h.gw = gw
+	in.gw = gw
 	return nil
 }
 
-func (h *Harness) startGateway(ctx context.Context) (gateway, error) {
+// Gateways is the number of qgate instances of the run.
+func (h *Harness) Gateways() int { return len(h.inst) }
+
+func (h *Harness) startGateway(ctx context.Context, gc gatewayConfig) (gateway, error) {
 	if h.Sc.Child {
 		if len(h.P.ChildCommand) == 0 {
 			return nil, errors.New("chaos: scenario needs a gateway child process and Params.ChildCommand is empty")
 		}
-		return startChild(ctx, h.P.ChildCommand, h.gc, h.P.NodeOutput)
+		return startChild(ctx, h.P.ChildCommand, gc, h.P.NodeOutput)
 	}
 	var gw gateway
 	var err error
 	// The address was free a moment ago (or was ours before a restart):
 	// retry briefly while the kernel releases it.
 	for range 50 {
-		if gw, err = startInproc(h.gc, h.log); err == nil {
+		if gw, err = startInproc(gc, h.log); err == nil {
 			return gw, nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -243,8 +298,12 @@ func (h *Harness) startGateway(ctx context.Context) (gateway, error) {
 // decide (may be nil: ack everything) picks what it does with a delivery.
 // It returns a function that ends the subscriber's stream.
 func (h *Harness) AddSubscriber(ctx context.Context, name string, maxInFlight uint32, decide func(*qgatev1.Delivery) (Action, time.Duration)) (func(), error) {
+	return h.addSubscriber(ctx, h.queue, name, maxInFlight, decide)
+}
+
+func (h *Harness) addSubscriber(ctx context.Context, client qgatev1.QueueServiceClient, name string, maxInFlight uint32, decide func(*qgatev1.Delivery) (Action, time.Duration)) (func(), error) {
 	s := &subscriber{
-		name: name, client: h.queue, topic: h.topic, channel: "chaos",
+		name: name, client: client, topic: h.topic, channel: "chaos",
 		maxInFlight: maxInFlight, ackDeadline: h.Sc.AckDeadline,
 		ledger: h.ledger, decide: decide,
 	}
@@ -269,8 +328,12 @@ func (h *Harness) AddSubscriber(ctx context.Context, name string, maxInFlight ui
 // AddPublisher adds a publisher; call from Setup (publishers start after
 // Setup). delay > 0 makes deferred sends.
 func (h *Harness) AddPublisher(name string, rate int, delay time.Duration) {
+	h.addPublisher(h.queue, name, rate, delay)
+}
+
+func (h *Harness) addPublisher(client qgatev1.QueueServiceClient, name string, rate int, delay time.Duration) {
 	p := &publisher{
-		name: name, client: h.queue, topic: h.topic,
+		name: name, client: client, topic: h.topic,
 		interval: time.Second / time.Duration(max(rate, 1)), timeout: 2 * time.Second,
 		replicas: uint32(h.replicas()), delay: delay, ledger: h.ledger,
 	}
@@ -280,18 +343,27 @@ func (h *Harness) AddPublisher(name string, rate int, delay time.Duration) {
 	h.pubs = append(h.pubs, p)
 }
 
+// addStreamPublisher adds a publisher that sends with SendStream.
+func (h *Harness) addStreamPublisher(client qgatev1.QueueServiceClient, name string, rate int) {
+	h.spubs = append(h.spubs, &streamPublisher{
+		name: name, client: client, topic: h.topic,
+		interval: time.Second / time.Duration(max(rate, 1)), timeout: 2 * time.Second,
+		replicas: uint32(h.replicas()), ledger: h.ledger,
+	})
+}
+
 // replicas is the replicas per send: the override or the scenario's, at
-// most the number of groups (a failover pool has one).
+// most the number of nodes that can hold a copy: the groups in cluster and
+// ha modes, the members of the one group in failover mode (a primary and
+// a backup). A pool that cannot place them fails the sends, and the run's
+// "acked ≥ 1" promise says so.
 func (h *Harness) replicas() int {
 	n := h.Sc.Replicas
 	if h.P.Replicas > 0 {
 		n = h.P.Replicas
 	}
 	groups := h.Sc.Nodes
-	switch h.Sc.Mode {
-	case nsq.ModeFailover:
-		groups = 1
-	case nsq.ModeHA:
+	if h.Sc.Mode == nsq.ModeHA {
 		groups = len(h.Sc.Layout)
 	}
 	return min(n, groups)
@@ -313,9 +385,26 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.AckDeadline == 0 {
 		sc.AckDeadline = 3 * time.Second
 	}
+	if sc.Gateways == 0 {
+		sc.Gateways = 1
+	}
+	if sc.CheckInterval == 0 {
+		sc.CheckInterval = 100 * time.Millisecond
+	}
 	counter := newCountingHandler(p.Logger.Handler())
 	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos"}
-	r := &Report{Scenario: sc.Name, Title: sc.Title, Promises: sc.Promises, Notes: sc.Notes}
+	h.rate = p.Rate
+	if h.rate <= 0 {
+		h.rate = 200
+		if p.Long && sc.LongRate > 0 {
+			h.rate = sc.LongRate
+		}
+	}
+	h.seed = p.Seed
+	if h.seed == 0 {
+		h.seed = time.Now().UnixNano()
+	}
+	r := &Report{Scenario: sc.Name, Title: sc.Title, Promises: append(slices.Clone(baseline), sc.Promises...), Notes: sc.Notes}
 	form := "short"
 	if p.Long {
 		form = "long"
@@ -324,12 +413,22 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if mode == "" {
 		mode = nsq.ModeCluster
 	}
-	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s, ack deadline %v, nsqd args %v",
-		form, sc.Nodes, mode, max(h.replicas(), 1), p.Rate, sc.AckDeadline, sc.NodeArgs)
-	if sc.Child {
-		r.Setup += ", qgate as a child process"
+	senders := "unary Send"
+	if sc.Streams {
+		senders = "unary Send and SendStream"
 	}
+	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s (%s), %d qgate × %d subscribers, ack deadline %v, checks every %v, nsqd args %v",
+		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, sc.Subscribers, sc.AckDeadline, sc.CheckInterval, sc.NodeArgs)
+	if sc.Child {
+		r.Setup += ", qgate as child processes"
+	}
+	if sc.Random {
+		r.Setup += fmt.Sprintf(", seed %d", h.seed)
+	}
+	r.Setup += "; " + buildCommit()
+	loadStart := loadavg()
 	err := h.run(ctx, mode, r)
+	r.AddText("load average", math.NaN(), "", fmt.Sprintf("%s at start, %s at end", loadStart, loadavg()))
 	if err != nil {
 		r.Err = err
 	}
@@ -362,25 +461,36 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	if err != nil {
 		return err
 	}
-	h.gc = gatewayConfig{
-		Addr: addr, Groups: groups,
-		CheckInterval: 100 * time.Millisecond, CheckTimeout: 250 * time.Millisecond,
-		Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
-	}
-	if h.gw, err = h.startGateway(ctx); err != nil {
-		return err
-	}
 	defer func() {
-		if h.gw != nil {
-			err = errors.Join(err, h.gw.stop())
+		for i, in := range h.inst {
+			if in.conn != nil {
+				in.conn.Close()
+			}
+			err = errors.Join(err, h.StopGatewayN(i, false))
 		}
 	}()
-	if h.conn, err = dial(addr); err != nil {
-		return err
+	for i := range h.Sc.Gateways {
+		if i > 0 {
+			if addr, err = nsqproc.FreeAddr(); err != nil {
+				return err
+			}
+		}
+		in := &instance{gc: gatewayConfig{
+			Addr: addr, Groups: groups,
+			CheckInterval: h.Sc.CheckInterval, CheckTimeout: 250 * time.Millisecond,
+			Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
+		}}
+		h.inst = append(h.inst, in)
+		if in.gw, err = h.startGateway(ctx, in.gc); err != nil {
+			return err
+		}
+		if in.conn, err = dial(addr); err != nil {
+			return err
+		}
+		in.queue = qgatev1.NewQueueServiceClient(in.conn)
 	}
-	defer h.conn.Close()
-	h.queue = qgatev1.NewQueueServiceClient(h.conn)
-	h.admin = qgatev1.NewAdminServiceClient(h.conn)
+	h.queue = h.inst[0].queue
+	h.admin = qgatev1.NewAdminServiceClient(h.inst[0].conn)
 
 	runCtx, stopAll := context.WithCancel(ctx)
 	defer func() {
@@ -401,19 +511,45 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			return err
 		}
 	}
-	for i := range h.Sc.Subscribers {
-		if _, err := h.AddSubscriber(runCtx, fmt.Sprintf("sub%d", i+1), h.Sc.MaxInFlight, h.decide); err != nil {
-			return err
+	for g, in := range h.inst {
+		for i := range h.Sc.Subscribers {
+			name := fmt.Sprintf("sub%d", i+1)
+			if len(h.inst) > 1 {
+				name = fmt.Sprintf("g%d-sub%d", g+1, i+1)
+			}
+			if _, err := h.addSubscriber(runCtx, in.queue, name, h.Sc.MaxInFlight, h.decide); err != nil {
+				return err
+			}
 		}
 	}
-	if len(h.pubs) == 0 {
-		h.AddPublisher("p1", h.P.Rate/2, 0)
-		h.AddPublisher("p2", h.P.Rate-h.P.Rate/2, 0)
+	if len(h.pubs) == 0 && len(h.spubs) == 0 {
+		// Two publishers per qgate, sharing the rate; with Streams the
+		// second of each pair uses SendStream.
+		n := 2 * len(h.inst)
+		for g, in := range h.inst {
+			for i := range 2 {
+				k := 2*g + i
+				rate := h.rate*(k+1)/n - h.rate*k/n
+				name := fmt.Sprintf("p%d", k+1)
+				if h.Sc.Streams && i == 1 {
+					h.addStreamPublisher(in.queue, "s"+name, rate)
+				} else {
+					h.addPublisher(in.queue, name, rate, 0)
+				}
+			}
+		}
 	}
 	loadCtx, stopLoad := context.WithCancel(runCtx)
 	defer stopLoad()
 	var pubWG sync.WaitGroup
 	for _, p := range h.pubs {
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			p.run(loadCtx)
+		}()
+	}
+	for _, p := range h.spubs {
 		pubWG.Add(1)
 		go func() {
 			defer pubWG.Done()
@@ -446,8 +582,9 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	}
 	stopLoad()
 	pubWG.Wait()
+	h.bursts.Wait()
 	loadEnd := time.Now()
-	drained := h.drain(ctx)
+	drained, why := h.drain(ctx)
 
 	res := h.ledger.Check()
 	var first *Fault
@@ -460,7 +597,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	}
 	r.addResult(res, faultAt)
 	r.AddText("load", loadEnd.Sub(loadStart).Seconds(), "s", fmt.Sprintf("%.1f s", loadEnd.Sub(loadStart).Seconds()))
-	r.AddDuration("drain", drained, true)
+	r.AddText("drain", ms(drained), "ms", fmt.Sprintf("%.1f s (%s)", drained.Seconds(), why))
 	h.addFaultMetrics(r)
 	h.addLeft(ctx, r)
 	r.Add("dropped by pool (node down)", float64(h.counter.released()), "")
@@ -530,14 +667,19 @@ func (h *Harness) WaitNodesUp(ctx context.Context) error {
 	return h.waitNodesUp(ctx, 15*time.Second)
 }
 
-// drain waits until every acked message was delivered and nothing new
-// arrived for a moment, or nothing new arrived for a quiet period (ack
-// deadline + 2s: redeliveries of a lost stream come after the deadline),
-// or a time limit passes. It returns how long it waited.
-func (h *Harness) drain(ctx context.Context) time.Duration {
+// drain waits until no more deliveries can come, or a time limit passes;
+// it returns how long it waited and why it stopped. No more can come when
+// nothing was delivered for a second, every acked message was delivered,
+// and the running nodes hold nothing for the channel: no message ready, in
+// flight (delivered, not yet acked: a lost ack brings it back after the
+// ack deadline) or deferred (a copy to be redelivered later, a standby
+// copy). Ending when lost is 0 would miss those late duplicates. Failing
+// that, it waits until nothing was delivered for the ack deadline + 2 s
+// (always, with WaitRedelivery).
+func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
-	quiet := h.Sc.AckDeadline + 2*time.Second
 	limit := start.Add(2*h.Sc.AckDeadline + h.d(10*time.Second, 30*time.Second))
+	why := "time limit"
 	for time.Now().Before(limit) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 		_, _, last := h.ledger.Counts()
@@ -545,14 +687,42 @@ func (h *Harness) drain(ctx context.Context) time.Duration {
 			last = start
 		}
 		idle := time.Since(last)
-		if idle >= quiet {
+		if idle >= h.Sc.AckDeadline+2*time.Second {
+			why = fmt.Sprintf("nothing delivered for %v", h.Sc.AckDeadline+2*time.Second)
 			break
 		}
-		if !h.Sc.WaitRedelivery && idle >= 300*time.Millisecond && h.ledger.Check().LostCount() == 0 {
+		if h.Sc.WaitRedelivery || idle < time.Second || h.ledger.Check().LostCount() > 0 {
+			continue
+		}
+		if h.nodesEmpty(ctx) {
+			why = "nodes empty, nothing delivered for 1s"
 			break
 		}
 	}
-	return time.Since(start)
+	return time.Since(start), why
+}
+
+// nodesEmpty reports whether every running node holds nothing for the
+// run's topic and channel (not yet copied to the channel, ready, in flight
+// or deferred). A node that does not answer is not empty.
+func (h *Harness) nodesEmpty(ctx context.Context) bool {
+	for _, p := range h.cluster.procs {
+		if !p.Running() {
+			continue
+		}
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			return false
+		}
+		n, _ := left(st, h.topic, "chaos")
+		if t := st.Topic(h.topic); t != nil {
+			n += t.Depth
+		}
+		if n > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // addFaultMetrics adds detection and recovery times and the availability

@@ -44,6 +44,8 @@ func Scenarios() []Scenario {
 			"--sync-every=1 syncs the diskqueue metadata after every message, so the restarted nsqd's recovery has nothing stale to trip on"),
 		s1r(1), s1r(2), s1dedup(),
 		s2(), s3(), s4(), s5(), s6(), s7(), s8(), s9(), s10(), s11(), s12(),
+		s13(nsq.ModeCluster, 1), s13(nsq.ModeCluster, 2), s13(nsq.ModeFailover, 1), s13(nsq.ModeFailover, 2),
+		s14(), s15(), s16(), s17(),
 	}
 }
 
@@ -335,7 +337,6 @@ func gatewayRestart(kill bool) func(ctx context.Context, h *Harness) error {
 			return err
 		}
 		h.stopTook = time.Since(start)
-		h.gw = nil
 		if err := h.Sleep(ctx, time.Second); err != nil {
 			return err
 		}

@@ -2,6 +2,9 @@ package chaos
 
 import (
 	"context"
+	"os"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/qgate/qgate/internal/nsqproc"
@@ -40,4 +43,43 @@ func left(s *nsqproc.NodeStats, topic, channel string) (msgs int64, consumers in
 		}
 	}
 	return 0, 0
+}
+
+// loadavg is the machine's load average (1, 5 and 15 minutes) from
+// /proc/loadavg, or "unknown": every figure of a run is read against it.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// buildCommit names the commit the running binary was built from, when
+// the go command stamped it (go build; not go run or go test).
+func buildCommit() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "commit unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	switch {
+	case rev == "":
+		return "commit not stamped in the binary"
+	case dirty:
+		return "commit " + rev[:min(len(rev), 12)] + " (modified)"
+	}
+	return "commit " + rev[:min(len(rev), 12)]
 }
