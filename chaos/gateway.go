@@ -31,6 +31,10 @@ type gatewayConfig struct {
 	Fall, Rise                  int
 	FailbackHold                time.Duration
 	AttemptTimeout              time.Duration
+	// StandbyDelay and AckTopic: see nsq.Config (one delivery per
+	// replicated message across the harness's qgates).
+	StandbyDelay time.Duration
+	AckTopic     string
 }
 
 func (gc gatewayConfig) poolConfig(log *slog.Logger) nsq.Config {
@@ -44,6 +48,8 @@ func (gc gatewayConfig) poolConfig(log *slog.Logger) nsq.Config {
 		DialTimeout:    gc.AttemptTimeout,
 		WriteTimeout:   gc.AttemptTimeout,
 		AttemptTimeout: gc.AttemptTimeout,
+		StandbyDelay:   gc.StandbyDelay,
+		AckTopic:       gc.AckTopic,
 		Logger:         log,
 	}
 }

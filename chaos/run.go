@@ -20,6 +20,12 @@ import (
 	"github.com/qgate/qgate/internal/nsqproc"
 )
 
+// standbyDelay is the harness's nsq.Config.StandbyDelay: shorter than
+// qgate serve's default so that a drain need not wait long for the standby
+// copies of what a killed node held, and longer than the subscribers'
+// time to ack (at once).
+const standbyDelay = 2 * time.Second
+
 // Params are the knobs of a run, shared by every scenario.
 type Params struct {
 	// NSQD is the nsqd binary. Required.
@@ -479,6 +485,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			Addr: addr, Groups: groups,
 			CheckInterval: h.Sc.CheckInterval, CheckTimeout: 250 * time.Millisecond,
 			Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
+			StandbyDelay: standbyDelay, AckTopic: nsq.DefaultAckTopic,
 		}}
 		h.inst = append(h.inst, in)
 		if in.gw, err = h.startGateway(ctx, in.gc); err != nil {

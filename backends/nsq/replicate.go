@@ -99,7 +99,17 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, n *node, rs *replicaSet, start int) error {
 	var tried []*node
 	for {
-		err := p.attempt(ctx, n, topic, bodies, delay, p.cfg.AttemptTimeout)
+		// As in sendOnce: the attempt timeout is there to move the copy on;
+		// with no node left to move it to, it would only eject a node over
+		// a slow moment and fail the send (under load, every node in turn).
+		budget := p.cfg.AttemptTimeout
+		rs.mu.Lock()
+		alt, _ := p.pickFree(start, append(tried[:len(tried):len(tried)], n), rs.busy)
+		rs.mu.Unlock()
+		if alt == nil {
+			budget = aloneAttemptTimeout
+		}
+		err := p.attempt(ctx, n, topic, bodies, delay, budget)
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
