@@ -54,59 +54,118 @@ func randomID() string {
 
 type chanKey struct{ topic, channel string }
 
-// ackedIDs is the set of replicated message ids acked on each topic and
-// channel within the dedup window: by this pool's subscriptions, and by
-// other instances (their ack records). Safe for concurrent use; callers
-// may hold a subscription's mutex (never the other way round).
+// chanIDs is what a pool knows of the replicated messages of one topic and
+// channel: the ids acked within the window, and the ids held until a time.
+type chanIDs struct {
+	acked *idWindow
+	holds map[string]time.Time
+}
+
+// ackedIDs is, per topic and channel, the replicated message ids acked
+// within the dedup window and those held until a time: by this pool's
+// subscriptions, and by other instances (their ack records). Safe for
+// concurrent use; callers may hold a subscription's mutex (never the
+// other way round).
 type ackedIDs struct {
 	ttl time.Duration
 	max int
 
 	mu    sync.Mutex
-	chans map[chanKey]*idWindow
+	chans map[chanKey]*chanIDs
 }
 
 func newAckedIDs(ttl time.Duration, max int) *ackedIDs {
-	return &ackedIDs{ttl: ttl, max: max, chans: make(map[chanKey]*idWindow)}
+	return &ackedIDs{ttl: ttl, max: max, chans: make(map[chanKey]*chanIDs)}
+}
+
+// state reports whether id was acked on topic/channel within the window
+// and, if not, until when it is held there (zero: not held).
+func (a *ackedIDs) state(topic, channel, id string, now time.Time) (acked bool, heldUntil time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.chans[chanKey{topic, channel}]
+	if c == nil {
+		return false, time.Time{}
+	}
+	if c.acked.has(id, now) {
+		return true, time.Time{}
+	}
+	return false, c.holds[id]
 }
 
 // has reports whether id was acked on topic/channel within the window.
 func (a *ackedIDs) has(topic, channel, id string, now time.Time) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	w := a.chans[chanKey{topic, channel}]
-	return w != nil && w.has(id, now)
+	acked, _ := a.state(topic, channel, id, now)
+	return acked
 }
 
-// add remembers ids as acked on topic/channel from now on.
+func (a *ackedIDs) chanLocked(topic, channel string) *chanIDs {
+	k := chanKey{topic, channel}
+	c := a.chans[k]
+	if c == nil {
+		c = &chanIDs{acked: newIDWindow(a.ttl, a.max), holds: make(map[string]time.Time)}
+		a.chans[k] = c
+	}
+	return c
+}
+
+// add remembers ids as acked on topic/channel from now on (their holds end).
 func (a *ackedIDs) add(topic, channel string, ids []string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	k := chanKey{topic, channel}
-	w := a.chans[k]
-	if w == nil {
-		w = newIDWindow(a.ttl, a.max)
-		a.chans[k] = w
-	}
+	c := a.chanLocked(topic, channel)
 	for _, id := range ids {
-		w.add(id, now)
+		c.acked.add(id, now)
+		delete(c.holds, id)
 	}
 }
 
-// evict forgets ids past the window, and channels with none left.
+// hold records each message as held on topic/channel until its time,
+// replacing an earlier hold (a time not after now ends it). Beyond max
+// holds per channel new ones are not kept: a hold only ever spares a
+// duplicate.
+func (a *ackedIDs) hold(topic, channel string, hs []envelope.Hold, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.chanLocked(topic, channel)
+	for _, h := range hs {
+		switch {
+		case !h.Until.After(now):
+			delete(c.holds, h.ID)
+		case c.acked.has(h.ID, now):
+		case len(c.holds) < a.max:
+			c.holds[h.ID] = h.Until
+		default:
+			if _, ok := c.holds[h.ID]; ok {
+				c.holds[h.ID] = h.Until
+			}
+		}
+	}
+}
+
+// evict forgets ids past the window, holds past their time, and channels
+// with nothing left.
 func (a *ackedIDs) evict(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k, w := range a.chans {
-		w.evict(now)
-		if w.len() == 0 {
+	for k, c := range a.chans {
+		c.acked.evict(now)
+		for id, until := range c.holds {
+			if !until.After(now) {
+				delete(c.holds, id)
+			}
+		}
+		if c.acked.len() == 0 && len(c.holds) == 0 {
 			delete(a.chans, k)
 		}
 	}
 }
 
-// ackNote is one acked id waiting to be published.
-type ackNote struct{ topic, channel, id string }
+// ackNote is one acked (until zero) or held id waiting to be published.
+type ackNote struct {
+	topic, channel, id string
+	until              time.Time
+}
 
 // ackBus shares acked ids between the qgate instances of a pool through
 // NSQ: it publishes this pool's (AckRecord, batched, to Config.AckTopic)
@@ -145,10 +204,11 @@ func (p *Pool) startAckBus() {
 	go b.readLoop()
 }
 
-// note queues an acked id for the other instances. It never blocks.
-func (b *ackBus) note(topic, channel, id string) {
+// note queues an acked id (until zero) or a hold for the other
+// instances. It never blocks.
+func (b *ackBus) note(topic, channel, id string, until time.Time) {
 	select {
-	case b.in <- ackNote{topic, channel, id}:
+	case b.in <- ackNote{topic, channel, id, until}:
 	default:
 		if b.dropped.Add(1)%1000 == 1 {
 			b.p.log.Warn("nsq ack records dropped: queue full (standby copies of these messages may be delivered twice)",
@@ -180,18 +240,31 @@ func (b *ackBus) close() {
 // publishLoop batches queued ids into records and writes them.
 func (b *ackBus) publishLoop() {
 	defer b.done.Done()
-	batch := make(map[chanKey][]string)
+	batch := make(map[chanKey]*envelope.AckRecord)
 	n := 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	add := func(a ackNote) {
+		k := chanKey{a.topic, a.channel}
+		r := batch[k]
+		if r == nil {
+			r = &envelope.AckRecord{Instance: b.instance, Topic: a.topic, Channel: a.channel}
+			batch[k] = r
+		}
+		if a.until.IsZero() {
+			r.IDs = append(r.IDs, a.id)
+		} else {
+			r.Held = append(r.Held, envelope.Hold{ID: a.id, Until: a.until})
+		}
+		n++
+	}
 	flush := func() {
 		if n == 0 {
 			return
 		}
 		bodies := make([][]byte, 0, len(batch))
-		for k, ids := range batch {
-			bodies = append(bodies, envelope.AppendAckRecord(nil,
-				&envelope.AckRecord{Instance: b.instance, Topic: k.topic, Channel: k.channel, IDs: ids}))
+		for _, r := range batch {
+			bodies = append(bodies, envelope.AppendAckRecord(nil, r))
 		}
 		clear(batch)
 		n = 0
@@ -208,9 +281,7 @@ func (b *ackBus) publishLoop() {
 			if n == 0 {
 				timer.Reset(ackBatchDelay)
 			}
-			k := chanKey{a.topic, a.channel}
-			batch[k] = append(batch[k], a.id)
-			n++
+			add(a)
 			if n >= ackBatchMax {
 				timer.Stop()
 				flush()
@@ -221,9 +292,7 @@ func (b *ackBus) publishLoop() {
 			for {
 				select {
 				case a := <-b.in:
-					k := chanKey{a.topic, a.channel}
-					batch[k] = append(batch[k], a.id)
-					n++
+					add(a)
 					continue
 				default:
 				}
@@ -274,7 +343,9 @@ func (b *ackBus) readLoop() {
 		if err != nil {
 			b.p.log.Warn("nsq ack record not understood; skipped", "topic", b.topic, "err", err)
 		} else if rec.Instance != b.instance {
-			b.p.acked.add(rec.Topic, rec.Channel, rec.IDs, time.Now())
+			now := time.Now()
+			b.p.acked.add(rec.Topic, rec.Channel, rec.IDs, now)
+			b.p.acked.hold(rec.Topic, rec.Channel, rec.Held, now)
 		}
 		_ = d.Acker.Ack()
 	}

@@ -245,3 +245,37 @@ func consumeRaw(t *testing.T, tcpAddr, topic, channel string, f func([]byte)) (s
 	}
 	return func() { c.Stop(); <-c.StopChan }
 }
+
+// TestNackDelayHoldsStandby: a replicated message nacked with a delay
+// longer than the standby delay comes back after the nack's delay, once:
+// its standby copy, due earlier, waits for the hold instead of bringing it
+// back early. Without holds the standby would be delivered at the standby
+// delay.
+func TestNackDelayHoldsStandby(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 2)
+	const standby, nack = 300 * time.Millisecond, 1500 * time.Millisecond
+	p := newPool(t, ModeFailover, localNodes(nodes), func(c *Config) { c.StandbyDelay = standby })
+	const topic = "nacked"
+	sub := subscribe(t, p, topic, "c", 10)
+	if err := sendReplicas(context.Background(), p, topic, 2, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	d := receive(t, sub, 5*time.Second)
+	nacked := time.Now()
+	if err := d.Acker.Nack(nack); err != nil {
+		t.Fatal(err)
+	}
+	again := receive(t, sub, 10*time.Second)
+	if got := time.Since(nacked); got < nack-50*time.Millisecond {
+		t.Errorf("redelivered %v after a nack with delay %v (attempt %d): the standby came back early", got, nack, again.Attempt)
+	}
+	if again.Attempt != 2 {
+		t.Errorf("attempt %d, want 2", again.Attempt)
+	}
+	if err := again.Acker.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if extra := receiveOrEmpty(t, sub, localHTTP(nodes), topic, "c", 10*time.Second); extra != nil {
+		t.Errorf("delivered a third time: %s attempt %d", extra.ID, extra.Attempt)
+	}
+}

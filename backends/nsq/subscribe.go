@@ -124,6 +124,9 @@ type delivery struct {
 	// delivered again.
 	released  bool
 	lateAcked bool
+	// holdSent: a hold of this delivery's id was recorded (and shared), so
+	// that its standby copy waits for its outcome; see heldLong.
+	holdSent bool
 	// Replicated messages: rid is the message id. A copy that arrives while
 	// another copy is held waits, parked (primary set, not queued), for
 	// that copy's outcome: finished with it when it is acked, handed back
@@ -506,6 +509,7 @@ func (s *subscription) releaseDown() {
 func (s *subscription) expire(now time.Time) {
 	s.mu.Lock()
 	var exp, touch []*delivery
+	var holds []envelope.Hold
 	for d := range s.held {
 		if d.settled {
 			continue
@@ -517,15 +521,31 @@ func (s *subscription) expire(now time.Time) {
 		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
 			d.nsqDeadline = now.Add(s.msgTimeout)
 			touch = append(touch, d)
+		case d.handed && !d.holdSent && s.heldLong(d, now):
+			d.holdSent = true
+			holds = append(holds, envelope.Hold{ID: d.rid, Until: d.deadline})
 		}
 	}
 	s.mu.Unlock()
+	for _, h := range holds {
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, now)
+	}
 	for _, d := range exp {
 		d.msg.RequeueWithoutBackoff(0)
 	}
 	for _, d := range touch {
 		d.msg.Touch()
 	}
+}
+
+// heldLong reports whether d, a handed-out delivery, is a replicated
+// message held so long that its standby copy may surface meanwhile (half
+// the standby delay after its send): then a hold is recorded, so the
+// standby waits for d's outcome wherever it surfaces. A client that acks
+// at once never causes one. Callers hold s.mu.
+func (s *subscription) heldLong(d *delivery, now time.Time) bool {
+	pub := d.d.Message.PublishTime
+	return d.rid != "" && !pub.IsZero() && now.Sub(pub) >= s.p.cfg.StandbyDelay/2
 }
 
 // HandleMessage is the go-nsq handler: it queues the message for Receive
@@ -549,10 +569,20 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		m.RequeueWithoutBackoff(min(wait, maxRequeueDelay))
 		return nil
 	}
-	if info.replicated && s.p.acked.has(s.opts.Topic, s.opts.Channel, msg.ID, now) {
-		s.mu.Unlock()
-		m.Finish() // a copy of a message acked on this channel
-		return nil
+	if info.replicated {
+		acked, heldUntil := s.p.acked.state(s.opts.Topic, s.opts.Channel, msg.ID, now)
+		if acked {
+			s.mu.Unlock()
+			m.Finish() // a copy of a message acked on this channel
+			return nil
+		}
+		if wait := heldUntil.Sub(now); wait > holdPrecision && s.byID[msg.ID] == nil {
+			// Its twin is held elsewhere (another subscription or
+			// gateway): wait for its outcome rather than deliver twice.
+			s.mu.Unlock()
+			m.RequeueWithoutBackoff(min(wait+notBeforePrecision, maxRequeueDelay))
+			return nil
+		}
 	}
 	attempts := int(m.Attempts)
 	if info.standby && attempts > 1 {
@@ -596,6 +626,10 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 // notBeforePrecision: a message that arrives at most this much before its
 // not_before is delivered rather than deferred again.
 const notBeforePrecision = 10 * time.Millisecond
+
+// holdPrecision: a copy whose twin's hold ends within this is not deferred
+// for it (the hold is most likely this copy's own, about to end).
+const holdPrecision = 100 * time.Millisecond
 
 // copyInfo is what the envelope says about a copy beyond the message.
 type copyInfo struct {
@@ -734,11 +768,25 @@ func (d *delivery) settle(ack bool) (ok, expired, late bool, dups []*delivery) {
 }
 
 // noteAcked remembers that the replicated message id was acked on
-// topic/channel, and tells the other instances.
+// topic/channel (or dead-lettered: settled for good), and tells the other
+// instances.
 func (p *Pool) noteAcked(topic, channel, id string, now time.Time) {
 	p.acked.add(topic, channel, []string{id}, now)
 	if p.bus != nil {
-		p.bus.note(topic, channel, id)
+		p.bus.note(topic, channel, id, time.Time{})
+	}
+}
+
+// noteHeld records that the replicated message id is held on
+// topic/channel until until (until not after now ends a hold), and tells
+// the other instances: its other copies are deferred until then.
+func (p *Pool) noteHeld(topic, channel, id string, until, now time.Time) {
+	p.acked.hold(topic, channel, []envelope.Hold{{ID: id, Until: until}}, now)
+	if p.bus != nil {
+		if !until.After(now) {
+			until = now // a time in the past ends the hold everywhere
+		}
+		p.bus.note(topic, channel, id, until)
 	}
 }
 
@@ -789,6 +837,12 @@ func (d *delivery) Nack(delay time.Duration) error {
 	delay = clampDuration(delay, 0, maxRequeueDelay)
 	d.msg.RequeueWithoutBackoff(delay)
 	requeue(dups, delay)
+	if d.rid != "" && (delay > 0 || d.holdSent) {
+		// Its other copies wait for the nack's delay too (or no longer,
+		// with none): a standby must not bring it back early.
+		now := time.Now()
+		d.s.p.noteHeld(d.s.opts.Topic, d.s.opts.Channel, d.rid, now.Add(delay), now)
+	}
 	return nil
 }
 
@@ -810,8 +864,14 @@ func (d *delivery) Extend() error {
 	}
 	d.nsqDeadline = now.Add(s.msgTimeout)
 	d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
+	hold := d.holdSent || s.heldLong(d, now)
+	d.holdSent = d.holdSent || hold
+	until := d.deadline
 	s.mu.Unlock()
 	d.msg.Touch()
+	if hold {
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, now)
+	}
 	return nil
 }
 
@@ -844,7 +904,7 @@ func (s *subscription) deadLetterLoop() {
 }
 
 func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
-	msg, _ := decode(m)
+	msg, info := decode(m)
 	attrs := make(map[string]string, len(msg.Attributes)+2)
 	maps.Copy(attrs, msg.Attributes)
 	attrs[AttrDeadLetterAttempts] = strconv.Itoa(int(m.Attempts) - 1)
@@ -867,6 +927,10 @@ func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	}
 	s.log.Info("nsq message dead-lettered", "id", msg.ID, "dead_letter_topic", s.opts.DeadLetterTopic,
 		"attempts", int(m.Attempts)-1)
+	if info.replicated {
+		// Settled for good: its other copies must not be delivered again.
+		s.p.noteAcked(s.opts.Topic, s.opts.Channel, msg.ID, time.Now())
+	}
 	m.Finish()
 	s.p.cfg.Observer.DeadLettered(s.opts.Topic, s.opts.Channel)
 }
@@ -904,9 +968,13 @@ func (s *subscription) close() {
 	s.stopConsumers(cs, func() {
 		s.mu.Lock()
 		back = make([]*gonsq.Message, 0, len(s.held)+len(s.dead))
+		var unhold []string
 		for d := range s.held {
 			if d.settled {
 				continue
+			}
+			if d.holdSent {
+				unhold = append(unhold, d.rid)
 			}
 			back = append(back, d.msg)
 			for _, x := range s.settleLocked(d) {
@@ -916,6 +984,10 @@ func (s *subscription) close() {
 		back = append(back, s.dead...)
 		s.dead, s.queue = nil, nil
 		s.mu.Unlock()
+		now := time.Now()
+		for _, id := range unhold {
+			s.p.noteHeld(s.opts.Topic, s.opts.Channel, id, now, now)
+		}
 		for _, m := range back {
 			m.RequeueWithoutBackoff(0)
 		}

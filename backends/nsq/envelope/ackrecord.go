@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"errors"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,7 +15,14 @@ type AckRecord struct {
 	Instance string
 	Topic    string
 	Channel  string
-	IDs      []string
+	IDs      []string // acknowledged
+	Held     []Hold   // held until a time
+}
+
+// Hold is qgate.v1.HeldMessage: a message held on a channel until a time.
+type Hold struct {
+	ID    string
+	Until time.Time
 }
 
 // Field numbers of qgate.v1.AckRecord.
@@ -23,6 +31,10 @@ const (
 	fieldRecTopic    = 2
 	fieldRecChannel  = 3
 	fieldRecIDs      = 4
+	fieldRecHeld     = 5
+
+	fieldHoldID    = 1
+	fieldHoldUntil = 2
 )
 
 // AppendAckRecord appends the protobuf encoding of r to dst.
@@ -40,7 +52,54 @@ func AppendAckRecord(dst []byte, r *AckRecord) []byte {
 		dst = protowire.AppendTag(dst, fieldRecIDs, protowire.BytesType)
 		dst = protowire.AppendString(dst, id)
 	}
+	for _, h := range r.Held {
+		size := protowire.SizeTag(fieldHoldID) + protowire.SizeBytes(len(h.ID)) +
+			protowire.SizeTag(fieldHoldUntil) + protowire.SizeBytes(timestampSize(h.Until))
+		dst = protowire.AppendTag(dst, fieldRecHeld, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(size))
+		dst = protowire.AppendTag(dst, fieldHoldID, protowire.BytesType)
+		dst = protowire.AppendString(dst, h.ID)
+		dst = appendTimestamp(dst, fieldHoldUntil, h.Until)
+	}
 	return dst
+}
+
+// decodeHold decodes a HeldMessage.
+func decodeHold(b []byte) (Hold, bool) {
+	var h Hold
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return Hold{}, false
+		}
+		b = b[n:]
+		if (num == fieldHoldID || num == fieldHoldUntil) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return Hold{}, false
+			}
+			b = b[n:]
+			if num == fieldHoldID {
+				if !utf8.Valid(v) {
+					return Hold{}, false
+				}
+				h.ID = string(v)
+			} else {
+				t, ok := decodeTimestamp(v)
+				if !ok {
+					return Hold{}, false
+				}
+				h.Until = t
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return Hold{}, false
+		}
+		b = b[n:]
+	}
+	return h, true
 }
 
 var errBadRecord = errors.New("envelope: not an AckRecord")
@@ -54,6 +113,19 @@ func DecodeAckRecord(b []byte) (AckRecord, error) {
 			return AckRecord{}, errBadRecord
 		}
 		b = b[n:]
+		if num == fieldRecHeld && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return AckRecord{}, errBadRecord
+			}
+			h, ok := decodeHold(v)
+			if !ok {
+				return AckRecord{}, errBadRecord
+			}
+			r.Held = append(r.Held, h)
+			b = b[n:]
+			continue
+		}
 		if num >= fieldRecInstance && num <= fieldRecIDs && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 || !utf8.Valid(v) {

@@ -169,7 +169,9 @@ func TestRoundTripStandby(t *testing.T) {
 }
 
 func TestAckRecordIsProto(t *testing.T) {
-	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""}}
+	until := time.Unix(1700000000, 42)
+	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""},
+		Held: []Hold{{ID: "h", Until: until}, {ID: "", Until: time.Unix(0, 0)}}}
 	b := AppendAckRecord(nil, in)
 	var pb qgatev1.AckRecord
 	if err := proto.Unmarshal(b, &pb); err != nil {
@@ -178,12 +180,16 @@ func TestAckRecordIsProto(t *testing.T) {
 	if pb.GetInstance() != "i1" || pb.GetTopic() != "t" || pb.GetChannel() != "c#ephemeral" || !slices.Equal(pb.GetMessageIds(), in.IDs) {
 		t.Errorf("protobuf view = %v", &pb)
 	}
+	if h := pb.GetHeld(); len(h) != 2 || h[0].GetMessageId() != "h" || !h[0].GetUntil().AsTime().Equal(until) {
+		t.Errorf("protobuf view of held = %v", h)
+	}
 	enc, err := proto.Marshal(&pb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := DecodeAckRecord(enc)
-	if err != nil || got.Instance != "i1" || got.Topic != "t" || got.Channel != "c#ephemeral" || !slices.Equal(got.IDs, in.IDs) {
+	if err != nil || got.Instance != "i1" || got.Topic != "t" || got.Channel != "c#ephemeral" || !slices.Equal(got.IDs, in.IDs) ||
+		len(got.Held) != 2 || got.Held[0].ID != "h" || !got.Held[0].Until.Equal(until) || !got.Held[1].Until.Equal(time.Unix(0, 0)) {
 		t.Errorf("DecodeAckRecord(proto.Marshal) = %+v, %v", got, err)
 	}
 	if _, err := DecodeAckRecord([]byte{0x0a, 0x05, 'x'}); err == nil {

@@ -153,8 +153,14 @@ type AckRecord struct {
 	Topic string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
 	// The channel.
 	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The message ids (Envelope.message_id).
-	MessageIds    []string `protobuf:"bytes,4,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	// The message ids (Envelope.message_id) acknowledged: their other copies
+	// are finished without delivery.
+	MessageIds []string `protobuf:"bytes,4,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	// Messages held on the channel until a time: delivered and not yet
+	// settled past their standby's due time, extended, or nacked with a
+	// delay. Their other copies are deferred until then rather than
+	// delivered (a hold only ever delays a copy, it never finishes one).
+	Held          []*HeldMessage `protobuf:"bytes,5,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +223,68 @@ func (x *AckRecord) GetMessageIds() []string {
 	return nil
 }
 
+func (x *AckRecord) GetHeld() []*HeldMessage {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+// HeldMessage is a message held on a channel until a time (AckRecord.held).
+type HeldMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message id (Envelope.message_id).
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Until when: a copy arriving earlier is deferred until then.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldMessage) Reset() {
+	*x = HeldMessage{}
+	mi := &file_qgate_v1_envelope_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldMessage) ProtoMessage() {}
+
+func (x *HeldMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_envelope_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldMessage.ProtoReflect.Descriptor instead.
+func (*HeldMessage) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_envelope_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HeldMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *HeldMessage) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
 var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
@@ -236,13 +304,18 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\astandby\x18\a \x01(\bR\astandby\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x01\n" +
 	"\tAckRecord\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1f\n" +
 	"\vmessage_ids\x18\x04 \x03(\tR\n" +
-	"messageIdsB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
+	"messageIds\x12)\n" +
+	"\x04held\x18\x05 \x03(\v2\x15.qgate.v1.HeldMessageR\x04held\"^\n" +
+	"\vHeldMessage\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x120\n" +
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05untilB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
 
 var (
 	file_qgate_v1_envelope_proto_rawDescOnce sync.Once
@@ -256,22 +329,25 @@ func file_qgate_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_qgate_v1_envelope_proto_rawDescData
 }
 
-var file_qgate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_qgate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_qgate_v1_envelope_proto_goTypes = []any{
 	(*Envelope)(nil),              // 0: qgate.v1.Envelope
 	(*AckRecord)(nil),             // 1: qgate.v1.AckRecord
-	nil,                           // 2: qgate.v1.Envelope.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*HeldMessage)(nil),           // 2: qgate.v1.HeldMessage
+	nil,                           // 3: qgate.v1.Envelope.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_qgate_v1_envelope_proto_depIdxs = []int32{
-	2, // 0: qgate.v1.Envelope.attributes:type_name -> qgate.v1.Envelope.AttributesEntry
-	3, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
-	3, // 2: qgate.v1.Envelope.not_before:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: qgate.v1.Envelope.attributes:type_name -> qgate.v1.Envelope.AttributesEntry
+	4, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
+	4, // 2: qgate.v1.Envelope.not_before:type_name -> google.protobuf.Timestamp
+	2, // 3: qgate.v1.AckRecord.held:type_name -> qgate.v1.HeldMessage
+	4, // 4: qgate.v1.HeldMessage.until:type_name -> google.protobuf.Timestamp
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_envelope_proto_init() }
@@ -285,7 +361,7 @@ func file_qgate_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_envelope_proto_rawDesc), len(file_qgate_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
