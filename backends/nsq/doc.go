@@ -103,12 +103,15 @@
 // StandbyDelay) each subscriber group of a channel gets one delivery,
 // whichever gateway and subscriber took the first copy.
 //
-// A copy is finished only when its message is known acked, never because
-// its twin is merely held: a standby that surfaces unacked is delivered
-// (its first copy was lost with its node, or is still unacked or
-// backlogged), so losing any one node loses nothing, at the price of a
-// duplicate when a consumer holds a message longer than StandbyDelay on
-// another gateway. Within one subscription, a copy that arrives while
+// A copy is finished only when its message is known acked (or
+// dead-lettered), never because its twin is merely held. A delivery still
+// unsettled half StandbyDelay after its send, extended, or nacked with a
+// delay records a hold of its id until its deadline (the nack's delay),
+// shared like acks; a copy that arrives while its twin is held is deferred
+// until the hold ends, so a nack's delay is honoured and a slow consumer
+// gets no duplicate. A standby that surfaces neither acked nor held is
+// delivered (its first copy was lost with its node, or is backlogged), so
+// losing any one node loses nothing. Within one subscription, a copy that arrives while
 // another copy of its id is held is parked (kept alive with TOUCH) and
 // shares that copy's outcome. An Ack of a replicated delivery whose
 // connection was lost after it was handed out (its node went down) is
