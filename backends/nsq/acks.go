@@ -93,6 +93,27 @@ func (a *ackedIDs) state(topic, channel, id string, now time.Time) (acked bool, 
 	return false, c.holds[id]
 }
 
+// claim is state, and when id is neither acked nor held (beyond
+// precision), holds it until until, atomically: of two copies arriving at
+// two subscriptions of this pool at once, one claims and the other sees
+// the hold.
+func (a *ackedIDs) claim(topic, channel, id string, until, now time.Time, precision time.Duration) (acked bool, heldUntil time.Time, claimed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.chanLocked(topic, channel)
+	if c.acked.has(id, now) {
+		return true, time.Time{}, false
+	}
+	if h := c.holds[id]; h.Sub(now) > precision {
+		return false, h, false
+	}
+	if len(c.holds) >= a.max {
+		return false, time.Time{}, false
+	}
+	c.holds[id] = until
+	return false, time.Time{}, true
+}
+
 // has reports whether id was acked on topic/channel within the window.
 func (a *ackedIDs) has(topic, channel, id string, now time.Time) bool {
 	acked, _ := a.state(topic, channel, id, now)

@@ -2,6 +2,8 @@ package nsq
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,5 +279,60 @@ func TestNackDelayHoldsStandby(t *testing.T) {
 	}
 	if extra := receiveOrEmpty(t, sub, localHTTP(nodes), topic, "c", 10*time.Second); extra != nil {
 		t.Errorf("delivered a third time: %s attempt %d", extra.ID, extra.Attempt)
+	}
+}
+
+// TestBacklogDrainedByTwoSubscriptions: a backlog of replicated messages
+// whose standbys are already due (both copies live), drained by two
+// subscriptions of one pool at once: each message is delivered once (a
+// copy that arrives late holds its id, so its twin waits for its outcome).
+func TestBacklogDrainedByTwoSubscriptions(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 2)
+	const standby = 200 * time.Millisecond
+	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.StandbyDelay = standby })
+	const topic, n = "backlog", 200
+	createChannels(t, p, localHTTP(nodes), topic, "c")
+	for i := range n {
+		if err := sendReplicas(context.Background(), p, topic, 2, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(standby) // every standby is due: both copies of each message are live
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	for range 2 {
+		sub := subscribe(t, p, topic, "c", 20)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				d, err := sub.Receive(ctx)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got[d.ID]++
+				mu.Unlock()
+				_ = d.Acker.Ack()
+			}
+		}()
+	}
+	waitChannelEmpty(t, localHTTP(nodes), topic, "c", 2*n, 30*time.Second)
+	cancel()
+	wg.Wait()
+	dups := 0
+	for i := range n {
+		switch c := got[fmt.Sprint("m", i)]; {
+		case c == 0:
+			t.Errorf("m%d never delivered", i)
+		case c > 1:
+			dups++
+		}
+	}
+	if dups > 0 {
+		t.Errorf("%d of %d messages delivered more than once", dups, n)
 	}
 }

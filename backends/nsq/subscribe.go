@@ -527,6 +527,11 @@ func (s *subscription) expire(now time.Time) {
 		}
 	}
 	s.mu.Unlock()
+	for _, d := range exp {
+		if d.holdSent && d.rid != "" {
+			holds = append(holds, envelope.Hold{ID: d.rid, Until: now}) // ends it
+		}
+	}
 	for _, h := range holds {
 		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, now)
 	}
@@ -569,8 +574,24 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		m.RequeueWithoutBackoff(min(wait, maxRequeueDelay))
 		return nil
 	}
+	var claimed time.Time // a hold this copy took at arrival (see below)
 	if info.replicated {
-		acked, heldUntil := s.p.acked.state(s.opts.Topic, s.opts.Channel, msg.ID, now)
+		var acked bool
+		var heldUntil time.Time
+		if pub := msg.PublishTime; !pub.IsZero() && now.Sub(pub) >= s.p.cfg.StandbyDelay/2 {
+			// Its twin may be live too (a backlog): hold the id at once, so
+			// that the twin, arriving at another subscription or gateway
+			// meanwhile, waits for this copy's outcome instead of being
+			// delivered too.
+			until := now.Add(s.opts.AckDeadline + s.msgTimeout/4)
+			var ok bool
+			acked, heldUntil, ok = s.p.acked.claim(s.opts.Topic, s.opts.Channel, msg.ID, until, now, holdPrecision)
+			if ok {
+				claimed = until
+			}
+		} else {
+			acked, heldUntil = s.p.acked.state(s.opts.Topic, s.opts.Channel, msg.ID, now)
+		}
 		if acked {
 			s.mu.Unlock()
 			m.Finish() // a copy of a message acked on this channel
@@ -598,6 +619,9 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	// churn left stale RDY somewhere. Bound the queue anyway.
 	if len(s.held) >= s.opts.MaxInFlight*(len(s.consumers)+1)+16 {
 		s.mu.Unlock()
+		if !claimed.IsZero() {
+			s.p.acked.hold(s.opts.Topic, s.opts.Channel, []envelope.Hold{{ID: msg.ID, Until: now}}, now)
+		}
 		m.RequeueWithoutBackoff(overflowDelay)
 		return nil
 	}
@@ -612,13 +636,18 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		if p := s.byID[msg.ID]; p != nil {
 			d.primary = p // park: wait for the held copy's outcome
 			p.dups = append(p.dups, d)
+			p.holdSent = p.holdSent || !claimed.IsZero() // the held copy ends the hold
 			s.mu.Unlock()
 			return nil
 		}
 		s.byID[msg.ID] = d
 	}
+	d.holdSent = !claimed.IsZero()
 	s.queue = append(s.queue, d)
 	s.mu.Unlock()
+	if d.holdSent {
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, claimed, now) // share it
+	}
 	wake(s.avail)
 	return nil
 }
@@ -676,9 +705,13 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 					d.nsqDeadline = now.Add(s.msgTimeout)
 				}
 				d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
+				hold, until := d.holdSent, d.deadline
 				s.mu.Unlock()
 				if touch {
 					d.msg.Touch()
+				}
+				if hold { // it waited in the queue: hold it to its deadline
+					s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, now)
 				}
 				return &d.d, nil
 			}
