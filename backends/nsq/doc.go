@@ -122,8 +122,9 @@
 //
 // Not deduplicated: copies arriving after the window (or after their id
 // was evicted), e.g. when a channel's backlog on one node is older than
-// the window; both copies of a backlog drained by several subscribers at
-// once (the standby is due, and neither is acked yet); ack records lost
+// the window; a backlog drained through several gateways at once (a copy
+// arriving late holds its id, but the other gateway may take the twin
+// before the hold reaches it); ack records lost
 // (the ack topic's write failed, or the reader fell behind: at most a
 // duplicate, never a loss); ordinary redeliveries (nack, expired deadline,
 // ended stream), which come with attempt + 1; and messages without the
