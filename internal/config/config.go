@@ -24,18 +24,20 @@
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
 //
-// A file has either nodes, groups or embedded (or, in cluster mode, none
-// of them when lookupd discovers the nodes). A member's http address defaults to its tcp
-// host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
+// A file has either nodes, groups or embedded (or, in cluster mode, none of
+// them when lookupd discovers the nodes). A file without any of them is an
+// error, not the embedded nodes: a production file that lost its nodes
+// must not start throwaway ones. A member's http address defaults to its
+// tcp host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
 // name defaults to its tcp address; names and tcp addresses are unique in
 // the file. A group's name defaults to group-<n>, n counting from 1.
 //
-// Every key is optional except mode and the nodes (nodes, groups,
-// embedded or lookupd). Leaving a key out takes
-// the default of the component that reads it (health.Config,
-// nsq.Config, the service's limits); a value given must be valid: durations
-// and counts positive, jitter from 0 to 1, where 0 means no jitter.
-// Discovery (lookupd) is for mode cluster, where it may replace nodes.
+// Every key is optional except mode and the nodes (nodes, groups, embedded
+// or lookupd). Leaving a key out takes the default of the component that
+// reads it (health.Config, nsq.Config, the service's limits); a value given
+// must be valid: durations and counts positive, jitter from 0 to 1, where 0
+// means no jitter. Discovery (lookupd) is for mode cluster, where it may
+// replace nodes.
 //
 // # Errors
 //
