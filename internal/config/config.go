@@ -48,9 +48,10 @@
 //	config.yaml:12: groups[1].members[0].tcp: missing port in address
 //
 // Load returns all errors found (errors.Join of *FieldError, in line
-// order, at most one per field), and every error carries a line: syntax
-// errors the line the YAML parser reports (for an unclosed [ or {
-// that can be the line where it opened), other errors the line of the key.
+// order, at most one per field). An error about a field carries the line of
+// its key; a syntax error the line the YAML parser reports (for an unclosed
+// [ or { that can be the line where it opened), and none for the few that
+// yaml.v3 reports without one, such as an unknown anchor.
 //
 // # Operations
 //
