@@ -165,7 +165,7 @@ func (d *decoder) decode(n *yaml.Node, line int, v reflect.Value, path string) {
 			return
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
-			if _, isType := err.(*yaml.TypeError); isType {
+			if _, isType := errors.AsType[*yaml.TypeError](err); isType {
 				d.errorf(line, path, "%s is out of range", n.Value)
 			} else {
 				d.errorf(line, path, "%v", err)
