@@ -18,8 +18,9 @@ import (
 	"github.com/qgate/qgate/service"
 )
 
-// embeddedNodes is how many in-process nsqd nodes the embedded default runs.
-const embeddedNodes = 3
+// defaultEmbeddedNodes is how many in-process nsqd nodes the embedded
+// default runs.
+const defaultEmbeddedNodes = 3
 
 // gateway is a running qgate: embedded nodes (if any), the pool, the
 // services and the gRPC server. start builds it in that order; stop takes
@@ -105,7 +106,7 @@ func (g *gateway) startNodes(ctx context.Context) error {
 		}
 		g.tempDir, dir = tmp, tmp
 	}
-	nodes, err := nsqdlocal.StartN(ctx, embeddedNodes, dir, g.log)
+	nodes, err := nsqdlocal.StartN(ctx, g.embeddedNodes, dir, g.log)
 	if err != nil {
 		return err
 	}

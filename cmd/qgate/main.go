@@ -4,10 +4,10 @@
 //	qgate send ...          send messages
 //	qgate subscribe ...     print and ack deliveries
 //	qgate nodes ...         show the node pool
-//	qgate bench ...         measure what the qgate hop costs
-//	qgate chaos ...         inject faults into real nsqd processes, check the ledger
 //
-// Run `qgate help` or `qgate <command> --help` for the flags of each.
+// Run `qgate help` or `qgate <command> --help` for the flags of each. The
+// test harnesses are commands of their own, cmd/qgate-bench and
+// cmd/qgate-chaos, so this binary carries neither.
 package main
 
 import (
@@ -56,8 +56,6 @@ var commands = []command{
 	{"send", "send messages to a topic", runSend},
 	{"subscribe", "print and ack the messages of a topic's channel", runSubscribe},
 	{"nodes", "show the node pool (--watch: follow changes)", runNodes},
-	{"bench", "measure what the qgate hop costs against direct go-nsq", runBench},
-	{"chaos", "inject faults (kill, stop, restart) into real nsqd nodes and check nothing acked is lost", runChaos},
 }
 
 // errUsage marks an error the command already explained with its usage;

@@ -24,10 +24,12 @@ const serveAbout = `Runs the qgate gateway: the gRPC API (qgate.v1.QueueService 
 grpc.health.v1.Health, server reflection) over a health-checked pool of nsqd
 nodes.
 
-With no --nsqd, --lookupd or --config nodes, it starts three real nsqd nodes
-inside this process (an embedded default for trying qgate and for tests),
-with their data under a temporary directory that it logs and removes on exit;
---data-dir keeps the data in a directory of your choice instead.
+With no --nsqd and no --lookupd, and no --config, it starts three real nsqd
+nodes inside this process (an embedded default for trying qgate and for
+tests), with their data under a temporary directory that it logs and removes
+on exit; --data-dir keeps the data in a directory of your choice instead.
+A config file gets the same with "embedded: 3" in place of nodes (a file
+without nodes is an error, not a silent embedded default).
 
 --nsqd lists external nodes as TCP addresses; each node's HTTP address (for
 health checks) is its TCP port + 1, nsqd's 4150/4151 defaults, unless given
@@ -47,6 +49,7 @@ unacked messages and end with UNAVAILABLE, running calls get
 const serveExample = `  qgate serve                                   # embedded nodes, 127.0.0.1:7070
   qgate serve --listen :7070 --nsqd 10.0.0.1:4150,10.0.0.2:4150 --mode failover
   qgate serve --config docs/examples/ha.yaml --log-format json
+  qgate serve --config docs/examples/embedded.yaml         # embedded nodes, tokens from the file
   qgate serve --config qgate.yaml --tls-cert server.crt --tls-key server.key --metrics-addr :7071`
 
 // serveFlags are serve's flags after parsing.
@@ -85,7 +88,7 @@ func newServeFlags() *serveFlags {
 	f := &serveFlags{fs: newFlagSet("serve", "qgate [serve] [flags]", serveAbout, serveExample)}
 	fs := f.fs
 	fs.StringVar(&f.listen, "listen", server.DefaultAddr, "gRPC listen address (\":7070\" listens on all interfaces)")
-	fs.StringVar(&f.configPath, "config", "", "YAML or TOML config file (see docs/examples); flags override it")
+	fs.StringVar(&f.configPath, "config", "", "YAML config file (see docs/examples); flags override it")
 	fs.Var(&f.nsqd, "nsqd", "external nsqd nodes, comma-separated `tcp[/http],...` (http defaults to the tcp port + 1)")
 	fs.StringVar(&f.mode, "mode", string(nsq.ModeCluster), "pool mode of the nodes: cluster or failover (ha needs groups from --config)")
 	fs.Var(&f.lookupd, "lookupd", "nsqlookupd HTTP addresses to discover nodes from (cluster mode), comma-separated `http://host:port,...`")
@@ -137,7 +140,9 @@ type settings struct {
 	poolCfg  nsq.Config // Groups empty: embedded nodes (unless lookupd)
 	mode     nsq.Mode
 	embedded bool
-	limits   service.Limits
+	// embeddedNodes is how many embedded nodes to start.
+	embeddedNodes int
+	limits        service.Limits
 
 	configPath  string // reread on reload
 	metricsAddr string // "off": none
@@ -149,7 +154,8 @@ type settings struct {
 
 // settings merges the config file (if any) and the flags given, which win.
 func (f *serveFlags) settings() (*settings, error) {
-	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode), configPath: f.configPath, metricsAddr: f.metricsAddr}
+	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode), configPath: f.configPath, metricsAddr: f.metricsAddr,
+		embeddedNodes: defaultEmbeddedNodes}
 	if f.configPath != "" {
 		file, err := config.Load(f.configPath)
 		if err != nil {
@@ -163,6 +169,9 @@ func (f *serveFlags) settings() (*settings, error) {
 		}
 		if !f.set("mode") {
 			s.mode = file.Mode
+		}
+		if file.Embedded > 0 {
+			s.embeddedNodes = file.Embedded
 		}
 		s.limits = service.Limits{MaxBodyBytes: int(file.Limits.MaxBodyBytes),
 			MaxBatchMessages: file.Limits.MaxBatchMessages, MaxBatchBytes: int(file.Limits.MaxBatchBytes)}

@@ -81,3 +81,25 @@ func TestServeReplicas(t *testing.T) {
 		t.Errorf("serve --replicas 4: status %d, want 2", code)
 	}
 }
+
+// TestServeConfigEmbedded serves docs/examples/embedded.yaml as the README
+// suggests for trying tokens: embedded nodes from a config file, with its
+// tokens enforced.
+func TestServeConfigEmbedded(t *testing.T) {
+	addr, _ := startServe(t, "--config", "../../docs/examples/embedded.yaml")
+	const orders, ops = "orders-example-secret", "ops-example-secret-0123"
+
+	code, out, errOut := cli(t, "", "nodes", "--addr", addr, "--token", ops)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 4 {
+		t.Fatalf("nodes: status %d, stdout %q, stderr %q; want a header and the file's 3 embedded nodes", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "", "send", "--addr", addr, "--token", orders, "--topic", "orders.eu", "m"); code != 0 {
+		t.Errorf("send with the orders token: status %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := cli(t, "", "send", "--addr", addr, "--token", orders, "--topic", "billing", "m"); code != 1 || !strings.Contains(errOut, "PermissionDenied") {
+		t.Errorf("send to another topic: status %d, stderr %q; want PermissionDenied", code, errOut)
+	}
+	if code, _, errOut := cli(t, "", "nodes", "--addr", addr); code != 1 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("nodes without a token: status %d, stderr %q; want Unauthenticated", code, errOut)
+	}
+}

@@ -1,5 +1,5 @@
-// Package config loads qgate's configuration file, YAML (.yaml, .yml) or
-// TOML (.toml), into a File that converts to the NSQ pool's configuration.
+// Package config loads qgate's configuration file, YAML (.yaml, .yml), into
+// a File that converts to the NSQ pool's configuration.
 //
 // # Format
 //
@@ -10,6 +10,8 @@
 //	mode: ha                      # cluster | failover | ha
 //	nodes:                        # cluster, failover: a flat list of members
 //	  - {name: a, tcp: 10.0.0.1:4150, http: 10.0.0.1:4151}
+//	embedded: 3                   # cluster, failover: instead of nodes, nsqd
+//	                              #   nodes run inside qgate (for trying it)
 //	groups:                       # ha (or any mode): groups of members,
 //	  - name: g1                  #   first member = primary
 //	    members:
@@ -22,17 +24,20 @@
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
 //
-// A file has either nodes or groups (or, in cluster mode, neither when
-// lookupd discovers the nodes). A member's http address defaults to its tcp
-// host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
+// A file has either nodes, groups or embedded (or, in cluster mode, none of
+// them when lookupd discovers the nodes). A file without any of them is an
+// error, not the embedded nodes: a production file that lost its nodes
+// must not start throwaway ones. A member's http address defaults to its
+// tcp host with the tcp port + 1, as nsqd's defaults are 4150 and 4151; its
 // name defaults to its tcp address; names and tcp addresses are unique in
 // the file. A group's name defaults to group-<n>, n counting from 1.
 //
-// Every key is optional except mode and the nodes. Leaving a key out takes
-// the default of the component that reads it (health.Config,
-// nsq.Config, the service's limits); a value given must be valid: durations
-// and counts positive, jitter from 0 to 1, where 0 means no jitter.
-// Discovery (lookupd) is for mode cluster, where it may replace nodes.
+// Every key is optional except mode and the nodes (nodes, groups, embedded
+// or lookupd). Leaving a key out takes the default of the component that
+// reads it (health.Config, nsq.Config, the service's limits); a value given
+// must be valid: durations and counts positive, jitter from 0 to 1, where 0
+// means no jitter. Discovery (lookupd) is for mode cluster, where it may
+// replace nodes.
 //
 // # Errors
 //
@@ -43,13 +48,10 @@
 //	config.yaml:12: groups[1].members[0].tcp: missing port in address
 //
 // Load returns all errors found (errors.Join of *FieldError, in line
-// order, at most one per field). For YAML every error carries a line:
-// syntax errors the line the YAML parser reports (for an unclosed [ or {
-// that can be the line where it opened), other errors the line of the key.
-// For TOML, syntax errors carry their line from the TOML parser, and field errors carry the line of the key when it is written
-// as `key = value` under a [table] or [[array]] header (the usual layout);
-// for keys inside inline tables the line is that of the enclosing key, and 0
-// (omitted from the message) when it cannot be found.
+// order, at most one per field). An error about a field carries the line of
+// its key; a syntax error the line the YAML parser reports (for an unclosed
+// [ or { that can be the line where it opened), and none for the few that
+// yaml.v3 reports without one, such as an unknown anchor.
 //
 // # Operations
 //
@@ -111,6 +113,10 @@ type File struct {
 	Nodes []Member
 	// Groups lists groups of members (ha, or any mode).
 	Groups []Group
+	// Embedded is how many nsqd nodes to run inside the process instead
+	// of Nodes and Groups (cluster, failover); 0: none. The caller starts
+	// them: PoolConfig has no groups.
+	Embedded int
 	// Check configures active health checks.
 	Check health.Config
 	// FailbackHold, DialTimeout, WriteTimeout, AttemptTimeout: see
@@ -133,6 +139,10 @@ type File struct {
 	// Auth holds the bearer tokens; none: auth off.
 	Auth Auth
 }
+
+// MaxEmbedded is the most embedded nodes a file may ask for: they are for
+// trying qgate on one machine, each a whole nsqd in the process.
+const MaxEmbedded = 9
 
 // Member is one nsqd of the file.
 type Member struct {
@@ -204,25 +214,21 @@ func Load(path string) (*File, error) {
 
 // Parse is Load of data as if read from a file named name.
 func Parse(name string, data []byte) (*File, error) {
-	var (
-		t   *tree
-		err error
-	)
 	switch ext := strings.ToLower(filepath.Ext(name)); ext {
 	case ".yaml", ".yml":
-		t, err = parseYAML(name, data)
 	case ".toml":
-		t, err = parseTOML(name, data)
+		return nil, fmt.Errorf("config: %s: TOML is not supported; write the same keys in YAML (.yaml, .yml)", name)
 	default:
-		return nil, fmt.Errorf("config: %s: unknown format %q (want .yaml, .yml or .toml)", name, ext)
+		return nil, fmt.Errorf("config: %s: unknown format %q (want .yaml or .yml)", name, ext)
 	}
+	root, err := parseYAML(name, data)
 	if err != nil {
 		return nil, err
 	}
 	d := &decoder{file: name, lines: map[string]int{}, bad: map[string]bool{}}
 	var raw rawFile
-	d.decode(t, reflect.ValueOf(&raw).Elem(), "")
-	c := &checker{decoder: d, rootLine: max(t.line, 1)}
+	d.decode(root, max(root.Line, 1), reflect.ValueOf(&raw).Elem(), "")
+	c := &checker{decoder: d, rootLine: max(root.Line, 1)}
 	f := c.file(&raw)
 	f.Path = name
 	if len(d.errs) > 0 {
@@ -243,8 +249,8 @@ func joinSorted(errs []*FieldError) error {
 
 // PoolConfig converts f to the NSQ pool's configuration: groups laid out for
 // f.Mode (nodes through nsq.GroupsForMode), checks, timeouts and lookupd.
-// With discovery alone (mode cluster, no nodes) Groups is empty. The caller
-// sets Logger.
+// With discovery alone (mode cluster, no nodes) or embedded nodes Groups is
+// empty. The caller sets Logger.
 func (f *File) PoolConfig() (nsq.Config, error) {
 	cfg := nsq.Config{
 		Check:               f.Check,

@@ -18,7 +18,7 @@ func TestExamplesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"cluster.yaml": false, "failover.yaml": false, "ha.yaml": false, "ha.toml": false}
+	want := map[string]bool{"cluster.yaml": false, "failover.yaml": false, "ha.yaml": false, "embedded.yaml": false}
 	loaded := map[string]*File{}
 	for _, path := range files {
 		f, err := Load(path)
@@ -31,8 +31,8 @@ func TestExamplesLoad(t *testing.T) {
 			t.Errorf("%s: PoolConfig: %v", path, err)
 			continue
 		}
-		if len(cfg.Groups) == 0 {
-			t.Errorf("%s: no groups", path)
+		if (len(cfg.Groups) == 0) != (f.Embedded > 0) {
+			t.Errorf("%s: %d groups and %d embedded nodes; want either", path, len(cfg.Groups), f.Embedded)
 		}
 		want[filepath.Base(path)] = true
 		loaded[filepath.Base(path)] = f
@@ -40,14 +40,6 @@ func TestExamplesLoad(t *testing.T) {
 	for name, ok := range want {
 		if !ok {
 			t.Errorf("docs/examples/%s: missing or does not load", name)
-		}
-	}
-	// The TOML example says what the YAML one says.
-	if y, tm := loaded["ha.yaml"], loaded["ha.toml"]; y != nil && tm != nil {
-		y2, t2 := *y, *tm
-		y2.Path, t2.Path = "", ""
-		if !reflect.DeepEqual(y2, t2) {
-			t.Errorf("ha.yaml and ha.toml differ:\n%+v\n%+v", y2, t2)
 		}
 	}
 	if f := loaded["failover.yaml"]; f != nil {
@@ -104,19 +96,7 @@ groups:
 			{Name: "group-1", Members: []Member{{"a:1", "a:1", "a:2"}}},
 			{Name: "group-2", Members: []Member{{"b:1", "b:1", "b:2"}}},
 		}}},
-		{"ha.toml", `
-mode = "ha"
-check = { interval = "2s", jitter = 0.2 }
-
-[[groups]]
-name = "g"
-[[groups.members]]
-tcp = "a:1"
-[[groups.members]]
-tcp = "b:1"
-http = "b:9"
-`, File{Mode: nsq.ModeHA, Check: health.Config{Interval: 2 * time.Second, Jitter: 0.2},
-			Groups: []Group{{Name: "g", Members: []Member{{"a:1", "a:1", "a:2"}, {"b:1", "b:1", "b:9"}}}}}},
+		{"embedded.yaml", "mode: failover\nembedded: 2\n", File{Mode: nsq.ModeFailover, Embedded: 2}},
 		{"anchors.yaml", `
 x-check: &chk {interval: 3s}
 mode: cluster
@@ -176,6 +156,10 @@ groups:
 		{"missing mode.yaml", "nodes: [{tcp: a:1}]\n", []string{"1 mode"}, "missing"},
 		{"bad mode.yaml", "\n\nmode: active\nnodes: [{tcp: a:1}]\n", []string{"3 mode"}, "unknown mode"},
 		{"no nodes.yaml", "mode: failover\n", []string{"1 nodes"}, "missing"},
+		{"empty nodes.yaml", "mode: failover\nnodes: []\n", []string{"2 nodes"}, "embedded: 3"},
+		{"embedded and nodes.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\nembedded: 3\n", []string{"3 embedded"}, "not both"},
+		{"embedded ha.yaml", "mode: ha\nembedded: 3\n", []string{"2 embedded"}, "not ha"},
+		{"embedded zero.yaml", "mode: cluster\nembedded: 0\n", []string{"2 embedded"}, "must be 1 to 9"},
 		{"bad duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck:\n  interval: 5 seconds\n", []string{"4 check.interval"}, "invalid duration"},
 		{"number duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\nfailback_hold: 5\n", []string{"3 failback_hold"}, "want a duration string"},
 		{"zero fall.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck: {fall: 0}\n", []string{"3 check.fall"}, "at least 1"},
@@ -194,29 +178,10 @@ groups:
 		{"bad listen.yaml", "listen: 7070\nmode: cluster\nnodes: [{tcp: a:1}]\n", []string{"1 listen"}, "want a string"},
 		{"several errors.yaml", "mode: cluster\nnodes:\n  - tcp: a\n  - tcp: b:1\n    port: 3\ncheck: {rise: -1}\n",
 			[]string{"3 nodes[0].tcp", "5 nodes[1].port", "6 check.rise"}, "missing port"},
+		// Quoted keys are decoded by the YAML parser, escapes included.
+		{"escaped keys.yaml", "\"mo\\x64e\": cluster\nnodes:\n  - {\"tc\\x70\": a:1, \"ht\\\"p\": a:2}\n", []string{`3 nodes[0].ht"p`}, "unknown field"},
 		{"syntax.yaml", "mode: cluster\nnodes:\n  - tcp: a:1\n  bad\n", []string{"4 "}, "YAML"},
 		{"tabs.yaml", "mode: cluster\nnodes:\n\t- tcp: a:1\n", []string{"3 "}, "YAML"},
-		{"unknown.toml", "mode = \"cluster\"\n\n[[nodes]]\ntcp = \"a:1\"\ntimeout = \"1s\"\n", []string{"5 nodes[0].timeout"}, "unknown field"},
-		{"missing port.toml", `mode = "ha"
-
-[[groups]]
-name = "g1"
-[[groups.members]]
-tcp = "a:1"
-
-[[groups]]
-name = "g2"
-[[groups.members]]
-tcp = "b:1"
-[[groups.members]]
-name = "x"
-tcp = "localhost"
-`, []string{"14 groups[1].members[1].tcp"}, "missing port"},
-		{"inline.toml", "mode = \"cluster\"\nnodes = [\n  {tcp = \"a:1\"},\n  {tcp = \"b:1\", htp = \"b:2\"},\n]\n", []string{"4 nodes[1].htp"}, "unknown field"},
-		{"dotted.toml", "mode = \"cluster\"\nnodes = [{tcp = \"a:1\"}]\ncheck.fall = 0\n", []string{"3 check.fall"}, "at least 1"},
-		{"table.toml", "mode = \"cluster\"\nnodes = [{tcp = \"a:1\"}]\n[check]\n# comment\ninterval = \"x\"\n", []string{"5 check.interval"}, "invalid duration"},
-		{"syntax.toml", "mode = \"cluster\"\nnodes = [{tcp = \"a:1\"}\n", []string{"2 "}, "TOML"},
-		{"wrong type.toml", "mode = \"cluster\"\nnodes = [{tcp = \"a:1\"}]\n[limits]\nmax_batch_messages = \"ten\"\n", []string{"4 limits.max_batch_messages"}, "want an integer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +244,9 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Parse("qgate.json", []byte("{}")); err == nil || !strings.Contains(err.Error(), "unknown format") {
 		t.Errorf("json: %v", err)
 	}
+	if _, err := Parse("qgate.toml", []byte("mode = \"ha\"")); err == nil || !strings.Contains(err.Error(), "TOML is not supported") {
+		t.Errorf("toml: %v", err)
+	}
 	if _, err := Parse("empty.yaml", nil); err == nil || !strings.Contains(err.Error(), "mode: missing") {
 		t.Errorf("empty file: %v", err)
 	}
@@ -299,32 +267,5 @@ func TestPoolConfig(t *testing.T) {
 	}
 	if cfg.Check.Fall != 3 || cfg.FailbackHold != 2*time.Second {
 		t.Errorf("cfg %+v", cfg)
-	}
-}
-
-func TestTOMLLines(t *testing.T) {
-	src := `# c
-a = 1
-s = """
-multi
-line"""
-[t]
-b = 'x' # c
-"q.k" = 2
-[[arr]]
-c = [1,
-  2]
-[[arr]]
-d = { e = 1, f = [ { g = 2 } ] }
-[[arr.sub]]
-h = 3
-`
-	lines := tomlLines([]byte(src))
-	want := map[string]int{"a": 2, "s": 3, "t": 6, "t.b": 7, "t.q.k": 8, "arr[0]": 9, "arr[0].c": 10, "arr[0].c[1]": 11,
-		"arr[1]": 12, "arr[1].d": 13, "arr[1].d.e": 13, "arr[1].d.f[0].g": 13, "arr[1].sub[0]": 14, "arr[1].sub[0].h": 15}
-	for k, v := range want {
-		if lines[k] != v {
-			t.Errorf("%s: line %d, want %d", k, lines[k], v)
-		}
 	}
 }

@@ -1,75 +1,123 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
-// The raw structs mirror the file's keys (tag `key`). They hold what the
-// file says before defaults and checks; File is built from them.
+// The raw structs mirror the file's keys. They hold what the file says
+// before defaults and checks; File is built from them.
 type rawFile struct {
-	Listen         string      `key:"listen"`
-	Mode           string      `key:"mode"`
-	Nodes          []rawMember `key:"nodes"`
-	Groups         []rawGroup  `key:"groups"`
-	Check          rawCheck    `key:"check"`
-	FailbackHold   duration    `key:"failback_hold"`
-	DialTimeout    duration    `key:"dial_timeout"`
-	WriteTimeout   duration    `key:"write_timeout"`
-	AttemptTimeout duration    `key:"attempt_timeout"`
-	Lookupd        rawLookupd  `key:"lookupd"`
-	Limits         rawLimits   `key:"limits"`
-	MetricsListen  string      `key:"metrics_listen"`
-	TLS            rawTLS      `key:"tls"`
-	NSQD           rawNSQD     `key:"nsqd"`
-	Auth           rawAuth     `key:"auth"`
+	Listen         string      `yaml:"listen"`
+	Mode           string      `yaml:"mode"`
+	Nodes          []rawMember `yaml:"nodes"`
+	Groups         []rawGroup  `yaml:"groups"`
+	Embedded       int         `yaml:"embedded"`
+	Check          rawCheck    `yaml:"check"`
+	FailbackHold   duration    `yaml:"failback_hold"`
+	DialTimeout    duration    `yaml:"dial_timeout"`
+	WriteTimeout   duration    `yaml:"write_timeout"`
+	AttemptTimeout duration    `yaml:"attempt_timeout"`
+	Lookupd        rawLookupd  `yaml:"lookupd"`
+	Limits         rawLimits   `yaml:"limits"`
+	MetricsListen  string      `yaml:"metrics_listen"`
+	TLS            rawTLS      `yaml:"tls"`
+	NSQD           rawNSQD     `yaml:"nsqd"`
+	Auth           rawAuth     `yaml:"auth"`
 }
 
 type rawMember struct {
-	Name string `key:"name"`
-	TCP  string `key:"tcp"`
-	HTTP string `key:"http"`
+	Name string `yaml:"name"`
+	TCP  string `yaml:"tcp"`
+	HTTP string `yaml:"http"`
 }
 
 type rawGroup struct {
-	Name    string      `key:"name"`
-	Members []rawMember `key:"members"`
+	Name    string      `yaml:"name"`
+	Members []rawMember `yaml:"members"`
 }
 
 type rawCheck struct {
-	Interval duration `key:"interval"`
-	Timeout  duration `key:"timeout"`
-	Jitter   float64  `key:"jitter"`
-	Fall     int      `key:"fall"`
-	Rise     int      `key:"rise"`
+	Interval duration `yaml:"interval"`
+	Timeout  duration `yaml:"timeout"`
+	Jitter   float64  `yaml:"jitter"`
+	Fall     int      `yaml:"fall"`
+	Rise     int      `yaml:"rise"`
 }
 
 type rawLookupd struct {
-	Addrs        []string `key:"addrs"`
-	PollInterval duration `key:"poll_interval"`
+	Addrs        []string `yaml:"addrs"`
+	PollInterval duration `yaml:"poll_interval"`
 }
 
 type rawLimits struct {
-	MaxBodyBytes     int64 `key:"max_body_bytes"`
-	MaxBatchMessages int   `key:"max_batch_messages"`
-	MaxBatchBytes    int64 `key:"max_batch_bytes"`
+	MaxBodyBytes     int64 `yaml:"max_body_bytes"`
+	MaxBatchMessages int   `yaml:"max_batch_messages"`
+	MaxBatchBytes    int64 `yaml:"max_batch_bytes"`
 
-	MaxStreams               int64   `key:"max_streams"`
-	MaxSubscriptionsPerToken int     `key:"max_subscriptions_per_token"`
-	RatePerToken             float64 `key:"rate_per_token"`
-	RateBurst                int     `key:"rate_burst"`
+	MaxStreams               int64   `yaml:"max_streams"`
+	MaxSubscriptionsPerToken int     `yaml:"max_subscriptions_per_token"`
+	RatePerToken             float64 `yaml:"rate_per_token"`
+	RateBurst                int     `yaml:"rate_burst"`
 }
 
 // duration is a time.Duration written as a string such as "500ms".
 type duration time.Duration
 
+// UnmarshalText lets yaml.v3 decode a duration string.
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"500ms\", \"2s\", \"1m\")", b)
+	}
+	*d = duration(v)
+	return nil
+}
+
 var durationType = reflect.TypeFor[duration]()
 
-// decoder fills raw structs from a tree, strictly: unknown keys and values
-// of the wrong type are errors. It records the line of every path it sees.
+// parseYAML parses data into yaml.v3's node tree; a syntax error becomes a
+// FieldError with its line. An empty file is an empty mapping.
+func parseYAML(name string, data []byte) (*yaml.Node, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &yaml.Node{Kind: yaml.MappingNode, Line: 1}, nil
+		}
+		// yaml.v3's syntax errors are plain errors, "yaml: line N: msg":
+		// the text is the only place that holds the line.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		line := 0
+		if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+			_, msg, _ = strings.Cut(msg, ": ")
+		}
+		return nil, &FieldError{File: name, Line: line, Msg: "YAML: " + msg}
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, &FieldError{File: name, Line: more.Line, Msg: "YAML: more than one document"}
+	}
+	if len(doc.Content) == 0 {
+		return &yaml.Node{Kind: yaml.MappingNode, Line: 1}, nil
+	}
+	return doc.Content[0], nil
+}
+
+// decoder fills the raw structs from yaml.v3's nodes. yaml.v3 converts each
+// scalar (Node.Decode); the decoder walks the mappings and lists itself
+// because yaml.v3 reports unknown keys and type errors as text with a line
+// but without the field's path (groups[1].members[0].tcp), and the checker
+// needs the line of every path it may report.
 type decoder struct {
 	file  string
 	errs  []*FieldError
@@ -85,97 +133,103 @@ func (d *decoder) errorf(line int, path, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Field: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (d *decoder) decode(t *tree, v reflect.Value, path string) {
+// decode stores n, written at line (a mapping value's: its key's), into v,
+// strictly: unknown keys and values of the wrong type are errors.
+func (d *decoder) decode(n *yaml.Node, line int, v reflect.Value, path string) {
 	if path != "" {
-		d.lines[path] = t.line
+		d.lines[path] = line
 	}
-	if t.kind == kScalar && t.val == nil {
-		return // YAML null: as if absent
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
 	}
-	if v.Type() == durationType {
-		s, ok := t.val.(string)
-		if t.kind != kScalar || !ok {
-			d.errorf(t.line, path, "want a duration string such as \"500ms\", got %s", describe(t))
-			return
-		}
-		dur, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil {
-			d.errorf(t.line, path, "invalid duration %q (want e.g. \"500ms\", \"2s\", \"1m\")", s)
-			return
-		}
-		v.SetInt(int64(dur))
-		return
+	if n.Tag == "!!null" {
+		return // as if absent
 	}
-	switch v.Kind() {
-	case reflect.Struct:
-		if t.kind != kMap {
-			d.errorf(t.line, path, "want a mapping, got %s", describe(t))
+	switch {
+	case v.Kind() == reflect.Struct:
+		d.mapping(n, line, v, path)
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(line, path, "want a list, got %s", describe(n))
 			return
 		}
-		for _, k := range t.keys {
-			f, ok := fieldByKey(v, k)
-			if !ok {
-				d.errorf(t.vals[k].line, join(path, k), "unknown field (known: %s)", knownKeys(v.Type()))
-				continue
-			}
-			d.decode(t.vals[k], f, join(path, k))
-		}
-	case reflect.Slice:
-		if t.kind != kList {
-			d.errorf(t.line, path, "want a list, got %s", describe(t))
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), len(t.items), len(t.items))
-		for i, item := range t.items {
-			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, c.Line, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
 		}
 		v.Set(s)
-	case reflect.String:
-		s, ok := t.val.(string)
-		if t.kind != kScalar || !ok {
-			d.errorf(t.line, path, "want a string, got %s", describe(t))
-			return
-		}
-		v.SetString(s)
-	case reflect.Int, reflect.Int64:
-		n, ok := t.val.(int64)
-		if t.kind != kScalar || !ok {
-			d.errorf(t.line, path, "want an integer, got %s", describe(t))
-			return
-		}
-		if v.OverflowInt(n) {
-			d.errorf(t.line, path, "%d is out of range", n)
-			return
-		}
-		v.SetInt(n)
-	case reflect.Bool:
-		b, ok := t.val.(bool)
-		if t.kind != kScalar || !ok {
-			d.errorf(t.line, path, "want true or false, got %s", describe(t))
-			return
-		}
-		v.SetBool(b)
-	case reflect.Float64:
-		switch x := t.val.(type) {
-		case int64:
-			v.SetFloat(float64(x))
-		case float64:
-			if math.IsNaN(x) || math.IsInf(x, 0) {
-				d.errorf(t.line, path, "want a finite number")
-				return
-			}
-			v.SetFloat(x)
-		default:
-			d.errorf(t.line, path, "want a number, got %s", describe(t))
-		}
 	default:
-		panic(fmt.Sprintf("config: raw field of kind %v", v.Kind()))
+		want, tags := scalarWant(v.Type())
+		if n.Kind != yaml.ScalarNode || !slices.Contains(tags, n.Tag) {
+			d.errorf(line, path, "want %s, got %s", want, describe(n))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			if _, isType := errors.AsType[*yaml.TypeError](err); isType {
+				d.errorf(line, path, "%s is out of range", n.Value)
+			} else {
+				d.errorf(line, path, "%v", err)
+			}
+			return
+		}
+		if v.Kind() == reflect.Float64 && (math.IsNaN(v.Float()) || math.IsInf(v.Float(), 0)) {
+			d.errorf(line, path, "want a finite number")
+		}
 	}
+}
+
+// mapping stores the mapping n into the struct v, field by yaml tag.
+func (d *decoder) mapping(n *yaml.Node, line int, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(line, path, "want a mapping, got %s", describe(n))
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		kp := join(path, k.Value)
+		switch {
+		case k.Tag == "!!merge":
+			d.errorf(k.Line, path, "merge keys (<<) are not supported")
+			continue
+		case k.Kind != yaml.ScalarNode:
+			d.errorf(k.Line, path, "keys must be strings")
+			continue
+		case seen[k.Value]:
+			d.errorf(k.Line, kp, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		f, ok := fieldByKey(v, k.Value)
+		if !ok {
+			d.errorf(k.Line, kp, "unknown field (known: %s)", knownKeys(v.Type()))
+			continue
+		}
+		d.decode(val, k.Line, f, kp)
+	}
+}
+
+// scalarWant names what a scalar field of type t takes, for errors, and
+// the YAML tags it accepts.
+func scalarWant(t reflect.Type) (want string, tags []string) {
+	switch {
+	case t == durationType:
+		return `a duration string such as "500ms"`, []string{"!!str"}
+	case t.Kind() == reflect.String:
+		return "a string", []string{"!!str"}
+	case t.Kind() == reflect.Bool:
+		return "true or false", []string{"!!bool"}
+	case t.Kind() == reflect.Float64:
+		return "a number", []string{"!!int", "!!float"}
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		return "an integer", []string{"!!int"}
+	}
+	panic(fmt.Sprintf("config: raw field of type %v", t))
 }
 
 func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
 	for i := range v.NumField() {
-		if v.Type().Field(i).Tag.Get("key") == key {
+		if v.Type().Field(i).Tag.Get("yaml") == key {
 			return v.Field(i), true
 		}
 	}
@@ -185,25 +239,33 @@ func fieldByKey(v reflect.Value, key string) (reflect.Value, bool) {
 func knownKeys(t reflect.Type) string {
 	var keys []string
 	for i := range t.NumField() {
-		keys = append(keys, t.Field(i).Tag.Get("key"))
+		keys = append(keys, t.Field(i).Tag.Get("yaml"))
 	}
 	return strings.Join(keys, ", ")
 }
 
-// describe names what a tree holds, for errors.
-func describe(t *tree) string {
-	if t.kind != kScalar {
-		return t.kind.String()
+// describe names what a node holds, for errors.
+func describe(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case n.Tag == "!!str":
+		return fmt.Sprintf("the string %q", n.Value)
+	case n.Tag == "!!int":
+		return "the integer " + n.Value
+	case n.Tag == "!!float":
+		return "the number " + n.Value
+	case n.Tag == "!!bool":
+		return "the boolean " + n.Value
 	}
-	switch x := t.val.(type) {
-	case string:
-		return fmt.Sprintf("the string %q", x)
-	case int64:
-		return fmt.Sprintf("the integer %d", x)
-	case float64:
-		return fmt.Sprintf("the number %v", x)
-	case bool:
-		return fmt.Sprintf("the boolean %v", x)
+	return fmt.Sprintf("%s (tag %s)", n.Value, n.Tag)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
 	}
-	return fmt.Sprintf("%T", t.val)
+	return path + "." + key
 }

@@ -40,32 +40,32 @@ type Auth struct {
 }
 
 type rawTLS struct {
-	Cert     string `key:"cert"`
-	Key      string `key:"key"`
-	ClientCA string `key:"client_ca"`
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
 }
 
 type rawNSQD struct {
-	TLS            bool   `key:"tls"`
-	TLSCA          string `key:"tls_ca"`
-	TLSCert        string `key:"tls_cert"`
-	TLSKey         string `key:"tls_key"`
-	AuthSecret     string `key:"auth_secret"`
-	AuthSecretFile string `key:"auth_secret_file"`
+	TLS            bool   `yaml:"tls"`
+	TLSCA          string `yaml:"tls_ca"`
+	TLSCert        string `yaml:"tls_cert"`
+	TLSKey         string `yaml:"tls_key"`
+	AuthSecret     string `yaml:"auth_secret"`
+	AuthSecretFile string `yaml:"auth_secret_file"`
 }
 
 type rawAuth struct {
-	Tokens []rawToken `key:"tokens"`
+	Tokens []rawToken `yaml:"tokens"`
 }
 
 type rawToken struct {
-	Name       string   `key:"name"`
-	Secret     string   `key:"secret"`
-	SecretFile string   `key:"secret_file"`
-	SecretEnv  string   `key:"secret_env"`
-	Send       []string `key:"send"`
-	Subscribe  []string `key:"subscribe"`
-	Admin      bool     `key:"admin"`
+	Name       string   `yaml:"name"`
+	Secret     string   `yaml:"secret"`
+	SecretFile string   `yaml:"secret_file"`
+	SecretEnv  string   `yaml:"secret_env"`
+	Send       []string `yaml:"send"`
+	Subscribe  []string `yaml:"subscribe"`
+	Admin      bool     `yaml:"admin"`
 }
 
 // ops checks the operations sections (metrics, TLS, nsqd, auth, the

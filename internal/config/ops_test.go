@@ -76,22 +76,6 @@ limits: {max_streams: 100, max_subscriptions_per_token: 5, rate_per_token: 2.5, 
 		t.Errorf("limits %+v, want %+v", f.Limits, wantLimits)
 	}
 
-	toml := `mode = "cluster"
-nodes = [{tcp = "a:4150"}]
-
-[[auth.tokens]]
-name = "t"
-secret = "0123456789abcdef"
-send = ["x"]
-admin = true
-`
-	g, err := Parse(filepath.Join(dir, "q.toml"), []byte(toml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []auth.Token{{Name: "t", Secret: "0123456789abcdef", Send: []string{"x"}, Admin: true}}; !reflect.DeepEqual(g.Auth.Tokens, want) {
-		t.Errorf("TOML tokens %+v, want %+v", g.Auth.Tokens, want)
-	}
 }
 
 func TestOpsErrors(t *testing.T) {

@@ -118,16 +118,28 @@ func (c *checker) file(r *rawFile) *File {
 	return f
 }
 
-// layout checks that nodes and groups fit the mode.
+// layout checks that nodes, groups or embedded nodes fit the mode.
 func (c *checker) layout(r *rawFile, f *File) {
 	hasNodes, hasGroups := len(r.Nodes) > 0, len(r.Groups) > 0
+	if c.present("embedded") {
+		f.Embedded = r.Embedded
+		switch {
+		case r.Embedded < 1 || r.Embedded > MaxEmbedded:
+			c.fail("embedded", "must be 1 to %d (in-process nsqd nodes, for trying qgate)", MaxEmbedded)
+		case hasNodes || hasGroups || len(r.Lookupd.Addrs) > 0:
+			c.fail("embedded", "give embedded or nodes, groups and lookupd, not both")
+		case f.Mode == nsq.ModeHA:
+			c.fail("embedded", "embedded nodes run in mode cluster or failover, not ha")
+		}
+		return
+	}
 	switch {
 	case hasNodes && hasGroups:
 		c.fail("groups", "give nodes or groups, not both")
 	case !hasNodes && !hasGroups && len(r.Lookupd.Addrs) > 0 && f.Mode == nsq.ModeCluster:
 		// Discovery alone.
 	case !hasNodes && !hasGroups:
-		c.fail("nodes", "missing: list the nsqd nodes (nodes, or groups for mode ha)")
+		c.fail("nodes", "missing: list the nsqd nodes (nodes, or groups for mode ha), or run them in process with embedded: 3")
 	case f.Mode == nsq.ModeHA && hasNodes:
 		c.fail("nodes", "mode ha needs groups (each a primary and its backups), not nodes")
 	case f.Mode == nsq.ModeFailover && len(r.Groups) > 1:

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestNoHarnessesLinked checks that the serving binary links neither the
+// fault injector (chaos: SIGKILLs processes, go-builds nsqd) nor the
+// benchmark; they are cmd/qgate-chaos and cmd/qgate-bench.
+func TestNoHarnessesLinked(t *testing.T) {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command lists the dependencies: %v", err)
+	}
+	out, err := exec.Command(goCmd, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	// The list is the real one: the pool is in it.
+	if !slices.Contains(deps, "github.com/qgate/qgate/backends/nsq") {
+		t.Fatalf("go list -deps lacks backends/nsq: %q", deps)
+	}
+	for _, d := range deps {
+		if strings.HasPrefix(d, "github.com/qgate/qgate/chaos") || strings.HasPrefix(d, "github.com/qgate/qgate/internal/bench") ||
+			strings.HasPrefix(d, "github.com/qgate/qgate/internal/chaos") {
+			t.Errorf("cmd/qgate depends on %s", d)
+		}
+	}
+}
