@@ -46,8 +46,9 @@
 // drains until no more deliveries can come: nothing arrived for 1 s, every
 // acked message was delivered and the running nodes hold nothing for the
 // channel (ready, in flight: an ack that did not land brings it back, or
-// deferred: a copy still to come), or nothing arrived for the ack deadline
-// + 2 s, or a time limit passes; it never ends at once because lost is 0.
+// deferred: a copy still to come); with messages missing the quiet period
+// is the ack deadline + 2 s. A time limit bounds it (the ack deadline × 2 +
+// 10 s, 30 s long). It never ends at once because lost is 0.
 // Finally it reads what the nodes still hold (/stats) and checks the ledger.
 //
 // # Scenarios

@@ -680,13 +680,12 @@ func (h *Harness) WaitNodesUp(ctx context.Context) error {
 // and the running nodes hold nothing for the channel: no message ready, in
 // flight (delivered, not yet acked: a lost ack brings it back after the
 // ack deadline) or deferred (a copy to be redelivered later, a standby
-// copy). Ending when lost is 0 would miss those late duplicates. Failing
-// that, it waits until nothing was delivered for the ack deadline + 2 s
-// (always, with WaitRedelivery).
+// copy). Ending when lost is 0 would miss those late duplicates. With
+// messages missing (or WaitRedelivery), the quiet period is the ack
+// deadline + 2 s instead of 1 s; the nodes must still be empty.
 func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
 	limit := start.Add(2*h.Sc.AckDeadline + h.d(10*time.Second, 30*time.Second))
-	why := "time limit"
 	for time.Now().Before(limit) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 		_, _, last := h.ledger.Counts()
@@ -694,19 +693,15 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 			last = start
 		}
 		idle := time.Since(last)
-		if idle >= h.Sc.AckDeadline+2*time.Second {
-			why = fmt.Sprintf("nothing delivered for %v", h.Sc.AckDeadline+2*time.Second)
-			break
+		quiet := time.Second
+		if h.Sc.WaitRedelivery || (idle >= quiet && h.ledger.Check().LostCount() > 0) {
+			quiet = h.Sc.AckDeadline + 2*time.Second
 		}
-		if h.Sc.WaitRedelivery || idle < time.Second || h.ledger.Check().LostCount() > 0 {
-			continue
-		}
-		if h.nodesEmpty(ctx) {
-			why = "nodes empty, nothing delivered for 1s"
-			break
+		if idle >= quiet && h.nodesEmpty(ctx) {
+			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
 		}
 	}
-	return time.Since(start), why
+	return time.Since(start), "time limit, nodes not empty"
 }
 
 // nodesEmpty reports whether every running node holds nothing for the
