@@ -32,6 +32,11 @@ const (
 	ackQueueLen = 1 << 16
 	// ackWriteTimeout bounds the write of one batch of records.
 	ackWriteTimeout = 2 * time.Second
+	// ackRetryMin and ackRetryMax bound the backoff between tries of a
+	// batch no node took; ackPendingMax bounds the batches waiting.
+	ackRetryMin   = 50 * time.Millisecond
+	ackRetryMax   = time.Second
+	ackPendingMax = 1024
 	// ackChannelPrefix starts the name of every instance's channel on the
 	// ack topic.
 	ackChannelPrefix = "qgate-"
@@ -279,27 +284,60 @@ func (b *ackBus) publishLoop() {
 		}
 		n++
 	}
+	// pending holds written-out batches not yet acknowledged by a node:
+	// while no node takes them (every node out, under load) they are
+	// retried with backoff, for at most ackRetryFor, so that a short outage
+	// of the data path does not turn every standby into a duplicate.
+	type pendingBatch struct {
+		bodies [][]byte
+		at     time.Time
+	}
+	var pending []pendingBatch
+	backoff := ackRetryMin
+	retryFor := min(max(2*b.p.cfg.StandbyDelay, 10*time.Second), time.Minute)
 	flush := func() {
-		if n == 0 {
-			return
+		now := time.Now()
+		if n > 0 {
+			bodies := make([][]byte, 0, len(batch))
+			for _, r := range batch {
+				bodies = append(bodies, envelope.AppendAckRecord(nil, r))
+			}
+			clear(batch)
+			n = 0
+			if len(pending) >= ackPendingMax {
+				pending = pending[1:]
+				b.p.log.Warn("nsq ack records dropped: too many batches waiting (standby copies of these messages may be delivered twice)")
+			}
+			pending = append(pending, pendingBatch{bodies, now})
 		}
-		bodies := make([][]byte, 0, len(batch))
-		for _, r := range batch {
-			bodies = append(bodies, envelope.AppendAckRecord(nil, r))
-		}
-		clear(batch)
-		n = 0
-		ctx, cancel := context.WithTimeout(b.p.ctx, ackWriteTimeout)
-		err := b.p.sendOnce(ctx, b.topic, bodies, 0)
-		cancel()
-		if err != nil {
-			b.p.log.Warn("nsq ack records not written (standby copies of these messages may be delivered twice)", "err", err)
+		for len(pending) > 0 {
+			pb := pending[0]
+			if now.Sub(pb.at) > retryFor {
+				b.p.log.Warn("nsq ack records not written in time (standby copies of these messages may be delivered twice)",
+					"age", now.Sub(pb.at).Round(time.Millisecond))
+				pending = pending[1:]
+				continue
+			}
+			ctx, cancel := context.WithTimeout(b.p.ctx, ackWriteTimeout)
+			err := b.p.sendOnce(ctx, b.topic, pb.bodies, 0)
+			cancel()
+			if err != nil {
+				if b.p.ctx.Err() != nil {
+					return
+				}
+				b.p.log.Debug("nsq ack records not written; retrying", "err", err, "in", backoff)
+				timer.Reset(backoff)
+				backoff = min(2*backoff, ackRetryMax)
+				return
+			}
+			backoff = ackRetryMin
+			pending = pending[1:]
 		}
 	}
 	for {
 		select {
 		case a := <-b.in:
-			if n == 0 {
+			if n == 0 && len(pending) == 0 { // else the retry's timer runs
 				timer.Reset(ackBatchDelay)
 			}
 			add(a)

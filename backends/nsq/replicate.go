@@ -78,9 +78,9 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 	defer cancel()
 	errc := make(chan error, replicas)
 	for _, n := range first[1:] {
-		go func() { errc <- p.sendCopy(cctx, topic, standby, 0, n, rs, start) }()
+		go func() { errc <- p.sendCopy(cctx, topic, standby, 0, nil, n, rs, start) }()
 	}
-	errc <- p.sendCopy(cctx, topic, primary, delay, first[0], rs, start)
+	errc <- p.sendCopy(cctx, topic, primary, delay, standby, first[0], rs, start)
 	var firstErr error
 	for range replicas {
 		if err := <-errc; err != nil && firstErr == nil {
@@ -95,8 +95,12 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 }
 
 // sendCopy writes one copy, starting on n, moving to another node without
-// a copy when an attempt fails.
-func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, n *node, rs *replicaSet, start int) error {
+// a copy when an attempt fails. When the first copy moves (moved non-nil),
+// it is written as a standby (moved, without delay) on the next node: the
+// failed attempt may still have landed, and two live first copies would be
+// delivered twice; if it did not land, the standbys deliver the message
+// after the standby delay.
+func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, moved [][]byte, n *node, rs *replicaSet, start int) error {
 	var tried []*node
 	for {
 		// As in sendOnce: the attempt timeout is there to move the copy on;
@@ -140,6 +144,9 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 		}
 		p.cfg.Observer.SendRetry(topic)
 		p.log.Info("nsq replica moved", "topic", topic, "from", n.cfg.Name, "to", next.cfg.Name)
+		if moved != nil {
+			bodies, delay, moved = moved, 0, nil
+		}
 		n = next
 	}
 }

@@ -516,6 +516,9 @@ func (s *subscription) expire(now time.Time) {
 		}
 		switch {
 		case d.handed && now.After(d.deadline), !d.handed && now.After(d.nsqDeadline):
+			if d.holdSent && d.rid != "" {
+				holds = append(holds, envelope.Hold{ID: d.rid, Until: now}) // ends it
+			}
 			exp = append(exp, d)
 			exp = append(exp, s.settleLocked(d)...)
 		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
@@ -527,11 +530,6 @@ func (s *subscription) expire(now time.Time) {
 		}
 	}
 	s.mu.Unlock()
-	for _, d := range exp {
-		if d.holdSent && d.rid != "" {
-			holds = append(holds, envelope.Hold{ID: d.rid, Until: now}) // ends it
-		}
-	}
 	for _, h := range holds {
 		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, now)
 	}
@@ -645,8 +643,8 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	d.holdSent = !claimed.IsZero()
 	s.queue = append(s.queue, d)
 	s.mu.Unlock()
-	if d.holdSent {
-		s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, claimed, now) // share it
+	if !claimed.IsZero() {
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, msg.ID, claimed, now) // share it
 	}
 	wake(s.avail)
 	return nil
