@@ -481,11 +481,15 @@ func (s *subscription) releaseDown() {
 	for d := range s.held {
 		if s.down[d.msg.NSQDAddress] && !d.settled {
 			d.released = true
-			rel = append(rel, release{d, 0})
 			var delay time.Duration
 			if d.handed && d.rid != "" {
 				delay = max(d.deadline.Sub(now), 0) + notBeforePrecision
 			}
+			// With its connection gone the REQ is moot (nsqd requeues);
+			// if the node was marked down while its connection lives, the
+			// message comes back only after the client's deadline, when a
+			// late Ack has finished it.
+			rel = append(rel, release{d, delay})
 			for _, x := range s.settleLocked(d) {
 				x.released = true
 				rel = append(rel, release{x, delay})
