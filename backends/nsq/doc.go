@@ -105,7 +105,7 @@
 //
 // A copy is finished only when its message is known acked (or
 // dead-lettered), never because its twin is merely held. A delivery still
-// unsettled half StandbyDelay after its send, extended, or nacked with a
+// unsettled a quarter of StandbyDelay after its send, extended, or nacked with a
 // delay records a hold of its id until its deadline (the nack's delay),
 // shared like acks; a copy that arrives while its twin is held is deferred
 // until the hold ends, so a nack's delay is honoured and a slow consumer

@@ -64,12 +64,18 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 		replicas = len(first)
 	}
 	now := time.Now()
+	d := p.cfg.StandbyDelay
 	primary := encode(msgs, replicas, delay, false, time.Time{})
 	// Standbys are written without nsqd's deferral (in the coalesced MPUBs):
 	// the subscription that first receives one defers it (REQ) until its
 	// not_before. nsqd would lose a DPUB's timer anyway when it writes the
-	// message to disk (--mem-queue-size=0).
-	standby := encode(msgs, replicas, 0, true, now.Add(delay+p.cfg.StandbyDelay))
+	// message to disk (--mem-queue-size=0). Their due times are staggered
+	// by half the standby delay, so that no two copies surface at once
+	// (then two gateways could each take one before either's hold reached
+	// the other): a first copy that had to move is due at D/2 (its failed
+	// attempt may have landed and be delivered at once), the standbys at D,
+	// 1.5 D, ...
+	moved := encode(msgs, replicas, 0, true, now.Add(delay+d/2))
 	rs := &replicaSet{busy: make(map[*node]bool, replicas)}
 	for _, n := range first {
 		rs.busy[n] = true
@@ -77,10 +83,11 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, replicas)
-	for _, n := range first[1:] {
+	for i, n := range first[1:] {
+		standby := encode(msgs, replicas, 0, true, now.Add(delay+d+time.Duration(i)*d/2))
 		go func() { errc <- p.sendCopy(cctx, topic, standby, 0, nil, n, rs, start) }()
 	}
-	errc <- p.sendCopy(cctx, topic, primary, delay, standby, first[0], rs, start)
+	errc <- p.sendCopy(cctx, topic, primary, delay, moved, first[0], rs, start)
 	var firstErr error
 	for range replicas {
 		if err := <-errc; err != nil && firstErr == nil {

@@ -546,14 +546,20 @@ func (s *subscription) expire(now time.Time) {
 }
 
 // heldLong reports whether d, a handed-out delivery, is a replicated
-// message held so long that its standby copy may surface meanwhile (half
-// the standby delay after its send): then a hold is recorded, so the
+// message held so long that another copy may surface meanwhile (see
+// holdAfter): then a hold is recorded, so the
 // standby waits for d's outcome wherever it surfaces. A client that acks
 // at once never causes one. Callers hold s.mu.
 func (s *subscription) heldLong(d *delivery, now time.Time) bool {
 	pub := d.d.Message.PublishTime
-	return d.rid != "" && !pub.IsZero() && now.Sub(pub) >= s.p.cfg.StandbyDelay/2
+	return d.rid != "" && !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter()
 }
+
+// holdAfter is how long after its send a replicated delivery, unsettled,
+// records a hold, and a copy arriving claims one: a quarter of the standby
+// delay, before the earliest other copy can surface (a moved first copy,
+// due at half of it).
+func (p *Pool) holdAfter() time.Duration { return p.cfg.StandbyDelay / 4 }
 
 // HandleMessage is the go-nsq handler: it queues the message for Receive
 // (or for the dead-letter goroutine) and returns at once; responses are
@@ -580,7 +586,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	if info.replicated {
 		var acked bool
 		var heldUntil time.Time
-		if pub := msg.PublishTime; !pub.IsZero() && now.Sub(pub) >= s.p.cfg.StandbyDelay/2 {
+		if pub := msg.PublishTime; !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter() {
 			// Its twin may be live too (a backlog): hold the id at once, so
 			// that the twin, arriving at another subscription or gateway
 			// meanwhile, waits for this copy's outcome instead of being
