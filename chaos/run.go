@@ -21,10 +21,12 @@ import (
 )
 
 // standbyDelay is the harness's nsq.Config.StandbyDelay: shorter than
-// qgate serve's default so that a drain need not wait long for the standby
-// copies of what a killed node held, and longer than the subscribers'
-// time to ack (at once).
-const standbyDelay = 2 * time.Second
+// qgate serve's default (30s) so that a drain need not wait long for the
+// standby copies of what a killed node held, and long enough that acks and
+// holds cross between the harness's qgates (through nsqd, which syncs every
+// message) before a standby is due on a loaded 2-core machine: at 2s, S16
+// delivered 1-22% twice there (load average 17-25), at 5s none.
+const standbyDelay = 5 * time.Second
 
 // Params are the knobs of a run, shared by every scenario.
 type Params struct {
