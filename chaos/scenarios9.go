@@ -145,12 +145,24 @@ func s14() Scenario {
 }
 
 // s15 is finding 2: rolling SIGTERM restarts of every node in turn, each
-// at the peak of a burst.
-func s15() Scenario {
+// at the peak of a burst. With replicas 2 (qgate serve's default) lost 0
+// is promised; with one copy it is reported: nsqd 1.3.0 was seen to lose a
+// message it had flushed to disk on SIGTERM (issue 9 finding 2), which
+// only a second copy covers.
+func s15(replicas int) Scenario {
+	name := "S15"
+	var promises []Promise
+	notes := []string{"issue 9 finding 2: nsqd flushes memory, in-flight and deferred messages to disk on SIGTERM; the independent ledger still saw one acked message lost in 21 rolling restarts"}
+	if replicas >= 2 {
+		promises = []Promise{noLoss}
+	} else {
+		name = "S15-r1"
+		notes = append(notes, "lost is reported, not promised: one copy is only as safe as nsqd's own shutdown")
+	}
 	return issue9(Scenario{
-		Name:     "S15",
-		Title:    "rolling SIGTERM restarts of every node in turn at the peak of writes (replicas=1; 3 rounds in the long form)",
-		Replicas: 1,
+		Name:     name,
+		Title:    fmt.Sprintf("rolling SIGTERM restarts of every node in turn at the peak of writes (replicas=%d; 3 rounds in the long form)", replicas),
+		Replicas: replicas,
 		Fault: func(ctx context.Context, h *Harness) error {
 			rounds := 1
 			if h.P.Long {
@@ -180,8 +192,8 @@ func s15() Scenario {
 			}
 			return nil
 		},
-		Promises: []Promise{noLoss},
-		Notes:    []string{"issue 9 finding 2: nsqd flushes memory, in-flight and deferred messages to disk on SIGTERM, so even one copy must survive a graceful restart"},
+		Promises: promises,
+		Notes:    notes,
 	})
 }
 
