@@ -39,6 +39,7 @@ type sender struct {
 	events       chan streamEvent
 	openAttempts int
 	openAfter    time.Time
+	openErr      error // why the last stream failed
 	readers      sync.WaitGroup
 }
 
@@ -94,6 +95,9 @@ func (s *sender) write(now time.Time) time.Duration {
 			break
 		}
 		if s.st == nil && !s.open(now) {
+			if s.openErr != nil {
+				b.lastErr = s.openErr
+			}
 			s.retries = append([]*batch{b}, s.retries...)
 			wait = min(wait, s.openAfter.Sub(now))
 			break
@@ -173,7 +177,7 @@ func (s *sender) closeStream() {
 func (s *sender) failedStream(err error, now time.Time) {
 	s.openAfter = now.Add(s.p.s.Retry.delay(s.openAttempts))
 	s.openAttempts++
-	_ = err
+	s.openErr = err
 }
 
 // handle applies a response or the end of the stream.
