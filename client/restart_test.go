@@ -131,3 +131,51 @@ func TestRideThroughRestart(t *testing.T) {
 		len(ackedIDs), len(received), len(received)-len(ackedIDs), deliveries)
 	mu.Unlock()
 }
+
+// TestStaticListFailover: with a static list of two gateways, streams are
+// spread over both, and a Publisher and a Subscriber go on through the
+// other when one stops.
+func TestStaticListFailover(t *testing.T) {
+	e := newEnv(t, gatewayOptions{})
+	b, err := startGateway(e.backend, gatewayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.stop() })
+	c := newClient(t, e.gw.addr+","+b.addr)
+	var ps []*client.Publisher
+	for i := range 4 {
+		p := c.Publisher("list", client.PublishSettings{})
+		ps = append(ps, p)
+		publishOne(t, p, fmt.Sprint(i))
+	}
+	if e.gw.requests.Load() == 0 || b.requests.Load() == 0 {
+		t.Errorf("requests per gateway: %d and %d, want both used", e.gw.requests.Load(), b.requests.Load())
+	}
+	got := make(chan string, 100)
+	s := c.Subscriber("list", "c", client.ReceiveSettings{})
+	stop := receive(s, func(_ context.Context, d *client.Delivery) {
+		d.Ack()
+		got <- string(d.Body)
+	})
+	for range 4 {
+		<-got
+	}
+	if err := e.gw.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		publishOne(t, p, fmt.Sprintf("after-%d", i))
+		p.Stop()
+	}
+	for range 4 {
+		select {
+		case <-got:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no delivery through the remaining gateway")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
