@@ -40,15 +40,22 @@ func permanent(err error) bool {
 }
 
 // retryableResult reports whether a request the server answered with err
-// may be sent again: UNAVAILABLE (no node took it), DEADLINE_EXCEEDED
-// (outcome unknown: a retry may duplicate) and RESOURCE_EXHAUSTED (a rate
-// limit).
+// may be sent again: UNAVAILABLE (no node took it) and DEADLINE_EXCEEDED
+// (outcome unknown: a retry may duplicate). RESOURCE_EXHAUSTED (a rate or
+// size limit) is returned to the caller, who knows whether waiting helps.
 func retryableResult(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
 	}
 	return false
+}
+
+// retryableStream reports whether the requests in flight on a stream that
+// ended with err may be sent again on a new one: any end but a permanent
+// error or a limit.
+func retryableStream(err error) bool {
+	return !permanent(err) && status.Code(err) != codes.ResourceExhausted
 }
 
 // Backoff is an exponential backoff with jitter: retry n (from 0) waits a

@@ -53,7 +53,7 @@ func (p *Publisher) run() {
 	s := &sender{p: p, outstanding: map[uint64]*batch{},
 		events: make(chan streamEvent, p.s.MaxOutstandingBatches+1)}
 	defer s.readers.Wait()
-	defer s.closeStream()
+	defer s.endStream()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -163,6 +163,31 @@ func (s *sender) open(now time.Time) bool {
 	return true
 }
 
+// endStream half-closes the stream and waits (up to closeWait) for the
+// server to end it, so that it ends with OK rather than CANCELLED in the
+// server's logs and metrics. Every result is settled by then.
+func (s *sender) endStream() {
+	if s.st == nil {
+		return
+	}
+	if s.st.stream.CloseSend() == nil {
+		t := time.NewTimer(closeWait)
+		defer t.Stop()
+	wait:
+		for {
+			select {
+			case ev := <-s.events:
+				if ev.gen == s.gen && ev.err != nil {
+					break wait
+				}
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+	s.closeStream()
+}
+
 // closeStream half-closes and abandons the current stream.
 func (s *sender) closeStream() {
 	if s.st == nil {
@@ -191,7 +216,7 @@ func (s *sender) handle(ev streamEvent, now time.Time) {
 		for id, b := range s.outstanding {
 			delete(s.outstanding, id)
 			// The outcome is unknown: a retry may duplicate.
-			s.retryOrFail(b, ev.err, !permanent(ev.err), now)
+			s.retryOrFail(b, ev.err, retryableStream(ev.err), now)
 		}
 		return
 	}

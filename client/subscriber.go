@@ -51,6 +51,10 @@ type ReceiveSettings struct {
 	// Retry is the backoff between attempts to reopen a broken stream.
 	// Default DefaultRetry.
 	Retry Backoff
+	// OnStreamError, if set, is called with the error that broke or
+	// failed to open a stream, before Receive retries; for logs. It runs
+	// on Receive's goroutine and must return promptly.
+	OnStreamError func(error)
 }
 
 // Defaults of ReceiveSettings.
@@ -212,6 +216,9 @@ func (s *Subscriber) Receive(ctx context.Context, f func(context.Context, *Deliv
 		}
 		if healthy {
 			attempt = 0
+		}
+		if s.s.OnStreamError != nil {
+			s.s.OnStreamError(err)
 		}
 		if sleep(ctx, s.s.Retry.delay(attempt)) != nil {
 			return nil
