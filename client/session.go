@@ -276,6 +276,12 @@ func (ss *session) finish() error {
 	if err := ss.flush(); err != nil {
 		return err
 	}
+	// What is still held goes back to the server with the stream; give
+	// its room back so a reader waiting for room reads the stream's end.
+	for id, d := range ss.outstanding {
+		delete(ss.outstanding, id)
+		ss.fc.release(1, d.size)
+	}
 	if err := ss.stream.CloseSend(); err != nil {
 		return nil
 	}

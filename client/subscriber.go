@@ -22,7 +22,9 @@ type ReceiveSettings struct {
 	MaxOutstandingMessages int
 	// MaxOutstandingBytes bounds the bodies received and not yet settled:
 	// past it the Subscriber stops reading the stream until handlers
-	// settle some. -1 is no bound. Default DefaultReceiveMaxOutstandingBytes.
+	// settle some. It is checked per server response, so a response of
+	// up to MaxBatch deliveries is admitted whole when nothing is held.
+	// -1 is no bound. Default DefaultReceiveMaxOutstandingBytes.
 	MaxOutstandingBytes int
 	// NumGoroutines is how many handlers run at once. Default
 	// DefaultNumGoroutines.

@@ -206,3 +206,46 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	noClientGoroutines(t)
 }
+
+// TestReceiveFlowControl: MaxOutstandingBytes stops reading the stream
+// while the bodies held exceed it, whatever NumGoroutines and
+// max_in_flight would allow.
+func TestReceiveFlowControl(t *testing.T) {
+	e := newEnv(t, gatewayOptions{})
+	c := newClient(t, e.gw.addr)
+	p := c.Publisher("rflow", client.PublishSettings{})
+	for i := range 10 {
+		publishOne(t, p, fmt.Sprintf("body-%03d", i)) // 8 bytes each
+	}
+	p.Stop()
+	var running, most, done atomic.Int32
+	started := make(chan struct{}, 10)
+	release := make(chan struct{})
+	s := c.Subscriber("rflow", "c", client.ReceiveSettings{MaxOutstandingBytes: 10, MaxBatch: 1, NumGoroutines: 4})
+	stop := receive(s, func(_ context.Context, d *client.Delivery) {
+		n := running.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		started <- struct{}{}
+		<-release
+		running.Add(-1)
+		d.Ack()
+		done.Add(1)
+	})
+	<-started
+	// A second handler would start within this window if the bound did
+	// not hold (4 handlers, max_in_flight 1000, 9 messages queued).
+	select {
+	case <-started:
+		t.Error("a second delivery was handed out while the first held the byte bound")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	waitFor(t, "every message", func() bool { return done.Load() == 10 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if m := most.Load(); m != 1 {
+		t.Errorf("at most %d handlers ran at once, want 1 (10-byte bound, 8-byte bodies)", m)
+	}
+}
