@@ -35,7 +35,8 @@ type session struct {
 	incoming chan []*Delivery // read → loop
 	recvErr  chan error       // read → loop, once
 	kick     chan struct{}    // cap 1: settles posted or a handler returned
-	running  atomic.Int64     // deliveries of this session in handlers
+	running  atomic.Int64     // deliveries of this session in work or in handlers
+	stopping atomic.Bool      // set when ctx ends or the stream breaks: skip the rest
 
 	mu      sync.Mutex
 	posted  []settleReq
@@ -151,10 +152,14 @@ func (ss *session) loop(ctx context.Context, work chan<- *Delivery) error {
 				ss.outstanding[d.ackID] = d
 			}
 			ss.queue = append(ss.queue, ds...)
+			if done != nil {
+				ss.dispatchMore(work)
+			}
 		case dispatch <- next:
 			ss.running.Add(1)
 			ss.queue[0] = nil
 			ss.queue = ss.queue[1:]
+			ss.dispatchMore(work)
 		case <-ss.kick:
 			ss.applyPosted()
 			if ss.pending >= ss.flushAt {
@@ -180,7 +185,23 @@ func (ss *session) loop(ctx context.Context, work chan<- *Delivery) error {
 			// Stop dispatching: what is queued goes back to the server
 			// with the stream; wait for the running handlers.
 			done = nil
+			ss.stopping.Store(true)
 			ss.dropQueue()
+		}
+	}
+}
+
+// dispatchMore hands queued deliveries to the handlers while the work
+// channel has room, without a trip through the select per delivery.
+func (ss *session) dispatchMore(work chan<- *Delivery) {
+	for len(ss.queue) > 0 {
+		select {
+		case work <- ss.queue[0]:
+			ss.running.Add(1)
+			ss.queue[0] = nil
+			ss.queue = ss.queue[1:]
+		default:
+			return
 		}
 	}
 }
@@ -303,6 +324,7 @@ func (ss *session) finish() error {
 
 // close drops every later settle and releases what the session holds.
 func (ss *session) close() {
+	ss.stopping.Store(true)
 	ss.mu.Lock()
 	ss.closed = true
 	ss.posted = nil

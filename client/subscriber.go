@@ -192,14 +192,19 @@ func (s *Subscriber) Receive(ctx context.Context, f func(context.Context, *Deliv
 	}
 	defer s.receiving.Store(false)
 
-	work := make(chan *Delivery)
+	// Buffered, so handlers take the next delivery without waiting for
+	// the session loop to run; a delivery of a session that is ending is
+	// skipped (it goes back to the server with the stream).
+	work := make(chan *Delivery, s.s.MaxOutstandingMessages)
 	var handlers sync.WaitGroup
 	for range s.s.NumGoroutines {
 		handlers.Add(1)
 		go func() {
 			defer handlers.Done()
 			for d := range work {
-				f(ctx, d)
+				if !d.sess.stopping.Load() {
+					f(ctx, d)
+				}
 				d.sess.handled()
 			}
 		}()
