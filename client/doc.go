@@ -63,6 +63,13 @@
 // at least once either way; consumers that must not act twice deduplicate
 // by content or by an id of their own in Attributes.
 //
+// A gateway that stops reading without closing its connection (a frozen
+// process) is noticed only by keepalive (DefaultKeepaliveTime, bounded by
+// the server's enforcement policy). Until then, once the stream's
+// flow-control window is full, the sender waits in its write, and the
+// deadlines of the batches behind it are not enforced. Get with a ctx
+// bounds what a caller waits.
+//
 // # Receiving
 //
 // Receive opens a Subscribe stream with max_in_flight =
