@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/backends/nsq/health"
@@ -85,6 +87,7 @@ type gatewayOptions struct {
 	tokens []auth.Token // none: auth off
 	// stall, if set, holds every SendStream handler until it is closed.
 	stall chan struct{}
+	tls   *tls.Config // nil: plaintext
 }
 
 // gateway is one qgate server over a backend, wired as cmd/qgate wires it.
@@ -122,6 +125,9 @@ func startGateway(b *backend, o gatewayOptions) (*gateway, error) {
 		OnShutdown:      []func(){g.queue.BeginShutdown},
 		ShutdownTimeout: 5 * time.Second,
 		FirstStream:     []grpc.StreamServerInterceptor{count},
+	}
+	if o.tls != nil {
+		cfg.ServerOptions = append(cfg.ServerOptions, grpc.Creds(credentials.NewTLS(o.tls)))
 	}
 	if len(o.tokens) > 0 {
 		store, err := auth.NewStore(o.tokens)
