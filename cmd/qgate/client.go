@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	"github.com/qgate/qgate/client"
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/tlsutil"
 )
@@ -64,6 +69,28 @@ func (c *clientFlags) dial(e *env) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// client returns a qgate client as the flags say. Like dial, it connects
+// lazily.
+func (c *clientFlags) client(ctx context.Context, e *env) (*client.Client, error) {
+	var opts []client.Option
+	if c.tls || c.insecure || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" {
+		conf, err := tlsutil.Client(tlsutil.ClientFiles{CAFile: c.tlsCA,
+			CertFile: c.tlsCert, KeyFile: c.tlsKey, InsecureSkipVerify: c.insecure})
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLS(conf))
+	}
+	token := c.token
+	if token == "" {
+		token = e.env(auth.EnvToken)
+	}
+	if token != "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	return client.New(ctx, c.addr, opts...)
+}
+
 // bearer sends a token as "authorization: Bearer <token>". It is sent over
 // plaintext too (a gateway on loopback); use TLS across a network.
 type bearer string
@@ -75,3 +102,15 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (bearer) RequireTransportSecurity() bool { return false }
 
 var _ credentials.PerRPCCredentials = bearer("")
+
+// streamErr maps the end of a stream to the command's result: a normal end
+// or an interrupt is success.
+func streamErr(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case ctx.Err() != nil && status.Code(err) == codes.Canceled:
+		return nil
+	}
+	return err
+}

@@ -104,7 +104,7 @@ func TestServeMetrics(t *testing.T) {
 		labels []string
 		want   string
 	}{
-		{"grpc_server_handled_total", []string{`grpc_code="OK"`, `grpc_method="Send"`, `grpc_service="qgate.v1.QueueService"`}, "1"},
+		{"grpc_server_handled_total", []string{`grpc_code="OK"`, `grpc_method="SendStream"`, `grpc_service="qgate.v1.QueueService"`}, "1"},
 		{"grpc_server_started_total", []string{`grpc_method="Subscribe"`, `grpc_type="bidi_stream"`}, "1"},
 		{"grpc_server_handled_total", []string{`grpc_code="OK"`, `grpc_method="ListNodes"`}, "0"}, // initialized
 		{"qgate_send_duration_seconds_count", []string{`topic="met"`}, "1"},
@@ -292,7 +292,9 @@ func TestServeTLS(t *testing.T) {
 // TestServeLimits hits the per-token rate limit and the receive size that
 // follows the batch byte limit.
 func TestServeLimits(t *testing.T) {
-	s := startServeEnv(t, nil, "--rate-per-token", "0.01", "--rate-burst", "2",
+	// Each `qgate send` costs two: its SendStream's start and its one
+	// request.
+	s := startServeEnv(t, nil, "--rate-per-token", "0.01", "--rate-burst", "4",
 		"--max-batch-size", "1000", "--max-body-size", "1000")
 	for i := range 2 {
 		if code, _, errOut := cli(t, "", "send", "--addr", s.addr, "--topic", "lim", "m"); code != 0 {

@@ -8,15 +8,15 @@ import (
 	"os"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
-	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/client"
 )
 
 const sendAbout = `Sends messages to a topic through a running qgate and prints one message id
 per message. The messages are the arguments; with no arguments, the lines of
 -f FILE or, without -f, of standard input (one message per line; empty lines
-are skipped). Lines are sent in batches of --batch messages per Send; a long
+are skipped). Lines are sent in batches of up to --batch messages (or those
+that arrive within 10 ms) per request over one stream, several batches in flight; ids are printed in input order. A
+send that fails because qgate is unavailable is retried until --timeout. A long
 input gets a progress line on stderr every second (--quiet: none).`
 
 const sendExample = `  qgate send --topic orders --attr source=cli 'hello' 'world'
@@ -30,8 +30,8 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	fs.Var(attrs, "attr", "attribute `key=value` for every message (repeatable)")
 	delay := fs.Duration("delay", 0, "deliver the messages after this delay (at most 1h)")
 	file := fs.String("f", "", "read messages from this file, one per line")
-	batch := fs.Int("batch", 100, "messages per Send when reading lines")
-	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each Send")
+	batch := fs.Int("batch", 100, "most messages per request")
+	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each message, retries included")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr while sending lines")
 	if err := fs.parse(e, args); err != nil {
 		return err
@@ -42,28 +42,25 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	if *batch < 1 {
 		return fs.usageErr(e, "--batch must be at least 1")
 	}
-	conn, err := cf.dial(e)
+	c, err := cf.client(ctx, e)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer c.Close()
 	s := &sender{
-		client:  qgatev1.NewQueueServiceClient(conn),
-		out:     e.stdout,
-		timeout: *timeout,
-		req:     &qgatev1.SendRequest{Topic: *topic},
+		pub: c.Publisher(*topic, client.PublishSettings{CountThreshold: *batch, DelayThreshold: sendBatchDelay,
+			Timeout: *timeout, Delay: *delay}),
+		out: e.stdout,
 	}
+	defer s.pub.Stop()
 	if !*quiet {
 		s.progress = e.stderr
 	}
-	if *delay > 0 {
-		s.req.Delay = durationpb.New(*delay)
-	}
 	if fs.NArg() > 0 {
 		for _, m := range fs.Args() {
-			s.add([]byte(m), attrs)
+			s.add(ctx, []byte(m), attrs)
 		}
-		return s.flush(ctx)
+		return s.drain(ctx, 0)
 	}
 	in := e.stdin
 	if *file != "" {
@@ -74,15 +71,14 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		defer f.Close()
 		in = f
 	}
-	return s.sendLines(ctx, in, attrs, *batch)
+	return s.sendLines(ctx, in, attrs)
 }
 
-// sender batches messages into Send requests and prints the ids.
+// sender publishes messages and prints their ids in input order.
 type sender struct {
-	client  qgatev1.QueueServiceClient
+	pub     *client.Publisher
 	out     io.Writer
-	timeout time.Duration
-	req     *qgatev1.SendRequest // topic and delay set; messages pending
+	pending []*client.PublishResult // published, id not printed yet
 	sent    int
 	// progress, if set, gets a line about once a second while lines are
 	// sent, and a last one at the end if any was written.
@@ -90,8 +86,17 @@ type sender struct {
 	start, shown time.Time
 }
 
+// sendBatchDelay is how long a batch waits for more lines: the messages
+// given as arguments go in one request, and so do lines that arrive
+// within it.
+const sendBatchDelay = 10 * time.Millisecond
+
 // progressEvery is how often a long send reports progress.
 const progressEvery = time.Second
+
+// maxPending is how many results a send keeps before it waits for the
+// oldest: the ids are printed in input order, and memory stays bounded.
+const maxPending = 10000
 
 // report writes a progress line if one is due (or, with final, if any was
 // written before).
@@ -112,30 +117,37 @@ func (s *sender) report(final bool) {
 	fmt.Fprintf(s.progress, "qgate send: %d messages sent (%.0f/s)\n", s.sent, rate)
 }
 
-func (s *sender) add(body []byte, attrs map[string]string) {
-	s.req.Messages = append(s.req.Messages, &qgatev1.Message{Body: body, Attributes: attrs})
+func (s *sender) add(ctx context.Context, body []byte, attrs map[string]string) {
+	s.pending = append(s.pending, s.pub.Publish(ctx, &client.Message{Body: body, Attributes: attrs}))
 }
 
-func (s *sender) flush(ctx context.Context) error {
-	if len(s.req.Messages) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	resp, err := s.client.Send(ctx, s.req)
-	if err != nil {
-		return fmt.Errorf("send (after %d messages sent): %w", s.sent, err)
-	}
-	for _, id := range resp.GetMessageIds() {
+// drain prints the ids of the oldest results until at most keep are
+// pending: it waits for each in turn, and prints the ids that are ready
+// beyond that without waiting.
+func (s *sender) drain(ctx context.Context, keep int) error {
+	for len(s.pending) > 0 {
+		r := s.pending[0]
+		if len(s.pending) <= keep {
+			select {
+			case <-r.Ready():
+			default:
+				return nil
+			}
+		}
+		id, err := r.Get(ctx)
+		if err != nil {
+			return fmt.Errorf("send (after %d messages sent): %w", s.sent, err)
+		}
 		fmt.Fprintln(s.out, id)
+		s.sent++
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
 	}
-	s.sent += len(s.req.Messages)
-	s.req.Messages = nil
 	return nil
 }
 
-// sendLines sends every non-empty line of in, batch lines per Send.
-func (s *sender) sendLines(ctx context.Context, in io.Reader, attrs map[string]string, batch int) error {
+// sendLines sends every non-empty line of in.
+func (s *sender) sendLines(ctx context.Context, in io.Reader, attrs map[string]string) error {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	s.report(false)
@@ -143,18 +155,16 @@ func (s *sender) sendLines(ctx context.Context, in io.Reader, attrs map[string]s
 		if len(sc.Bytes()) == 0 {
 			continue
 		}
-		s.add(append([]byte(nil), sc.Bytes()...), attrs)
-		if len(s.req.Messages) >= batch {
-			if err := s.flush(ctx); err != nil {
-				return err
-			}
-			s.report(false)
+		s.add(ctx, append([]byte(nil), sc.Bytes()...), attrs)
+		if err := s.drain(ctx, maxPending); err != nil {
+			return err
 		}
+		s.report(false)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read messages: %w", err)
 	}
-	if err := s.flush(ctx); err != nil {
+	if err := s.drain(ctx, 0); err != nil {
 		return err
 	}
 	s.report(true)

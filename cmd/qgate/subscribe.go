@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/qgate/qgate/client"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
 
@@ -21,7 +18,9 @@ delivery and acks it after printing. Without --json it prints each body on a
 line of its own; with --json, each delivery as one line of protobuf JSON
 (message id, ack id, body in base64, attributes, attempt, publish time).
 Stops after --count deliveries, or on Ctrl-C; unacked deliveries are handed
-back for redelivery when it stops.`
+back for redelivery when it stops. When the stream breaks (qgate restarted,
+unreachable) it says so on stderr and reconnects; it fails on errors that
+retrying cannot fix (bad token, forbidden topic, bad name).`
 
 const subscribeExample = `  qgate subscribe --topic orders --channel audit --count 10
   qgate subscribe --topic orders --channel 'tail#ephemeral' --json`
@@ -43,121 +42,65 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	if *topic == "" || *channel == "" {
 		return fs.usageErr(e, "--topic and --channel are required")
 	}
-	conn, err := cf.dial(e)
+	c, err := cf.client(ctx, e)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-
+	defer c.Close()
+	// One handler at a time: deliveries print in order, and --count is
+	// exact. Deliveries past --count are left unacked: the server hands
+	// them back when Receive ends.
+	settings := client.ReceiveSettings{MaxOutstandingMessages: int(*maxInFlight), AckDeadline: *ackDeadline,
+		MaxBatch: max(int(*batch), 1), NumGoroutines: 1,
+		OnStreamError: func(err error) { fmt.Fprintf(e.stderr, "qgate subscribe: %v; reconnecting\n", err) }}
+	if settings.MaxOutstandingMessages == 0 {
+		settings.MaxOutstandingMessages = serverDefaultMaxInFlight
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := qgatev1.NewQueueServiceClient(conn).Subscribe(ctx)
-	if err != nil {
-		return err
-	}
-	open := &qgatev1.SubscribeRequest_Open{Topic: *topic, Channel: *channel, MaxInFlight: uint32(*maxInFlight), MaxBatch: uint32(*batch)}
-	if *ackDeadline > 0 {
-		open.AckDeadline = durationpb.New(*ackDeadline)
-	}
-	if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: open}}); err != nil {
-		return streamErr(ctx, err)
-	}
-	p := &printer{out: e.stdout, errOut: e.stderr, json: *asJSON, cancel: cancel}
-	return p.consume(ctx, stream, *count)
-}
-
-// handle prints ds and acks them with one ack.
-func (p *printer) handle(ctx context.Context, stream grpc.BidiStreamingClient[qgatev1.SubscribeRequest, qgatev1.SubscribeResponse], ds []*qgatev1.Delivery) error {
-	if len(ds) == 0 {
-		return nil
-	}
-	ids := make([]string, len(ds))
-	for i, d := range ds {
-		if err := p.print(d); err != nil {
-			return err
+	p := &printer{out: e.stdout, json: *asJSON}
+	n := 0
+	err = c.Subscriber(*topic, *channel, settings).Receive(ctx, func(_ context.Context, d *client.Delivery) {
+		if p.err != nil || *count > 0 && n >= *count {
+			return
 		}
-		ids[i] = d.GetAckId()
-	}
-	ack := &qgatev1.SubscribeRequest_Ack{AckIds: ids}
-	if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Ack_{Ack: ack}}); err != nil {
-		return streamErr(ctx, err)
-	}
-	return nil
+		if p.err = p.print(d); p.err != nil {
+			cancel()
+			return
+		}
+		d.Ack()
+		if n++; *count > 0 && n >= *count {
+			cancel()
+		}
+	})
+	return errors.Join(err, p.err)
 }
 
-// printer prints deliveries and acks them.
+// serverDefaultMaxInFlight is the server's max_in_flight when a
+// subscription asks for none, which --max-in-flight 0 keeps.
+const serverDefaultMaxInFlight = 100
+
+// printer prints deliveries.
 type printer struct {
-	out, errOut io.Writer
-	json        bool
-	cancel      func() // cancels the stream's context
+	out  io.Writer
+	json bool
+	err  error // the first failed print
 }
 
-// consume prints and acks deliveries until count have been handled (0: no
-// limit), the stream ends or ctx is done (a clean end: nil).
-func (p *printer) consume(ctx context.Context, stream grpc.BidiStreamingClient[qgatev1.SubscribeRequest, qgatev1.SubscribeResponse], count int) error {
-	for n := 0; count == 0 || n < count; {
-		resp, err := stream.Recv()
-		if err != nil {
-			return streamErr(ctx, err)
-		}
-		switch kind := resp.GetKind().(type) {
-		case *qgatev1.SubscribeResponse_AckError_:
-			fmt.Fprintf(p.errOut, "ack %s: %s\n", kind.AckError.GetAckId(), kind.AckError.GetStatus().GetMessage())
-		case *qgatev1.SubscribeResponse_Delivery:
-			if err := p.handle(ctx, stream, []*qgatev1.Delivery{kind.Delivery}); err != nil {
-				return err
-			}
-			n++
-		case *qgatev1.SubscribeResponse_Deliveries_:
-			// Past count, the rest are left unacked: the server hands
-			// them back when the stream ends.
-			ds := kind.Deliveries.GetDeliveries()
-			if count > 0 {
-				ds = ds[:min(len(ds), count-n)]
-			}
-			if err := p.handle(ctx, stream, ds); err != nil {
-				return err
-			}
-			n += len(ds)
-		}
-	}
-	// The last ack is sent; half-close and wait for the server to end the
-	// stream, so the ack is processed before the connection closes.
-	if err := stream.CloseSend(); err != nil {
-		return streamErr(ctx, err)
-	}
-	// The stream's context is cancelled after a while in case the server
-	// does not end the stream; that counts as a clean end too.
-	timer := time.AfterFunc(5*time.Second, p.cancel)
-	defer timer.Stop()
-	for {
-		if _, err := stream.Recv(); err != nil {
-			return streamErr(ctx, err)
-		}
-	}
-}
-
-func (p *printer) print(d *qgatev1.Delivery) error {
+func (p *printer) print(d *client.Delivery) error {
 	if p.json {
-		b, err := protojson.Marshal(d)
+		pd := &qgatev1.Delivery{MessageId: d.ID, AckId: d.AckID(), Body: d.Body, Attributes: d.Attributes,
+			Attempt: uint32(d.Attempt)}
+		if !d.PublishTime.IsZero() {
+			pd.PublishTime = timestamppb.New(d.PublishTime)
+		}
+		b, err := protojson.Marshal(pd)
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(p.out, "%s\n", b)
 		return err
 	}
-	_, err := fmt.Fprintf(p.out, "%s\n", d.GetBody())
-	return err
-}
-
-// streamErr maps the end of a stream to the command's result: a normal end
-// or an interrupt is success.
-func streamErr(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(err, io.EOF):
-		return nil
-	case ctx.Err() != nil && status.Code(err) == codes.Canceled:
-		return nil
-	}
+	_, err := fmt.Fprintf(p.out, "%s\n", d.Body)
 	return err
 }

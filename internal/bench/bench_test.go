@@ -33,12 +33,15 @@ func TestBenchReport(t *testing.T) {
 // TestRunTiny runs every workload for one short round against real
 // in-process nsqd and an in-process qgate and checks the report.
 func TestRunTiny(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
 	rep, err := Run(ctx, Config{
-		Duration:    200 * time.Millisecond,
-		Warmup:      50 * time.Millisecond,
+		// Long enough that a request completes inside the interval on a
+		// loaded 2-core machine under -race (the windowed workloads keep
+		// 100 requests outstanding).
+		Duration:    500 * time.Millisecond,
+		Warmup:      100 * time.Millisecond,
 		Rounds:      1,
 		Backlog:     2000,
 		MemDuration: 500 * time.Millisecond,

@@ -42,6 +42,13 @@ Workloads (--workloads, comma-separated, in this order by default), B vs A:
   sub100     Subscribe draining a backlog (--backlog), max in flight 100
              vs Consumer draining a backlog, max in flight 100
   sub1000    the same at max in flight 1000
+  lib-get-c64  client library: Publish(...).Get() of 1 message, 64 goroutines
+             vs Publish, 64 goroutines sharing one producer per node
+  lib-get-c1   the same from 1 goroutine (vs Publish, 1 goroutine)
+  lib-async  client library: 1 goroutine publishing without waiting, results
+             collected later, 100 outstanding vs PublishAsync, 100 outstanding
+  lib-sub1000  client library: Receive draining a backlog, max outstanding
+             1000, handler acking at once vs Consumer, max in flight 1000
   memory     qgate's RSS under --mem-rate msg/s with two stalled subscribers
              (one never acks, one never reads); goal: max RSS <= 100 MiB
 

@@ -38,6 +38,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		body[i] = 'a' + byte(i%26)
 	}
 	sides := []side{&direct{e: e, body: body}, &gateway{e: e, body: body}}
+	lib := newLibrary(e, body)
+	libSides := []side{sides[0], lib}
 	steps := 0
 	for _, name := range cfg.Workloads {
 		if name != MemoryWorkload {
@@ -63,10 +65,15 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		wr := WorkloadResult{Name: w.name, Direct: w.direct, Gateway: w.gateway}
 		for round := 1; round <= cfg.Rounds; round++ {
 			rr := RoundResult{Round: round}
-			for _, sd := range sides {
+			pair := sides
+			if w.lib {
+				pair = libSides
+			}
+			for _, sd := range pair {
 				step++
 				pr.show(fmt.Sprintf("[%d/%d] %s round %d/%d %s", step, steps, w.name, round, cfg.Rounds, sd.name()))
 				res, err := e.runSide(ctx, w, sd, round)
+				lib.stop()
 				if err != nil {
 					return nil, err
 				}

@@ -28,7 +28,10 @@ type workload struct {
 	batch   int // messages per request
 	window  int // windowed: requests outstanding
 	inFly   int // drain: max in flight
-	goal    goal
+	// lib: side B is package client (Publisher, Subscriber) instead of
+	// the raw gRPC calls.
+	lib  bool
+	goal goal
 }
 
 // goal is a target of issue 5 for a workload.
@@ -90,6 +93,29 @@ var workloads = []*workload{
 		gateway: "Subscribe draining a backlog, max in flight 1000, batched acks, several deliveries per response (--sub-batch)",
 		direct:  "Consumer draining a backlog, max in flight 1000",
 		goal:    goal{minRatio: 0.8},
+	},
+	{
+		name: "lib-get-c64", kind: closedLoop, conc: 64, batch: 1, lib: true,
+		gateway: "client library: Publish(...).Get() of 1 message, 64 goroutines sharing one Publisher",
+		direct:  "Publish, 64 goroutines sharing one producer per node",
+		goal:    goal{minRatio: 1.0},
+	},
+	{
+		name: "lib-get-c1", kind: closedLoop, conc: 1, batch: 1, lib: true,
+		gateway: "client library: Publish(...).Get() of 1 message, 1 goroutine",
+		direct:  "Publish, 1 goroutine",
+	},
+	{
+		name: "lib-async", kind: windowed, window: 100, batch: 1, lib: true,
+		gateway: "client library: 1 goroutine publishing without waiting, results collected later, 100 outstanding",
+		direct:  "PublishAsync, 100 outstanding",
+		goal:    goal{minRatio: 1.0},
+	},
+	{
+		name: "lib-sub1000", kind: drain, inFly: 1000, lib: true,
+		gateway: "client library: Receive draining a backlog, max outstanding 1000, handler acks at once",
+		direct:  "Consumer draining a backlog, max in flight 1000",
+		goal:    goal{minRatio: 0.9},
 	},
 }
 
