@@ -225,10 +225,12 @@ func (p *Pool) close() {
 }
 
 // stopNode stops n's monitor, sender and producer. It blocks until they
-// exit (the producer's router may finish a write, up to WriteTimeout).
+// exit (the producer's router may finish a write, up to WriteTimeout). Safe
+// to call more than once and concurrently: Close may list a node that
+// discovery removes (and stops) before Close gets to it.
 func (p *Pool) stopNode(n *node) {
 	n.mon.Stop()
-	close(n.stop)
+	n.stopOnce.Do(func() { close(n.stop) })
 	<-n.done // the sender stops its producer
 }
 
