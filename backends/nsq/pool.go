@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 type Pool struct {
 	cfg  Config
 	log  *slog.Logger
-	http *http.Client // nsqd's HTTP API (channel creation)
+	http *http.Client // nsqd's HTTP API (channel creation); see newHTTPClient
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -54,7 +55,7 @@ func New(cfg Config) (*Pool, error) {
 	p := &Pool{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		http:     &http.Client{},
+		http:     newHTTPClient(cfg),
 		ctx:      ctx,
 		cancel:   cancel,
 		nodes:    make(map[string]*node),
@@ -97,6 +98,23 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created))
 	return p, nil
+}
+
+// newHTTPClient returns the client of the pool's calls to nsqd's HTTP API,
+// on a transport of its own: nsqd is dialled directly even when the
+// process has HTTP_PROXY set (http.DefaultTransport honours it), and Close
+// closes only the pool's idle connections, not those of every
+// DefaultTransport user in the process. Each request is also bounded by its
+// context (createChannel: Check.Timeout).
+func newHTTPClient(cfg Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.Check.Timeout,
+		DisableCompression:    true,
+	}}
 }
 
 // newNode creates a node's producer and monitor; nothing runs yet.
