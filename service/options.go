@@ -55,15 +55,19 @@ const (
 
 // Fixed limits stated by the API (proto/qgate/v1/queue.proto).
 const (
-	maxNameLen       = 64
-	maxAttributes    = 64
-	maxAttrKeyBytes  = 256
-	maxAttrValBytes  = 4096
-	maxAckIDs        = 2500
-	maxMaxAttempts   = 65535
-	maxMaxBatch      = 2500
-	maxViolations    = 100
-	requestSlackSize = 64 << 10
+	maxNameLen      = 64
+	maxAttributes   = 64
+	maxAttrKeyBytes = 256
+	maxAttrValBytes = 4096
+	maxAckIDs       = 2500
+	maxMaxAttempts  = 65535
+	maxMaxBatch     = 2500
+	// A `deliveries` response's default byte budget, a quarter of gRPC's
+	// default 4 MiB client receive limit, and the most a client may ask for.
+	defaultMaxBatchBytes = 1 << 20
+	maxMaxBatchBytes     = 64 << 20
+	maxViolations        = 100
+	requestSlackSize     = 64 << 10
 )
 
 // DefaultLimits returns the default Limits.

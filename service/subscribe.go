@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -80,7 +82,8 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 			AckDeadline:     durationpb.New(opts.AckDeadline),
 			MaxAttempts:     uint32(opts.MaxAttempts),
 			DeadLetterTopic: opts.DeadLetterTopic,
-			MaxBatch:        uint32(batch),
+			MaxBatch:        uint32(batch.max),
+			MaxBatchBytes:   uint32(batch.bytes),
 		},
 	}})
 	if err != nil {
@@ -114,7 +117,7 @@ type subStream struct {
 	q      *Queue
 	stream subscribeServer
 	sub    backends.Subscription
-	batch  int // most deliveries per response; 1: `delivery` responses
+	batch  batching
 	acks   *ackTable
 
 	mu sync.Mutex // serializes stream.Send
@@ -147,7 +150,7 @@ func (s *subStream) startDeliveries(ctx context.Context) {
 // deliver receives deliveries and sends them until the subscription or the
 // stream fails or ctx is done.
 func (s *subStream) deliver(ctx context.Context) error {
-	if s.batch > 1 {
+	if s.batch.max > 1 {
 		return s.deliverBatches(ctx)
 	}
 	for {
@@ -165,10 +168,18 @@ func (s *subStream) deliver(ctx context.Context) error {
 }
 
 // deliverBatches is deliver for max_batch above 1: after one blocking
-// Receive it takes the deliveries that are ready at once, up to s.batch,
-// and sends them in one `deliveries` response. It never waits to fill a
-// batch: a lone message goes out as soon as it arrives, and under a backlog
-// the per-response cost of gRPC (a frame, a flush, a write) is shared.
+// Receive it takes the deliveries that are ready at once, up to
+// s.batch.max and s.batch.bytes, and sends them in one `deliveries`
+// response. It never waits to fill a batch: a lone message goes out as soon
+// as it arrives, and under a backlog the per-response cost of gRPC (a frame,
+// a flush, a write) is shared.
+//
+// The byte budget keeps a response under what the client accepts (gRPC's
+// default receive limit is 4 MiB: 20 deliveries of 1 MB in one response
+// killed the stream, the messages came back, and the same client failed
+// again forever). A delivery that would take a response over the budget
+// is kept, already taken from the subscription and in the ack table, and
+// starts the next response; one larger than the budget goes alone.
 //
 // "Ready at once" is Receive with a context that is already done: a
 // Subscription returns a delivery it has ready before it looks at ctx (see
@@ -179,19 +190,31 @@ func (s *subStream) deliver(ctx context.Context) error {
 func (s *subStream) deliverBatches(ctx context.Context) error {
 	ready, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cancel()
+	var next *qgatev1.Delivery // taken, did not fit the last response
 	for {
-		d, err := s.sub.Receive(ctx)
-		if err != nil {
-			return toStatus(s.q.opts.logger, "subscribe", err)
+		if next == nil {
+			d, err := s.sub.Receive(ctx)
+			if err != nil {
+				return toStatus(s.q.opts.logger, "subscribe", err)
+			}
+			next = deliveryProto(d, s.acks.add(d))
 		}
-		ds := make([]*qgatev1.Delivery, 1, min(s.batch, 16)) // a trickle sends ones
-		ds[0] = deliveryProto(d, s.acks.add(d))
-		for len(ds) < s.batch {
+		ds := make([]*qgatev1.Delivery, 1, min(s.batch.max, 16)) // a trickle sends ones
+		ds[0], next = next, nil
+		size := batchedSize(ds[0])
+		for len(ds) < s.batch.max {
 			d, err := s.sub.Receive(ready)
 			if err != nil {
 				break // nothing ready, or a failure the next blocking Receive reports
 			}
-			ds = append(ds, deliveryProto(d, s.acks.add(d)))
+			pd := deliveryProto(d, s.acks.add(d))
+			n := batchedSize(pd)
+			if size+n > s.batch.bytes {
+				next = pd
+				break
+			}
+			ds = append(ds, pd)
+			size += n
 		}
 		resp := &qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_Deliveries_{
 			Deliveries: &qgatev1.SubscribeResponse_Deliveries{Deliveries: ds},
@@ -200,6 +223,13 @@ func (s *subStream) deliverBatches(ctx context.Context) error {
 			return err // the table still holds ds; close hands them back
 		}
 	}
+}
+
+// batchedSize is the encoded size of d as an element of Deliveries: the
+// message, its length and its field tag.
+func batchedSize(d *qgatev1.Delivery) int {
+	n := proto.Size(d)
+	return protowire.SizeTag(1) + protowire.SizeBytes(n)
 }
 
 // close stops the delivery goroutine and closes the subscription, handing

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -37,11 +38,15 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	maxInFlight := fs.Uint("max-in-flight", 0, "most unacked deliveries at once (0: the server's default, 100)")
 	ackDeadline := fs.Duration("ack-deadline", 0, "time to ack a delivery before it is redelivered (0: the server's default, 60s)")
 	batch := fs.Uint("batch", 0, "take up to this many deliveries per server response, acked together (0 or 1: one at a time; at most --max-in-flight)")
+	batchBytes := fs.Uint("max-batch-bytes", 0, "with --batch, the most bytes per server response (0: the server's default, 1 MiB); this client accepts responses up to 4 MiB or this + 1 MiB, whichever is larger, so raise it to receive messages larger than 4 MiB")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
 	if *topic == "" || *channel == "" {
 		return fs.usageErr(e, "--topic and --channel are required")
+	}
+	if *batchBytes > math.MaxUint32 {
+		return fs.usageErr(e, "--max-batch-bytes is too large")
 	}
 	conn, err := cf.dial(e)
 	if err != nil {
@@ -51,11 +56,15 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := qgatev1.NewQueueServiceClient(conn).Subscribe(ctx)
+	// gRPC's default receive limit is 4 MiB; a response is at most the
+	// batch budget, or one delivery larger than it.
+	recvLimit := max(4<<20, int(*batchBytes)+1<<20)
+	stream, err := qgatev1.NewQueueServiceClient(conn).Subscribe(ctx, grpc.MaxCallRecvMsgSize(recvLimit))
 	if err != nil {
 		return err
 	}
-	open := &qgatev1.SubscribeRequest_Open{Topic: *topic, Channel: *channel, MaxInFlight: uint32(*maxInFlight), MaxBatch: uint32(*batch)}
+	open := &qgatev1.SubscribeRequest_Open{Topic: *topic, Channel: *channel, MaxInFlight: uint32(*maxInFlight),
+		MaxBatch: uint32(*batch), MaxBatchBytes: uint32(*batchBytes)}
 	if *ackDeadline > 0 {
 		open.AckDeadline = durationpb.New(*ackDeadline)
 	}

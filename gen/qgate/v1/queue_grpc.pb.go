@@ -51,9 +51,11 @@ type QueueServiceClient interface {
 	// have been written (retrying may duplicate).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
-	// field violations), UNAVAILABLE (no node can take the write now; safe to
-	// retry), DEADLINE_EXCEEDED (the call's deadline passed; outcome unknown),
-	// CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
+	// field violations), UNAVAILABLE (no node can take the write now; retry
+	// later. Not proof that nothing was written: an attempt that timed out may
+	// still have landed on its node, so a retry may write the messages twice,
+	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
 	// a client-chosen request_id, and receives exactly one response per request
@@ -78,8 +80,10 @@ type QueueServiceClient interface {
 	//
 	// With open.max_batch above 1 the server sends deliveries as `deliveries`
 	// responses of up to max_batch each instead of one `delivery` per response:
-	// whatever is ready when it sends (it never waits to fill a batch). Each
-	// delivery is acked as before, by its own ack_id.
+	// whatever is ready when it sends (it never waits to fill a batch), and no
+	// more than open.max_batch_bytes in one response (default 1 MiB, under
+	// gRPC's default 4 MiB receive limit). Each delivery is acked as before,
+	// by its own ack_id.
 	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
@@ -162,9 +166,11 @@ type QueueServiceServer interface {
 	// have been written (retrying may duplicate).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
-	// field violations), UNAVAILABLE (no node can take the write now; safe to
-	// retry), DEADLINE_EXCEEDED (the call's deadline passed; outcome unknown),
-	// CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
+	// field violations), UNAVAILABLE (no node can take the write now; retry
+	// later. Not proof that nothing was written: an attempt that timed out may
+	// still have landed on its node, so a retry may write the messages twice,
+	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
 	// a client-chosen request_id, and receives exactly one response per request
@@ -189,8 +195,10 @@ type QueueServiceServer interface {
 	//
 	// With open.max_batch above 1 the server sends deliveries as `deliveries`
 	// responses of up to max_batch each instead of one `delivery` per response:
-	// whatever is ready when it sends (it never waits to fill a batch). Each
-	// delivery is acked as before, by its own ack_id.
+	// whatever is ready when it sends (it never waits to fill a batch), and no
+	// more than open.max_batch_bytes in one response (default 1 MiB, under
+	// gRPC's default 4 MiB receive limit). Each delivery is acked as before,
+	// by its own ack_id.
 	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
