@@ -28,7 +28,9 @@ type subscribeServer = grpc.BidiStreamingServer[qgatev1.SubscribeRequest, qgatev
 // they arrive; a delivery goroutine, which receives from the subscription
 // and sends deliveries; and a reader (see recvLoop). Whatever ends the stream,
 // the handler stops the delivery goroutine and closes the subscription,
-// which hands every unacked delivery back at once.
+// which hands every unacked delivery back at once. It waits for a delivery
+// being sent at most the send grace: a client that stopped reading blocks
+// that Send until the stream ends, which happens once the handler returns.
 func (q *Queue) Subscribe(stream subscribeServer) error {
 	if !q.enter() {
 		return errShutdown
@@ -139,12 +141,12 @@ func (s *subStream) startDeliveries(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.failed = make(chan error, 1)
 	s.delivered.Add(1)
-	go func() {
+	s.q.goStream(func() {
 		defer s.delivered.Done()
 		if err := s.deliver(ctx); err != nil && ctx.Err() == nil {
 			s.failed <- err
 		}
-	}()
+	})
 }
 
 // deliver receives deliveries and sends them until the subscription or the
@@ -233,7 +235,8 @@ func batchedSize(d *qgatev1.Delivery) int {
 }
 
 // close stops the delivery goroutine and closes the subscription, handing
-// unacked deliveries back.
+// unacked deliveries back (a delivery still being sent included). It waits
+// for the delivery goroutine at most the send grace (see waitSends).
 func (s *subStream) close() {
 	if s.cancel != nil {
 		s.cancel()
@@ -241,7 +244,7 @@ func (s *subStream) close() {
 	if err := s.sub.Close(); err != nil {
 		s.q.opts.logger.Warn("closing a subscription", "err", err)
 	}
-	s.delivered.Wait()
+	s.q.waitSends(&s.delivered)
 }
 
 // deliveryProto is d as sent, with its ack id.

@@ -68,7 +68,10 @@ type QueueServiceClient interface {
 	//
 	// A bad request gets a response with a non-OK status; the stream goes on.
 	// The stream itself fails only for reasons that concern all requests (server
-	// shutdown, cancellation).
+	// shutdown, cancellation). After the client half-closes, the server answers
+	// the requests it took and ends the stream with OK; responses the client
+	// does not read within a few seconds (the server's send grace, default
+	// 5 s) are dropped, though their messages were written.
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
 	// Subscribe opens a subscription and streams deliveries.
 	//
@@ -91,7 +94,9 @@ type QueueServiceClient interface {
 	//
 	// When the stream ends for any reason (client half-close, cancellation, error,
 	// server shutdown), every unacked delivery is handed back for redelivery at
-	// once. On server shutdown the stream ends with UNAVAILABLE.
+	// once, and deliveries the client does not read within the server's send
+	// grace (default 5 s) are not sent. On server shutdown the stream ends with
+	// UNAVAILABLE.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 }
 
@@ -183,7 +188,10 @@ type QueueServiceServer interface {
 	//
 	// A bad request gets a response with a non-OK status; the stream goes on.
 	// The stream itself fails only for reasons that concern all requests (server
-	// shutdown, cancellation).
+	// shutdown, cancellation). After the client half-closes, the server answers
+	// the requests it took and ends the stream with OK; responses the client
+	// does not read within a few seconds (the server's send grace, default
+	// 5 s) are dropped, though their messages were written.
 	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
 	// Subscribe opens a subscription and streams deliveries.
 	//
@@ -206,7 +214,9 @@ type QueueServiceServer interface {
 	//
 	// When the stream ends for any reason (client half-close, cancellation, error,
 	// server shutdown), every unacked delivery is handed back for redelivery at
-	// once. On server shutdown the stream ends with UNAVAILABLE.
+	// once, and deliveries the client does not read within the server's send
+	// grace (default 5 s) are not sent. On server shutdown the stream ends with
+	// UNAVAILABLE.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	mustEmbedUnimplementedQueueServiceServer()
 }
