@@ -96,6 +96,44 @@ func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 		})
 	})
 
+	t.Run("Subscribe, an ack error unread", func(t *testing.T) {
+		// As above, and the client's last message needs an ack_error,
+		// which the handler itself sends: it must not block the handler.
+		const n = 40
+		body := bytes.Repeat([]byte("a"), 100_000)
+		for range n {
+			if _, err := client.Send(ctx, &qgatev1.SendRequest{Topic: "stallack", Messages: []*qgatev1.Message{{Body: body}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stream, err := client.Subscribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := &qgatev1.SubscribeRequest_Open{Topic: "stallack", Channel: "c", MaxInFlight: n}
+		if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: open}}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := stream.Recv(); err != nil || resp.GetOpened() == nil {
+			t.Fatalf("got %v, %v; want opened", resp, err)
+		}
+		waitFor(t, "every message taken by the subscription", func() bool {
+			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
+			return ch != nil && ch.InFlightCount == n
+		})
+		if err := stream.Send(ackReq("999999")); err != nil { // unknown: an ack_error
+			t.Fatal(err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		waitEnded(t, "/qgate.v1.QueueService/Subscribe")
+		waitFor(t, "every delivery handed back", func() bool {
+			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
+			return ch != nil && ch.InFlightCount == 0 && ch.Depth == n
+		})
+	})
+
 	t.Run("SendStream", func(t *testing.T) {
 		stream, err := client.SendStream(ctx)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -70,11 +71,12 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 		return toStatus(q.opts.logger, "subscribe", err)
 	}
 	s := &subStream{
-		q:      q,
-		stream: stream,
-		sub:    sub,
-		batch:  batch,
-		acks:   newAckTable(opts.MaxInFlight, opts.AckDeadline),
+		q:       q,
+		stream:  stream,
+		sub:     sub,
+		batch:   batch,
+		acks:    newAckTable(opts.MaxInFlight, opts.AckDeadline),
+		readErr: readErr,
 	}
 	defer s.close()
 
@@ -96,7 +98,10 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 	for {
 		select {
 		case req := <-reqs:
-			if err := s.handle(req); err != nil {
+			if err := s.handle(ctx, req); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil // half-closed while an ack_error was being sent
+				}
 				return err
 			}
 		case err := <-readErr:
@@ -121,6 +126,8 @@ type subStream struct {
 	sub    backends.Subscription
 	batch  batching
 	acks   *ackTable
+	// readErr is the reader's end (io.EOF: half-close); see handlerSend.
+	readErr <-chan error
 
 	mu sync.Mutex // serializes stream.Send
 
@@ -264,22 +271,22 @@ func deliveryProto(d *backends.Delivery, ackID string) *qgatev1.Delivery {
 
 // handle processes one client message after the open. An error ends the
 // stream.
-func (s *subStream) handle(req *qgatev1.SubscribeRequest) error {
+func (s *subStream) handle(ctx context.Context, req *qgatev1.SubscribeRequest) error {
 	switch k := req.GetKind().(type) {
 	case *qgatev1.SubscribeRequest_Open_:
 		return status.Error(codes.FailedPrecondition, "subscribe: the subscription is already open; open may be sent only once")
 	case *qgatev1.SubscribeRequest_Ack_:
-		return s.settle("ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
+		return s.settle(ctx, "ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
 	case *qgatev1.SubscribeRequest_Nack_:
 		var v violations
 		delay := v.checkDuration("nack.delay", k.Nack.GetDelay(), 0, 0, s.q.opts.limits.MaxDelay)
-		return s.settle("nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
+		return s.settle(ctx, "nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
 	case *qgatev1.SubscribeRequest_Extend_:
-		return s.settle("extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
+		return s.settle(ctx, "extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
 	default:
 		var v violations
 		v.add("kind", "one of ack, nack or extend is required")
-		return s.ackError("", v.err("subscribe request"))
+		return s.ackError(ctx, "", v.err("subscribe request"))
 	}
 }
 
@@ -288,7 +295,7 @@ func (s *subStream) handle(req *qgatev1.SubscribeRequest) error {
 // violations of the message's other fields: if there are any, no id is
 // settled and each gets INVALID_ARGUMENT. take removes the entries (ack,
 // nack); otherwise their deadline is restarted (extend).
-func (s *subStream) settle(kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
+func (s *subStream) settle(ctx context.Context, kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
 	if v == nil {
 		v = &violations{}
 	}
@@ -301,10 +308,10 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 	if !v.empty() {
 		err := v.err(kind)
 		if len(ids) == 0 || len(ids) > maxAckIDs {
-			return s.ackError("", err)
+			return s.ackError(ctx, "", err)
 		}
 		for _, id := range ids {
-			if err := s.ackError(id, err); err != nil {
+			if err := s.ackError(ctx, id, err); err != nil {
 				return err
 			}
 		}
@@ -319,7 +326,7 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 			d, ok = s.acks.touch(id)
 		}
 		if !ok {
-			if err := s.ackError(id, errUnknownAckID(kind, id)); err != nil {
+			if err := s.ackError(ctx, id, errUnknownAckID(kind, id)); err != nil {
 				return err
 			}
 			continue
@@ -331,7 +338,7 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 			} else {
 				err = toStatus(s.q.opts.logger, kind, err)
 			}
-			if err := s.ackError(id, err); err != nil {
+			if err := s.ackError(ctx, id, err); err != nil {
 				return err
 			}
 		}
@@ -345,8 +352,36 @@ func errUnknownAckID(kind, id string) error {
 }
 
 // ackError sends an ack_error response.
-func (s *subStream) ackError(id string, err error) error {
-	return s.send(&qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_AckError_{
+func (s *subStream) ackError(ctx context.Context, id string, err error) error {
+	return s.handlerSend(ctx, &qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_AckError_{
 		AckError: &qgatev1.SubscribeResponse_AckError{AckId: id, Status: status.Convert(err).Proto()},
 	}})
+}
+
+// handlerSend is send for the handler's own responses. A client that stops
+// reading blocks stream.Send (and the delivery goroutine, blocked, holds
+// s.mu), so the send runs in a goroutine of its own while the handler
+// keeps watching for the end of the stream: on the reader's end
+// (half-close: io.EOF, returned as is) it waits for the send at most the
+// send grace, on cancellation or Shutdown not at all. A send still blocked
+// ends when gRPC ends the stream, after the handler returns.
+func (s *subStream) handlerSend(ctx context.Context, resp *qgatev1.SubscribeResponse) error {
+	sent := make(chan error, 1)
+	s.q.goStream(func() { sent <- s.send(resp) })
+	select {
+	case err := <-sent:
+		return err
+	case err := <-s.readErr:
+		t := time.NewTimer(s.q.opts.sendGrace)
+		defer t.Stop()
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		return err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-s.q.done:
+		return errShutdown
+	}
 }
