@@ -19,8 +19,10 @@ import (
 var (
 	// ErrClosed: the Backend or Subscription was closed.
 	ErrClosed = errors.New("backends: closed")
-	// ErrUnavailable: no node can take the request now. Nothing was written.
-	// Retryable.
+	// ErrUnavailable: no node can take the request now. Retryable, but not
+	// proof that nothing was written: an attempt that timed out or lost its
+	// connection may still have landed on its node, so a retry may write a
+	// second copy (delivery is at least once).
 	ErrUnavailable = errors.New("backends: no node available")
 	// ErrUnknownDelivery: Ack, Nack or Extend on a delivery that is no longer
 	// held by its subscription (already acked or nacked, deadline passed,

@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -42,6 +44,11 @@ type ReceiveSettings struct {
 	// Default MaxOutstandingMessages: the server never waits to fill a
 	// batch, so this only saves work when a backlog drains.
 	MaxBatch int
+	// MaxBatchBytes is the most bytes per server response
+	// (open.max_batch_bytes; 0: the server's default, 1 MiB). The
+	// Subscriber accepts responses up to 4 MiB or MaxBatchBytes + 1 MiB,
+	// whichever is larger: set it to receive messages larger than 4 MiB.
+	MaxBatchBytes int
 	// AckDelay is how long acks, nacks and extends may wait to be sent
 	// together. Default DefaultAckDelay. A quarter of
 	// MaxOutstandingMessages pending acks are sent at once.
@@ -242,13 +249,17 @@ func (s *Subscriber) session(ctx context.Context, work chan<- *Delivery, fc *flo
 	defer cancel()
 	// Until the stream is open, ctx ending ends it.
 	stopOpening := context.AfterFunc(ctx, cancel)
-	stream, err := s.client.queue.Subscribe(sctx)
+	// gRPC's default receive limit is 4 MiB; a response is at most the
+	// batch budget, or one delivery larger than it.
+	recvLimit := max(4<<20, s.s.MaxBatchBytes+1<<20)
+	stream, err := s.client.queue.Subscribe(sctx, grpc.MaxCallRecvMsgSize(recvLimit))
 	if err != nil {
 		return false, err
 	}
 	open := &qgatev1.SubscribeRequest_Open{Topic: s.topic, Channel: s.channel,
 		MaxInFlight: uint32(s.s.MaxOutstandingMessages), MaxBatch: uint32(s.s.MaxBatch),
-		MaxAttempts: uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic}
+		MaxBatchBytes: uint32(min(max(s.s.MaxBatchBytes, 0), math.MaxUint32)),
+		MaxAttempts:   uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic}
 	if s.s.AckDeadline > 0 {
 		open.AckDeadline = durationpb.New(s.s.AckDeadline)
 	}

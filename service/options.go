@@ -45,6 +45,9 @@ const (
 	// DefaultSendStreamTimeout bounds each request of a SendStream, which
 	// has no deadline of its own (the stream's deadline still applies).
 	DefaultSendStreamTimeout = 30 * time.Second
+	// DefaultSendGrace is how long an ending stream waits for responses
+	// its client does not read (see WithSendGrace).
+	DefaultSendGrace = 5 * time.Second
 	// DefaultSubscribeMaxInFlight is max_in_flight when the client sends 0.
 	DefaultSubscribeMaxInFlight = 100
 	// DefaultAckDeadline is ack_deadline when the client leaves it unset.
@@ -55,15 +58,19 @@ const (
 
 // Fixed limits stated by the API (proto/qgate/v1/queue.proto).
 const (
-	maxNameLen       = 64
-	maxAttributes    = 64
-	maxAttrKeyBytes  = 256
-	maxAttrValBytes  = 4096
-	maxAckIDs        = 2500
-	maxMaxAttempts   = 65535
-	maxMaxBatch      = 2500
-	maxViolations    = 100
-	requestSlackSize = 64 << 10
+	maxNameLen      = 64
+	maxAttributes   = 64
+	maxAttrKeyBytes = 256
+	maxAttrValBytes = 4096
+	maxAckIDs       = 2500
+	maxMaxAttempts  = 65535
+	maxMaxBatch     = 2500
+	// A `deliveries` response's default byte budget, a quarter of gRPC's
+	// default 4 MiB client receive limit, and the most a client may ask for.
+	defaultMaxBatchBytes = 1 << 20
+	maxMaxBatchBytes     = 64 << 20
+	maxViolations        = 100
+	requestSlackSize     = 64 << 10
 )
 
 // DefaultLimits returns the default Limits.
@@ -121,6 +128,7 @@ type options struct {
 	limits        Limits
 	window        int
 	streamTimeout time.Duration
+	sendGrace     time.Duration
 	logger        *slog.Logger
 	replicas      int
 }
@@ -130,6 +138,7 @@ func defaultOptions() options {
 		limits:        DefaultLimits(),
 		window:        DefaultSendStreamWindow,
 		streamTimeout: DefaultSendStreamTimeout,
+		sendGrace:     DefaultSendGrace,
 		logger:        slog.New(slog.DiscardHandler),
 		replicas:      1,
 	}
@@ -164,6 +173,17 @@ func WithSendStreamWindow(n int) Option {
 // the stream's own deadline. Default DefaultSendStreamTimeout.
 func WithSendStreamTimeout(d time.Duration) Option {
 	return func(o *options) { o.streamTimeout = max(d, 0) }
+}
+
+// WithSendGrace sets how long a stream handler that is ending (its client
+// half-closed, its context ended, an error, Shutdown) waits for responses
+// still being sent, default DefaultSendGrace. A stream.Send blocks while the
+// client does not read (HTTP/2 flow control), and only the end of the
+// stream releases it, which gRPC does when the handler returns: past the
+// grace the handler returns anyway, and a Subscribe's unsent deliveries
+// are handed back for redelivery. d < 1 ms means 1 ms.
+func WithSendGrace(d time.Duration) Option {
+	return func(o *options) { o.sendGrace = max(d, time.Millisecond) }
 }
 
 // WithLogger sets the logger for errors that clients cannot act on (backend

@@ -24,8 +24,9 @@ type Queue struct {
 	closing  bool
 	done     chan struct{} // closed by Shutdown
 	shutOnce sync.Once
-	// streams counts running stream handlers and their reader goroutines,
-	// which outlive the handler until gRPC closes the stream.
+	// streams counts running stream handlers and their goroutines: readers,
+	// and senders blocked on a client that does not read, outlive the
+	// handler until gRPC ends the stream (see waitSends).
 	streams sync.WaitGroup
 }
 
@@ -55,9 +56,9 @@ func (q *Queue) Limits() Limits { return q.opts.limits }
 // answers the requests it is processing; a Subscribe hands its unacked
 // deliveries back. Shutdown waits until every stream handler and its
 // goroutines have returned or ctx is done, and returns ctx.Err() in the
-// latter case. A stream whose client stopped reading can only end when the
-// server closes its transport (grpc.Server.Stop). Safe to call more than
-// once.
+// latter case. A handler whose client stopped reading returns after the
+// send grace (WithSendGrace); its blocked send ends when gRPC ends the
+// stream. Safe to call more than once.
 func (q *Queue) Shutdown(ctx context.Context) error {
 	q.BeginShutdown()
 	waited := make(chan struct{})
@@ -158,4 +159,38 @@ func recvLoop[T any](q *Queue, recv func() (T, error), out chan<- T, errc chan<-
 			}
 		}
 	}()
+}
+
+// goStream runs f in a goroutine counted in q.streams, so Shutdown waits for
+// it even when it outlives its stream's handler.
+func (q *Queue) goStream(f func()) {
+	q.streams.Add(1)
+	go func() {
+		defer q.streams.Done()
+		f()
+	}()
+}
+
+// waitSends waits for wg, which counts a stream's goroutines that send
+// responses, for at most the send grace, and reports whether they ended.
+// A handler calls it as it ends: a sender still blocked then waits on a
+// client that does not read (flow control), and only the end of the stream
+// releases it, which gRPC does once the handler returns (it cancels the
+// stream's context). The senders run through goStream, so Shutdown still
+// waits for them.
+func (q *Queue) waitSends(wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	q.goStream(func() {
+		wg.Wait()
+		close(done)
+	})
+	t := time.NewTimer(q.opts.sendGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		q.opts.logger.Debug("stream ends with a response unsent: the client does not read", "grace", q.opts.sendGrace)
+		return false
+	}
 }

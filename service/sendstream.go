@@ -20,7 +20,10 @@ type sendStreamServer = grpc.BidiStreamingServer[qgatev1.SendStreamRequest, qgat
 // The handler takes a request only when one of its window slots is free, so
 // while the window is full it reads nothing and gRPC flow control slows the
 // client down. Each request runs in a goroutine that holds a slot until its
-// response is sent; the handler waits for all of them before it returns.
+// response is sent. Before it returns, the handler waits until every
+// request it took is processed, and then for the responses at most the
+// send grace: a client that half-closed and stopped reading blocks their
+// Sends until the stream ends, which happens once the handler returns.
 func (q *Queue) SendStream(stream sendStreamServer) error {
 	if !q.enter() {
 		return errShutdown
@@ -36,8 +39,13 @@ func (q *Queue) SendStream(stream sendStreamServer) error {
 
 	s := &sendStream{q: q, stream: stream, failed: make(chan error, 1)}
 	slots := make(chan struct{}, q.opts.window)
-	var workers sync.WaitGroup
-	defer workers.Wait()
+	// processing counts requests being sent to the backend; workers, the
+	// goroutines until their response is sent.
+	var processing, workers sync.WaitGroup
+	defer func() {
+		processing.Wait()
+		q.waitSends(&workers)
+	}()
 	for {
 		// A slot first: a full window stops reading.
 		select {
@@ -52,11 +60,12 @@ func (q *Queue) SendStream(stream sendStreamServer) error {
 		select {
 		case req := <-reqs:
 			workers.Add(1)
-			go func() {
+			processing.Add(1)
+			q.goStream(func() {
 				defer workers.Done()
 				defer func() { <-slots }()
-				s.handle(ctx, req)
-			}()
+				s.handle(ctx, req, processing.Done)
+			})
 		case err := <-readErr:
 			if errors.Is(err, io.EOF) {
 				return nil // half-close: answer what is in flight, then end OK
@@ -80,8 +89,8 @@ type sendStream struct {
 	failed chan error // the first stream.Send error
 }
 
-// handle processes one request and sends its response.
-func (s *sendStream) handle(ctx context.Context, req *qgatev1.SendStreamRequest) {
+// handle processes one request, calls processed, and sends its response.
+func (s *sendStream) handle(ctx context.Context, req *qgatev1.SendStreamRequest, processed func()) {
 	resp := &qgatev1.SendStreamResponse{RequestId: req.GetRequestId(), Status: &spb.Status{}}
 	sendReq := req.GetSend()
 	if sendReq == nil {
@@ -101,6 +110,7 @@ func (s *sendStream) handle(ctx context.Context, req *qgatev1.SendStreamRequest)
 			resp.MessageIds = ids
 		}
 	}
+	processed()
 	s.mu.Lock()
 	err := s.stream.Send(resp)
 	s.mu.Unlock()

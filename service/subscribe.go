@@ -6,10 +6,13 @@ import (
 	"io"
 	"math"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -26,7 +29,9 @@ type subscribeServer = grpc.BidiStreamingServer[qgatev1.SubscribeRequest, qgatev
 // they arrive; a delivery goroutine, which receives from the subscription
 // and sends deliveries; and a reader (see recvLoop). Whatever ends the stream,
 // the handler stops the delivery goroutine and closes the subscription,
-// which hands every unacked delivery back at once.
+// which hands every unacked delivery back at once. It waits for a delivery
+// being sent at most the send grace: a client that stopped reading blocks
+// that Send until the stream ends, which happens once the handler returns.
 func (q *Queue) Subscribe(stream subscribeServer) error {
 	if !q.enter() {
 		return errShutdown
@@ -66,11 +71,12 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 		return toStatus(q.opts.logger, "subscribe", err)
 	}
 	s := &subStream{
-		q:      q,
-		stream: stream,
-		sub:    sub,
-		batch:  batch,
-		acks:   newAckTable(opts.MaxInFlight, opts.AckDeadline),
+		q:       q,
+		stream:  stream,
+		sub:     sub,
+		batch:   batch,
+		acks:    newAckTable(opts.MaxInFlight, opts.AckDeadline),
+		readErr: readErr,
 	}
 	defer s.close()
 
@@ -80,7 +86,8 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 			AckDeadline:     durationpb.New(opts.AckDeadline),
 			MaxAttempts:     uint32(opts.MaxAttempts),
 			DeadLetterTopic: opts.DeadLetterTopic,
-			MaxBatch:        uint32(batch),
+			MaxBatch:        uint32(batch.max),
+			MaxBatchBytes:   uint32(batch.bytes),
 		},
 	}})
 	if err != nil {
@@ -91,7 +98,10 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 	for {
 		select {
 		case req := <-reqs:
-			if err := s.handle(req); err != nil {
+			if err := s.handle(ctx, req); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil // half-closed while an ack_error was being sent
+				}
 				return err
 			}
 		case err := <-readErr:
@@ -114,8 +124,10 @@ type subStream struct {
 	q      *Queue
 	stream subscribeServer
 	sub    backends.Subscription
-	batch  int // most deliveries per response; 1: `delivery` responses
+	batch  batching
 	acks   *ackTable
+	// readErr is the reader's end (io.EOF: half-close); see handlerSend.
+	readErr <-chan error
 
 	mu sync.Mutex // serializes stream.Send
 
@@ -136,18 +148,18 @@ func (s *subStream) startDeliveries(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.failed = make(chan error, 1)
 	s.delivered.Add(1)
-	go func() {
+	s.q.goStream(func() {
 		defer s.delivered.Done()
 		if err := s.deliver(ctx); err != nil && ctx.Err() == nil {
 			s.failed <- err
 		}
-	}()
+	})
 }
 
 // deliver receives deliveries and sends them until the subscription or the
 // stream fails or ctx is done.
 func (s *subStream) deliver(ctx context.Context) error {
-	if s.batch > 1 {
+	if s.batch.max > 1 {
 		return s.deliverBatches(ctx)
 	}
 	for {
@@ -165,10 +177,18 @@ func (s *subStream) deliver(ctx context.Context) error {
 }
 
 // deliverBatches is deliver for max_batch above 1: after one blocking
-// Receive it takes the deliveries that are ready at once, up to s.batch,
-// and sends them in one `deliveries` response. It never waits to fill a
-// batch: a lone message goes out as soon as it arrives, and under a backlog
-// the per-response cost of gRPC (a frame, a flush, a write) is shared.
+// Receive it takes the deliveries that are ready at once, up to
+// s.batch.max and s.batch.bytes, and sends them in one `deliveries`
+// response. It never waits to fill a batch: a lone message goes out as soon
+// as it arrives, and under a backlog the per-response cost of gRPC (a frame,
+// a flush, a write) is shared.
+//
+// The byte budget keeps a response under what the client accepts (gRPC's
+// default receive limit is 4 MiB: 20 deliveries of 1 MB in one response
+// killed the stream, the messages came back, and the same client failed
+// again forever). A delivery that would take a response over the budget
+// is kept, already taken from the subscription and in the ack table, and
+// starts the next response; one larger than the budget goes alone.
 //
 // "Ready at once" is Receive with a context that is already done: a
 // Subscription returns a delivery it has ready before it looks at ctx (see
@@ -179,19 +199,31 @@ func (s *subStream) deliver(ctx context.Context) error {
 func (s *subStream) deliverBatches(ctx context.Context) error {
 	ready, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cancel()
+	var next *qgatev1.Delivery // taken, did not fit the last response
 	for {
-		d, err := s.sub.Receive(ctx)
-		if err != nil {
-			return toStatus(s.q.opts.logger, "subscribe", err)
+		if next == nil {
+			d, err := s.sub.Receive(ctx)
+			if err != nil {
+				return toStatus(s.q.opts.logger, "subscribe", err)
+			}
+			next = deliveryProto(d, s.acks.add(d))
 		}
-		ds := make([]*qgatev1.Delivery, 1, min(s.batch, 16)) // a trickle sends ones
-		ds[0] = deliveryProto(d, s.acks.add(d))
-		for len(ds) < s.batch {
+		ds := make([]*qgatev1.Delivery, 1, min(s.batch.max, 16)) // a trickle sends ones
+		ds[0], next = next, nil
+		size := batchedSize(ds[0])
+		for len(ds) < s.batch.max {
 			d, err := s.sub.Receive(ready)
 			if err != nil {
 				break // nothing ready, or a failure the next blocking Receive reports
 			}
-			ds = append(ds, deliveryProto(d, s.acks.add(d)))
+			pd := deliveryProto(d, s.acks.add(d))
+			n := batchedSize(pd)
+			if size+n > s.batch.bytes {
+				next = pd
+				break
+			}
+			ds = append(ds, pd)
+			size += n
 		}
 		resp := &qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_Deliveries_{
 			Deliveries: &qgatev1.SubscribeResponse_Deliveries{Deliveries: ds},
@@ -202,8 +234,16 @@ func (s *subStream) deliverBatches(ctx context.Context) error {
 	}
 }
 
+// batchedSize is the encoded size of d as an element of Deliveries: the
+// message, its length and its field tag.
+func batchedSize(d *qgatev1.Delivery) int {
+	n := proto.Size(d)
+	return protowire.SizeTag(1) + protowire.SizeBytes(n)
+}
+
 // close stops the delivery goroutine and closes the subscription, handing
-// unacked deliveries back.
+// unacked deliveries back (a delivery still being sent included). It waits
+// for the delivery goroutine at most the send grace (see waitSends).
 func (s *subStream) close() {
 	if s.cancel != nil {
 		s.cancel()
@@ -211,7 +251,7 @@ func (s *subStream) close() {
 	if err := s.sub.Close(); err != nil {
 		s.q.opts.logger.Warn("closing a subscription", "err", err)
 	}
-	s.delivered.Wait()
+	s.q.waitSends(&s.delivered)
 }
 
 // deliveryProto is d as sent, with its ack id.
@@ -231,22 +271,22 @@ func deliveryProto(d *backends.Delivery, ackID string) *qgatev1.Delivery {
 
 // handle processes one client message after the open. An error ends the
 // stream.
-func (s *subStream) handle(req *qgatev1.SubscribeRequest) error {
+func (s *subStream) handle(ctx context.Context, req *qgatev1.SubscribeRequest) error {
 	switch k := req.GetKind().(type) {
 	case *qgatev1.SubscribeRequest_Open_:
 		return status.Error(codes.FailedPrecondition, "subscribe: the subscription is already open; open may be sent only once")
 	case *qgatev1.SubscribeRequest_Ack_:
-		return s.settle("ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
+		return s.settle(ctx, "ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
 	case *qgatev1.SubscribeRequest_Nack_:
 		var v violations
 		delay := v.checkDuration("nack.delay", k.Nack.GetDelay(), 0, 0, s.q.opts.limits.MaxDelay)
-		return s.settle("nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
+		return s.settle(ctx, "nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
 	case *qgatev1.SubscribeRequest_Extend_:
-		return s.settle("extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
+		return s.settle(ctx, "extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
 	default:
 		var v violations
 		v.add("kind", "one of ack, nack or extend is required")
-		return s.ackError("", v.err("subscribe request"))
+		return s.ackError(ctx, "", v.err("subscribe request"))
 	}
 }
 
@@ -255,7 +295,7 @@ func (s *subStream) handle(req *qgatev1.SubscribeRequest) error {
 // violations of the message's other fields: if there are any, no id is
 // settled and each gets INVALID_ARGUMENT. take removes the entries (ack,
 // nack); otherwise their deadline is restarted (extend).
-func (s *subStream) settle(kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
+func (s *subStream) settle(ctx context.Context, kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
 	if v == nil {
 		v = &violations{}
 	}
@@ -268,10 +308,10 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 	if !v.empty() {
 		err := v.err(kind)
 		if len(ids) == 0 || len(ids) > maxAckIDs {
-			return s.ackError("", err)
+			return s.ackError(ctx, "", err)
 		}
 		for _, id := range ids {
-			if err := s.ackError(id, err); err != nil {
+			if err := s.ackError(ctx, id, err); err != nil {
 				return err
 			}
 		}
@@ -286,7 +326,7 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 			d, ok = s.acks.touch(id)
 		}
 		if !ok {
-			if err := s.ackError(id, errUnknownAckID(kind, id)); err != nil {
+			if err := s.ackError(ctx, id, errUnknownAckID(kind, id)); err != nil {
 				return err
 			}
 			continue
@@ -298,7 +338,7 @@ func (s *subStream) settle(kind string, ids []string, v *violations, take bool, 
 			} else {
 				err = toStatus(s.q.opts.logger, kind, err)
 			}
-			if err := s.ackError(id, err); err != nil {
+			if err := s.ackError(ctx, id, err); err != nil {
 				return err
 			}
 		}
@@ -312,8 +352,36 @@ func errUnknownAckID(kind, id string) error {
 }
 
 // ackError sends an ack_error response.
-func (s *subStream) ackError(id string, err error) error {
-	return s.send(&qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_AckError_{
+func (s *subStream) ackError(ctx context.Context, id string, err error) error {
+	return s.handlerSend(ctx, &qgatev1.SubscribeResponse{Kind: &qgatev1.SubscribeResponse_AckError_{
 		AckError: &qgatev1.SubscribeResponse_AckError{AckId: id, Status: status.Convert(err).Proto()},
 	}})
+}
+
+// handlerSend is send for the handler's own responses. A client that stops
+// reading blocks stream.Send (and the delivery goroutine, blocked, holds
+// s.mu), so the send runs in a goroutine of its own while the handler
+// keeps watching for the end of the stream: on the reader's end
+// (half-close: io.EOF, returned as is) it waits for the send at most the
+// send grace, on cancellation or Shutdown not at all. A send still blocked
+// ends when gRPC ends the stream, after the handler returns.
+func (s *subStream) handlerSend(ctx context.Context, resp *qgatev1.SubscribeResponse) error {
+	sent := make(chan error, 1)
+	s.q.goStream(func() { sent <- s.send(resp) })
+	select {
+	case err := <-sent:
+		return err
+	case err := <-s.readErr:
+		t := time.NewTimer(s.q.opts.sendGrace)
+		defer t.Stop()
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		return err
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-s.q.done:
+		return errShutdown
+	}
 }

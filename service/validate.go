@@ -189,8 +189,8 @@ func attrField(i int, k string) string {
 }
 
 // checkOpen validates a Subscribe open message and returns the effective
-// settings: the backend's, and the most deliveries per response (at least 1).
-func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeOptions, int, error) {
+// settings: the backend's, and how deliveries are packed into responses.
+func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeOptions, batching, error) {
 	var v violations
 	v.checkName("open.topic", o.GetTopic())
 	v.checkName("open.channel", o.GetChannel())
@@ -206,12 +206,18 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 	if opts.MaxInFlight > l.MaxInFlight {
 		v.addf("open.max_in_flight", "is %d; at most %d is allowed", opts.MaxInFlight, l.MaxInFlight)
 	}
-	batch := max(int(o.GetMaxBatch()), 1)
+	batch := batching{max: max(int(o.GetMaxBatch()), 1), bytes: int(o.GetMaxBatchBytes())}
 	switch {
-	case batch > maxMaxBatch:
-		v.addf("open.max_batch", "is %d; at most %d is allowed", batch, maxMaxBatch)
-	case batch > opts.MaxInFlight:
-		v.addf("open.max_batch", "is %d; at most max_in_flight (%d) is allowed", batch, opts.MaxInFlight)
+	case batch.max > maxMaxBatch:
+		v.addf("open.max_batch", "is %d; at most %d is allowed", batch.max, maxMaxBatch)
+	case batch.max > opts.MaxInFlight:
+		v.addf("open.max_batch", "is %d; at most max_in_flight (%d) is allowed", batch.max, opts.MaxInFlight)
+	}
+	if batch.bytes == 0 {
+		batch.bytes = defaultMaxBatchBytes
+	}
+	if batch.bytes > maxMaxBatchBytes {
+		v.addf("open.max_batch_bytes", "is %d; at most %d (64 MiB) is allowed", batch.bytes, maxMaxBatchBytes)
 	}
 	opts.AckDeadline = v.checkDuration("open.ack_deadline", o.GetAckDeadline(),
 		DefaultAckDeadline, MinAckDeadline, l.MaxAckDeadline)
@@ -231,4 +237,10 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 		}
 	}
 	return opts, batch, v.err("open")
+}
+
+// batching is how a subscription packs deliveries into responses.
+type batching struct {
+	max   int // most deliveries per response; 1: `delivery` responses
+	bytes int // byte budget of a `deliveries` response (see deliverBatches)
 }

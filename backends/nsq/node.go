@@ -42,7 +42,10 @@ type node struct {
 	// is queued behind a dead node.
 	reqs chan *pubReq
 	stop chan struct{} // closed when the node leaves the pool
-	done chan struct{} // closed when the sender goroutine has exited
+	// stopOnce closes stop: Close and discovery's removeNode can both stop
+	// a node (Close lists it just before discovery takes it out).
+	stopOnce sync.Once
+	done     chan struct{} // closed when the sender goroutine has exited
 
 	// Coalesced sends (coalesce.go). kick (buffered 1) wakes the sender;
 	// results receives the producer's transactions of coalesced MPUBs

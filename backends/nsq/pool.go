@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 type Pool struct {
 	cfg  Config
 	log  *slog.Logger
-	http *http.Client // nsqd's HTTP API (channel creation)
+	http *http.Client // nsqd's HTTP API (channel creation); see newHTTPClient
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -60,7 +61,7 @@ func New(cfg Config) (*Pool, error) {
 	p := &Pool{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		http:     &http.Client{},
+		http:     newHTTPClient(cfg),
 		ctx:      ctx,
 		cancel:   cancel,
 		nodes:    make(map[string]*node),
@@ -107,6 +108,23 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created), "instance", cfg.InstanceID)
 	return p, nil
+}
+
+// newHTTPClient returns the client of the pool's calls to nsqd's HTTP API,
+// on a transport of its own: nsqd is dialled directly even when the
+// process has HTTP_PROXY set (http.DefaultTransport honours it), and Close
+// closes only the pool's idle connections, not those of every
+// DefaultTransport user in the process. Each request is also bounded by its
+// context (createChannel: Check.Timeout).
+func newHTTPClient(cfg Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.Check.Timeout,
+		DisableCompression:    true,
+	}}
 }
 
 // newNode creates a node's producer and monitor; nothing runs yet.
@@ -238,10 +256,12 @@ func (p *Pool) close() {
 }
 
 // stopNode stops n's monitor, sender and producer. It blocks until they
-// exit (the producer's router may finish a write, up to WriteTimeout).
+// exit (the producer's router may finish a write, up to WriteTimeout). Safe
+// to call more than once and concurrently: Close may list a node that
+// discovery removes (and stops) before Close gets to it.
 func (p *Pool) stopNode(n *node) {
 	n.mon.Stop()
-	close(n.stop)
+	n.stopOnce.Do(func() { close(n.stop) })
 	<-n.done // the sender stops its producer
 }
 

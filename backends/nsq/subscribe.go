@@ -262,8 +262,19 @@ func (s *subscription) connect(nc NodeConfig) {
 	if err == nil && c.Stats().Connections > 0 {
 		err = gonsq.ErrAlreadyConnected // connected, or a lost connection not yet cleaned up
 	} else if err == nil {
-		if err := s.p.createChannel(s.ctx, nc.HTTPAddr, s.opts.Topic, s.opts.Channel); err != nil {
-			s.log.Debug("nsq channel create failed", "addr", nc.HTTPAddr, "err", err)
+		cerr := s.p.createChannel(s.ctx, nc.HTTPAddr, s.opts.Topic, s.opts.Channel)
+		switch {
+		case cerr == nil, s.ctx.Err() != nil:
+		case errors.Is(cerr, errTopicNotFound):
+			// Nothing was sent to the topic on this node yet; SUB creates
+			// topic and channel, and a topic keeps its messages until its
+			// first channel exists, so nothing is missed.
+			s.log.Debug("nsq channel create: no topic yet", "node", nc.Name)
+		default:
+			// Worth a Warn: until SUB lands, messages sent to the topic on
+			// this node are not this channel's (nsqd gives a new channel
+			// only what comes after). s.log carries topic and channel.
+			s.log.Warn("nsq channel create failed", "node", nc.Name, "addr", nc.HTTPAddr, "err", cerr)
 		}
 		err = c.ConnectToNSQD(addr)
 		if err == nil && !s.current(addr, c) {
@@ -318,11 +329,19 @@ func (p *Pool) createChannel(ctx context.Context, httpAddr, topic, channel strin
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusNotFound: // nsqd's TOPIC_NOT_FOUND
+		return fmt.Errorf("%s: %w", u, errTopicNotFound)
+	default:
 		return fmt.Errorf("%s: %s", u, resp.Status)
 	}
-	return nil
 }
+
+// errTopicNotFound is nsqd's answer to a channel create on a topic it does
+// not have.
+var errTopicNotFound = errors.New("nsq: topic not found")
 
 // consumerOf returns addr's consumer, making it if needed.
 //

@@ -203,6 +203,26 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("subscribe --batch, 1 MB messages", func(t *testing.T) {
+		// 20 deliveries of 1 MB in one response would pass gRPC's 4 MiB
+		// receive limit: the server keeps each response within its byte
+		// budget (1 MiB by default).
+		client := qgatev1.NewQueueServiceClient(conn)
+		body := bytes.Repeat([]byte("y"), 1_000_000)
+		for range 20 {
+			if _, err := client.Send(context.Background(), &qgatev1.SendRequest{Topic: "cli1mb",
+				Messages: []*qgatev1.Message{{Body: body}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, out, errOut := cli(t, "", "subscribe", "--addr", addr, "--topic", "cli1mb", "--channel", "c",
+			"--batch", "20", "--max-in-flight", "20", "--count", "20")
+		if lines := strings.Count(out, "\n"); code != 0 || lines != 20 || len(out) != 20*1_000_001 {
+			t.Errorf("subscribe --batch 20 --max-in-flight 20: status %d, %d lines, %d bytes, stderr %q; want 0 and 20 bodies",
+				code, lines, len(out), errOut)
+		}
+	})
+
 	t.Run("nodes", func(t *testing.T) {
 		code, out, errOut := cli(t, "", "nodes", "--addr", addr)
 		lines := strings.Split(strings.TrimSpace(out), "\n")

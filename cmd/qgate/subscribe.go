@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -36,11 +37,15 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	maxInFlight := fs.Uint("max-in-flight", 0, "most unacked deliveries at once (0: the server's default, 100)")
 	ackDeadline := fs.Duration("ack-deadline", 0, "time to ack a delivery before it is redelivered (0: the server's default, 60s)")
 	batch := fs.Uint("batch", 0, "take up to this many deliveries per server response, acked together (0 or 1: one at a time; at most --max-in-flight)")
+	batchBytes := fs.Uint("max-batch-bytes", 0, "with --batch, the most bytes per server response (0: the server's default, 1 MiB); this client accepts responses up to 4 MiB or this + 1 MiB, whichever is larger, so raise it to receive messages larger than 4 MiB")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
 	if *topic == "" || *channel == "" {
 		return fs.usageErr(e, "--topic and --channel are required")
+	}
+	if *batchBytes > math.MaxUint32 {
+		return fs.usageErr(e, "--max-batch-bytes is too large")
 	}
 	c, err := cf.client(ctx, e)
 	if err != nil {
@@ -51,7 +56,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	// exact. Deliveries past --count are left unacked: the server hands
 	// them back when Receive ends.
 	settings := client.ReceiveSettings{MaxOutstandingMessages: int(*maxInFlight), AckDeadline: *ackDeadline,
-		MaxBatch: max(int(*batch), 1), NumGoroutines: 1,
+		MaxBatch: max(int(*batch), 1), MaxBatchBytes: int(*batchBytes), NumGoroutines: 1,
 		OnStreamError: func(err error) { fmt.Fprintf(e.stderr, "qgate subscribe: %v; reconnecting\n", err) }}
 	if settings.MaxOutstandingMessages == 0 {
 		settings.MaxOutstandingMessages = serverDefaultMaxInFlight

@@ -104,7 +104,8 @@ type SendRequest struct {
 	// qgate drops a copy whose message_id it delivered recently on the same
 	// subscription (see the README's Guarantees section for what is and is not
 	// deduplicated). When fewer groups than asked have an up node, Send fails
-	// with UNAVAILABLE and no copy should be assumed written.
+	// with UNAVAILABLE, and the caller may assume neither that a copy was
+	// written nor that none was.
 	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -567,8 +568,9 @@ type SubscribeResponse_AckError_ struct {
 }
 
 type SubscribeResponse_Deliveries_ struct {
-	// Messages to process, 1 to open.max_batch of them; sent instead of
-	// `delivery` only when open.max_batch is above 1.
+	// Messages to process, 1 to open.max_batch of them and at most
+	// open.max_batch_bytes (unless one delivery alone is larger); sent
+	// instead of `delivery` only when open.max_batch is above 1.
 	Deliveries *SubscribeResponse_Deliveries `protobuf:"bytes,4,opt,name=deliveries,proto3,oneof"`
 }
 
@@ -676,7 +678,13 @@ func (x *Delivery) GetPublishTime() *timestamppb.Timestamp {
 
 // Open opens a subscription to a topic through a channel. Subscribers on the
 // same topic and channel share its messages (each message goes to one of
-// them); every channel of a topic gets every message.
+// them); every channel of a topic gets a copy of every message sent to
+// the topic after the channel was created (nsqd's rule). A channel does
+// not get what was sent before it existed, except on a topic that had no
+// channel yet: such a topic keeps its messages for its first channel. A
+// channel is created by the first open that names it and lives on after
+// its subscribers leave (unless #ephemeral), so open a subscription (or
+// have opened one) before sending what it must receive.
 type SubscribeRequest_Open struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The topic to read. Required.
@@ -708,7 +716,18 @@ type SubscribeRequest_Open struct {
 	// one) and 2500. Batching takes what is ready and never waits for more,
 	// so it adds no latency; it saves the per-message cost of a response
 	// when a backlog drains.
-	MaxBatch      uint32 `protobuf:"varint,7,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxBatch uint32 `protobuf:"varint,7,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// The most bytes in one `deliveries` response, counted as the encoded
+	// size of its deliveries (bodies, attributes, ids). 0 means the default,
+	// 1 MiB, which keeps responses under gRPC's default 4 MiB receive limit
+	// on clients; at most 64 MiB. A client that raises its receive limit
+	// (in grpc-go, grpc.MaxCallRecvMsgSize) may raise this up to that limit,
+	// less a few KiB of framing. A delivery larger than the budget is still
+	// sent, alone in its response; a client must accept a response that
+	// large to receive it, so a server whose body limit is above 4 MiB
+	// needs clients with a receive limit above its body limit. Used only
+	// when max_batch is above 1.
+	MaxBatchBytes uint32 `protobuf:"varint,8,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +807,13 @@ func (x *SubscribeRequest_Open) GetDeadLetterTopic() string {
 func (x *SubscribeRequest_Open) GetMaxBatch() uint32 {
 	if x != nil {
 		return x.MaxBatch
+	}
+	return 0
+}
+
+func (x *SubscribeRequest_Open) GetMaxBatchBytes() uint32 {
+	if x != nil {
+		return x.MaxBatchBytes
 	}
 	return 0
 }
@@ -1000,7 +1026,10 @@ type SubscribeResponse_Opened struct {
 	// The effective dead-letter topic.
 	DeadLetterTopic string `protobuf:"bytes,4,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
 	// The effective max batch: 1 when the open left it 0.
-	MaxBatch      uint32 `protobuf:"varint,5,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	MaxBatch uint32 `protobuf:"varint,5,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// The effective byte budget of a `deliveries` response (1 MiB when the
+	// open left it 0).
+	MaxBatchBytes uint32 `protobuf:"varint,6,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1066,6 +1095,13 @@ func (x *SubscribeResponse_Opened) GetDeadLetterTopic() string {
 func (x *SubscribeResponse_Opened) GetMaxBatch() uint32 {
 	if x != nil {
 		return x.MaxBatch
+	}
+	return 0
+}
+
+func (x *SubscribeResponse_Opened) GetMaxBatchBytes() uint32 {
+	if x != nil {
+		return x.MaxBatchBytes
 	}
 	return 0
 }
@@ -1159,12 +1195,12 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x1f\n" +
 	"\vmessage_ids\x18\x02 \x03(\tR\n" +
 	"messageIds\x12*\n" +
-	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\x95\x05\n" +
+	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xbd\x05\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x04open\x18\x01 \x01(\v2\x1f.qgate.v1.SubscribeRequest.OpenH\x00R\x04open\x122\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1e.qgate.v1.SubscribeRequest.AckH\x00R\x03ack\x125\n" +
 	"\x04nack\x18\x03 \x01(\v2\x1f.qgate.v1.SubscribeRequest.NackH\x00R\x04nack\x12;\n" +
-	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\x84\x02\n" +
+	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xac\x02\n" +
 	"\x04Open\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\"\n" +
@@ -1172,7 +1208,8 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\fack_deadline\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12!\n" +
 	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12*\n" +
 	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
-	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\x1a\x1e\n" +
+	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\x12&\n" +
+	"\x0fmax_batch_bytes\x18\b \x01(\rR\rmaxBatchBytes\x1a\x1e\n" +
 	"\x03Ack\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIds\x1aP\n" +
 	"\x04Nack\x12\x17\n" +
@@ -1180,7 +1217,7 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x1a!\n" +
 	"\x06Extend\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIdsB\x06\n" +
-	"\x04kind\"\x84\x05\n" +
+	"\x04kind\"\xac\x05\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\x06opened\x18\x01 \x01(\v2\".qgate.v1.SubscribeResponse.OpenedH\x00R\x06opened\x120\n" +
 	"\bdelivery\x18\x02 \x01(\v2\x12.qgate.v1.DeliveryH\x00R\bdelivery\x12C\n" +
@@ -1192,13 +1229,14 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"Deliveries\x122\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x12.qgate.v1.DeliveryR\n" +
-	"deliveries\x1a\xd6\x01\n" +
+	"deliveries\x1a\xfe\x01\n" +
 	"\x06Opened\x12\"\n" +
 	"\rmax_in_flight\x18\x01 \x01(\rR\vmaxInFlight\x12<\n" +
 	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12!\n" +
 	"\fmax_attempts\x18\x03 \x01(\rR\vmaxAttempts\x12*\n" +
 	"\x11dead_letter_topic\x18\x04 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
-	"\tmax_batch\x18\x05 \x01(\rR\bmaxBatch\x1aM\n" +
+	"\tmax_batch\x18\x05 \x01(\rR\bmaxBatch\x12&\n" +
+	"\x0fmax_batch_bytes\x18\x06 \x01(\rR\rmaxBatchBytes\x1aM\n" +
 	"\bAckError\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x06statusB\x06\n" +

@@ -51,9 +51,11 @@ type QueueServiceClient interface {
 	// have been written (retrying may duplicate).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
-	// field violations), UNAVAILABLE (no node can take the write now; safe to
-	// retry), DEADLINE_EXCEEDED (the call's deadline passed; outcome unknown),
-	// CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
+	// field violations), UNAVAILABLE (no node can take the write now; retry
+	// later. Not proof that nothing was written: an attempt that timed out may
+	// still have landed on its node, so a retry may write the messages twice,
+	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
 	// a client-chosen request_id, and receives exactly one response per request
@@ -66,7 +68,10 @@ type QueueServiceClient interface {
 	//
 	// A bad request gets a response with a non-OK status; the stream goes on.
 	// The stream itself fails only for reasons that concern all requests (server
-	// shutdown, cancellation).
+	// shutdown, cancellation). After the client half-closes, the server answers
+	// the requests it took and ends the stream with OK; responses the client
+	// does not read within a few seconds (the server's send grace, default
+	// 5 s) are dropped, though their messages were written.
 	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
 	// Subscribe opens a subscription and streams deliveries.
 	//
@@ -78,8 +83,10 @@ type QueueServiceClient interface {
 	//
 	// With open.max_batch above 1 the server sends deliveries as `deliveries`
 	// responses of up to max_batch each instead of one `delivery` per response:
-	// whatever is ready when it sends (it never waits to fill a batch). Each
-	// delivery is acked as before, by its own ack_id.
+	// whatever is ready when it sends (it never waits to fill a batch), and no
+	// more than open.max_batch_bytes in one response (default 1 MiB, under
+	// gRPC's default 4 MiB receive limit). Each delivery is acked as before,
+	// by its own ack_id.
 	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
@@ -87,7 +94,9 @@ type QueueServiceClient interface {
 	//
 	// When the stream ends for any reason (client half-close, cancellation, error,
 	// server shutdown), every unacked delivery is handed back for redelivery at
-	// once. On server shutdown the stream ends with UNAVAILABLE.
+	// once, and deliveries the client does not read within the server's send
+	// grace (default 5 s) are not sent. On server shutdown the stream ends with
+	// UNAVAILABLE.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 }
 
@@ -162,9 +171,11 @@ type QueueServiceServer interface {
 	// have been written (retrying may duplicate).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
-	// field violations), UNAVAILABLE (no node can take the write now; safe to
-	// retry), DEADLINE_EXCEEDED (the call's deadline passed; outcome unknown),
-	// CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
+	// field violations), UNAVAILABLE (no node can take the write now; retry
+	// later. Not proof that nothing was written: an attempt that timed out may
+	// still have landed on its node, so a retry may write the messages twice,
+	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
 	// a client-chosen request_id, and receives exactly one response per request
@@ -177,7 +188,10 @@ type QueueServiceServer interface {
 	//
 	// A bad request gets a response with a non-OK status; the stream goes on.
 	// The stream itself fails only for reasons that concern all requests (server
-	// shutdown, cancellation).
+	// shutdown, cancellation). After the client half-closes, the server answers
+	// the requests it took and ends the stream with OK; responses the client
+	// does not read within a few seconds (the server's send grace, default
+	// 5 s) are dropped, though their messages were written.
 	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
 	// Subscribe opens a subscription and streams deliveries.
 	//
@@ -189,8 +203,10 @@ type QueueServiceServer interface {
 	//
 	// With open.max_batch above 1 the server sends deliveries as `deliveries`
 	// responses of up to max_batch each instead of one `delivery` per response:
-	// whatever is ready when it sends (it never waits to fill a batch). Each
-	// delivery is acked as before, by its own ack_id.
+	// whatever is ready when it sends (it never waits to fill a batch), and no
+	// more than open.max_batch_bytes in one response (default 1 MiB, under
+	// gRPC's default 4 MiB receive limit). Each delivery is acked as before,
+	// by its own ack_id.
 	//
 	// An ack_id that is unknown, or whose message was already acked or nacked, or
 	// whose ack deadline passed (the message went back to the queue), gets an
@@ -198,7 +214,9 @@ type QueueServiceServer interface {
 	//
 	// When the stream ends for any reason (client half-close, cancellation, error,
 	// server shutdown), every unacked delivery is handed back for redelivery at
-	// once. On server shutdown the stream ends with UNAVAILABLE.
+	// once, and deliveries the client does not read within the server's send
+	// grace (default 5 s) are not sent. On server shutdown the stream ends with
+	// UNAVAILABLE.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	mustEmbedUnimplementedQueueServiceServer()
 }
