@@ -65,8 +65,6 @@ var readmeChecks = []struct {
 	{"qgate send --topic orders", []string{"\n"}, nil},
 	{"qgate subscribe --topic orders --channel readme", []string{"first order\n", "second order\n"}, nil},
 	{"qgate nodes", []string{"NAME", "nsqd-0", "nsqd-2"}, nil},
-	{"qgate bench --help", []string{"Usage"}, nil},
-	{"qgate chaos --help", []string{"Usage"}, nil},
 }
 
 // TestReadmeExamples runs the README's examples, as written and in their
