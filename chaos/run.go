@@ -629,8 +629,12 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 			continue
 		}
 		n, consumers := left(st, h.topic, "chaos")
-		total += n
-		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers", h.cluster.names[i], n, consumers))
+		var topicDepth int64
+		if t := st.Topic(h.topic); t != nil {
+			topicDepth = t.Depth
+		}
+		total += n + topicDepth
+		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers, topic depth %d", h.cluster.names[i], n, consumers, topicDepth))
 	}
 	r.AddText("left on nodes", float64(total), "", fmt.Sprintf("%d (%s)", total, strings.Join(parts, "; ")))
 }
