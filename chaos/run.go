@@ -112,8 +112,8 @@ type Scenario struct {
 	// NeedsReplicas: the scenario proves replication; it is skipped (and
 	// the run fails) when the nodes do not hold the extra copies.
 	NeedsReplicas bool
-	// Random: the schedule draws from Harness.Rand; the report prints the
-	// seed (Params.Seed replays it).
+	// Random: the schedule draws from a generator seeded with the run's
+	// seed; the report prints it (Params.Seed, --seed, replays it).
 	Random bool
 }
 
