@@ -47,8 +47,10 @@
 // acked message was delivered and the running nodes hold nothing for the
 // channel (ready, in flight: an ack that did not land brings it back, or
 // deferred: a copy still to come); with messages missing the quiet period
-// is the ack deadline + 2 s. A time limit bounds it (the ack deadline × 2 +
-// 10 s, 30 s long). It never ends at once because lost is 0.
+// is the ack deadline + 2 s. While the nodes hold messages it waits as
+// long as deliveries come (a backlog on slow, fsyncing nodes), up to 1 min
+// (5 min long), and gives up after the ack deadline + 10 s without one. It
+// never ends at once because lost is 0.
 // Finally it reads what the nodes still hold (/stats) and checks the ledger.
 //
 // # Scenarios
@@ -99,7 +101,7 @@
 //	                  replays a schedule)
 //
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
-// but delivered = 0. Short forms take 8-15 s each, S17 about 30 s (go test
+// but delivered = 0. Short forms take 7-14 s each, S17 about 25 s (go test
 // ./chaos/); long forms (Params.Long, qgate chaos --long) hold faults for
 // 20-30 s, S17's nemesis 5 minutes.
 package chaos

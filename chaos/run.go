@@ -120,8 +120,8 @@ type Scenario struct {
 	// NeedsReplicas: the scenario proves replication; it is skipped (and
 	// the run fails) when the nodes do not hold the extra copies.
 	NeedsReplicas bool
-	// Random: the schedule draws from Harness.Rand; the report prints the
-	// seed (Params.Seed replays it).
+	// Random: the schedule draws from a generator seeded with the run's
+	// seed; the report prints it (Params.Seed, --seed, replays it).
 	Random bool
 }
 
@@ -638,8 +638,12 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 			continue
 		}
 		n, consumers := left(st, h.topic, "chaos")
-		total += n
-		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers", h.cluster.names[i], n, consumers))
+		var topicDepth int64
+		if t := st.Topic(h.topic); t != nil {
+			topicDepth = t.Depth
+		}
+		total += n + topicDepth
+		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers, topic depth %d", h.cluster.names[i], n, consumers, topicDepth))
 	}
 	r.AddText("left on nodes", float64(total), "", fmt.Sprintf("%d (%s)", total, strings.Join(parts, "; ")))
 }
@@ -676,18 +680,23 @@ func (h *Harness) WaitNodesUp(ctx context.Context) error {
 	return h.waitNodesUp(ctx, 15*time.Second)
 }
 
-// drain waits until no more deliveries can come, or a time limit passes;
-// it returns how long it waited and why it stopped. No more can come when
-// nothing was delivered for a second, every acked message was delivered,
-// and the running nodes hold nothing for the channel: no message ready, in
+// drain waits until no more deliveries can come, or they stopped coming,
+// or a time limit passes; it returns how long it waited and why it
+// stopped. No more can come when nothing was delivered for a second, every
+// acked message was delivered, and the running nodes hold nothing for the
+// topic and channel: no message not yet copied to the channel, ready, in
 // flight (delivered, not yet acked: a lost ack brings it back after the
 // ack deadline) or deferred (a copy to be redelivered later, a standby
 // copy). Ending when lost is 0 would miss those late duplicates. With
 // messages missing (or WaitRedelivery), the quiet period is the ack
-// deadline + 2 s instead of 1 s; the nodes must still be empty.
+// deadline + 2 s instead of 1 s; the nodes must still be empty. While the
+// nodes hold messages the drain goes on as long as deliveries come (a
+// backlog on slow, fsyncing nodes), and gives up when none came for the
+// ack deadline + 10 s (stuck) or at the limit (1 min, 5 min long).
 func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
-	limit := start.Add(2*h.Sc.AckDeadline + h.d(10*time.Second, 30*time.Second))
+	limit := start.Add(h.d(time.Minute, 5*time.Minute))
+	stuck := h.Sc.AckDeadline + 10*time.Second
 	for time.Now().Before(limit) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 		_, _, last := h.ledger.Counts()
@@ -699,8 +708,14 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 		if h.Sc.WaitRedelivery || (idle >= quiet && h.ledger.Check().LostCount() > 0) {
 			quiet = h.Sc.AckDeadline + 2*time.Second
 		}
-		if idle >= quiet && h.nodesEmpty(ctx) {
+		if idle < quiet {
+			continue
+		}
+		if h.nodesEmpty(ctx) {
 			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
+		}
+		if idle >= stuck {
+			return time.Since(start), fmt.Sprintf("nodes not empty, nothing delivered for %v", stuck)
 		}
 	}
 	return time.Since(start), "time limit, nodes not empty"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -263,6 +264,7 @@ func s17() Scenario {
 		},
 		Measure: func(h *Harness, r *Report) {
 			r.AddText("nemesis", float64(len(steps)), "", fmt.Sprintf("%d steps: %s", len(steps), strings.Join(steps, ", ")))
+			measureLostByFault(h, r)
 		},
 		Promises: []Promise{noLoss},
 		Notes:    []string{"one fault at a time, each healed before the next; replay a run with --seed"},
@@ -284,4 +286,54 @@ func (h *Harness) nodeFault(ctx context.Context, node, fault, heal string, down 
 	}
 	h.Heal(f)
 	return h.WaitNodesUp(ctx)
+}
+
+// measureLostByFault attributes each lost message to the last fault that
+// began before its send was acked, and to its publisher: where a random
+// schedule loses messages, and through which qgate.
+func measureLostByFault(h *Harness, r *Report) {
+	res := h.ledger.Check()
+	if res.LostCount() == 0 || len(h.faults) == 0 {
+		return
+	}
+	lost := make(map[string]bool, len(res.Lost))
+	for _, id := range res.Lost {
+		lost[id] = true
+	}
+	start := h.faults[0].At
+	byFault := make(map[int]int)
+	byPub := make(map[string]int)
+	for _, s := range h.ledger.Sends() {
+		if s.Outcome != Acked || !lost[s.IDs[0]] {
+			continue
+		}
+		byPub[strings.SplitN(s.IDs[0], "-", 2)[0]]++
+		k := -1
+		for i, f := range h.faults {
+			if f.At.Before(s.End) {
+				k = i
+			}
+		}
+		byFault[k]++
+	}
+	var parts []string
+	for i, f := range h.faults {
+		if n := byFault[i]; n > 0 {
+			what := f.Kind
+			if len(f.Nodes) > 0 {
+				what += " " + strings.Join(f.Nodes, ",")
+			}
+			parts = append(parts, fmt.Sprintf("%d after %s at %+.1fs", n, what, f.At.Sub(start).Seconds()))
+		}
+	}
+	if n := byFault[-1]; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d before the first fault", n))
+	}
+	r.AddText("lost, by fault", math.NaN(), "", strings.Join(parts, "; "))
+	var pubs []string
+	for p, n := range byPub {
+		pubs = append(pubs, fmt.Sprintf("%s: %d", p, n))
+	}
+	slices.Sort(pubs)
+	r.AddText("lost, by publisher", math.NaN(), "", strings.Join(pubs, ", "))
 }
