@@ -65,7 +65,7 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, bodies [][]byte
 func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, delay time.Duration, n *node, rs *replicaSet, start int) error {
 	var tried []*node
 	for {
-		err := p.attempt(ctx, n, topic, bodies, delay, p.cfg.AttemptTimeout)
+		err := p.attempt(ctx, n, topic, bodies, delay, p.attemptTimeout(n))
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil

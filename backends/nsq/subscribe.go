@@ -355,11 +355,18 @@ func (s *subscription) current(addr string, c *gonsq.Consumer) bool {
 // lost retires addr's consumer c after its connection closed. It runs in
 // go-nsq's goroutine that closes the connection, before go-nsq would start
 // its re-dial goroutine: with the consumer stopped, it starts none.
+//
+// The connection being gone is what releases the node's deliveries (nsqd
+// has requeued them; acks over the dead connection cannot land): not a
+// failed health check, which says nothing of this connection.
 func (s *subscription) lost(addr string, c *gonsq.Consumer) {
 	c.Stop() // no connection left: the consumer stops at once
 	s.mu.Lock()
 	if s.consumers[addr] == c {
 		delete(s.consumers, addr)
+	}
+	if !s.closed {
+		s.down[addr] = true
 	}
 	live := s.retired[:0]
 	for _, r := range s.retired {
@@ -414,7 +421,8 @@ func (s *subscription) stopConsumers(cs []*gonsq.Consumer, between func()) {
 // kickConnect asks the loop to run a connect round. It never blocks.
 func (s *subscription) kickConnect() { wake(s.kick) }
 
-// nodeDown asks the loop to release the deliveries of the node at addr.
+// nodeDown asks the loop to release the deliveries of the node at addr: it
+// left the pool.
 func (s *subscription) nodeDown(addr string) {
 	s.mu.Lock()
 	s.down[addr] = true
@@ -450,8 +458,9 @@ func (s *subscription) loop() {
 	}
 }
 
-// releaseDown settles every delivery of the nodes reported down and hands
-// it back (REQ 0): nsqd requeues them anyway when the connection is gone.
+// releaseDown settles every delivery of the nodes whose connection was lost
+// or that left the pool, and hands it back (REQ 0): nsqd requeues them
+// anyway when the connection is gone.
 func (s *subscription) releaseDown() {
 	s.mu.Lock()
 	if len(s.down) == 0 {
@@ -468,7 +477,8 @@ func (s *subscription) releaseDown() {
 	clear(s.down)
 	s.mu.Unlock()
 	if len(rel) > 0 {
-		s.log.Info("nsq released deliveries of a down node", "count", len(rel))
+		// The message is matched by chaos/logcount.go; keep it.
+		s.log.Info("nsq released deliveries of a down node", "count", len(rel), "why", "connection lost or node left")
 	}
 	for _, d := range rel {
 		d.msg.RequeueWithoutBackoff(0)
