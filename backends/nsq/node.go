@@ -75,9 +75,11 @@ type node struct {
 	// What Watch last reported, to emit events only on change.
 	reported      backends.NodeState
 	reportedSince time.Time
-	active        bool
-	removed       bool
-	discovered    bool // joined through nsqlookupd; may leave
+	// reportedReason is the OutReason Watch last reported.
+	reportedReason backends.OutReason
+	active         bool
+	removed        bool
+	discovered     bool // joined through nsqlookupd; may leave
 }
 
 // pubReq is one attempt of a Send on one node.
@@ -183,6 +185,23 @@ func (n *node) setHealthLocked(st backends.NodeState, since time.Time) {
 			close(n.downc)
 		}
 	}
+}
+
+// outReasonLocked says why n takes no new sends at now, and until when
+// for a data-path ejection. Callers hold Pool.mu.
+func (n *node) outReasonLocked(now time.Time) (backends.OutReason, time.Time) {
+	if n.draining {
+		return backends.OutDrain, time.Time{}
+	}
+	if n.mon != nil {
+		if until := n.mon.Snapshot().EjectedUntil; until.After(now) {
+			return backends.OutDataPath, until
+		}
+	}
+	if n.health == backends.NodeDown {
+		return backends.OutHealthCheck, time.Time{}
+	}
+	return backends.OutNone, time.Time{}
 }
 
 // downSignal returns the channel that is closed while n is Down.

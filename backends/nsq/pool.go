@@ -354,9 +354,11 @@ func (p *Pool) refreshLocked(now time.Time) {
 		for _, m := range g.members {
 			st := m.reportedState()
 			isActive := m == a
-			if st == m.reported && isActive == m.active {
+			reason, _ := m.outReasonLocked(now)
+			if st == m.reported && isActive == m.active && reason == m.reportedReason {
 				continue
 			}
+			m.reportedReason = reason
 			prev := m.reported
 			if st != m.reported {
 				m.reported = st
@@ -442,14 +444,7 @@ func (p *Pool) statusLocked(n *node) backends.NodeStatus {
 		st.LastError = lastErr.Error()
 	}
 	st.Ejections = live.Ejections
-	switch {
-	case n.draining:
-		st.OutReason = backends.OutDrain
-	case live.EjectedUntil.After(time.Now()):
-		st.OutReason, st.OutUntil = backends.OutDataPath, live.EjectedUntil
-	case n.health == backends.NodeDown:
-		st.OutReason = backends.OutHealthCheck
-	}
+	st.OutReason, st.OutUntil = n.outReasonLocked(time.Now())
 	return st
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/backends/nsq/health"
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/config"
 	"github.com/qgate/qgate/internal/limits"
@@ -60,6 +61,12 @@ type serveFlags struct {
 	checkTimeout        time.Duration
 	fall, rise          int
 	failbackHold        time.Duration
+	attemptTimeout      time.Duration
+	attemptTimeoutMin   time.Duration
+	ejectConsecutive    int
+	ejectBase, ejectMax time.Duration
+	ejectDecay          time.Duration
+	maxEjectionPercent  int
 	maxBodySize         int
 	maxBatchMessages    int
 	maxBatchSize        int
@@ -92,6 +99,13 @@ func newServeFlags() *serveFlags {
 	fs.IntVar(&f.fall, "fall", 2, "consecutive failed checks that take a node down")
 	fs.IntVar(&f.rise, "rise", 2, "consecutive passed checks that bring a node up")
 	fs.DurationVar(&f.failbackHold, "failback-hold", nsq.DefaultFailbackHold, "how long a recovered higher-priority node must stay up before sends fail back to it")
+	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", nsq.DefaultAttemptTimeout, "most a send waits on one node before it moves to another; the timeout adapts to 10× the node's recent p99 within [--attempt-timeout-min, this]")
+	fs.DurationVar(&f.attemptTimeoutMin, "attempt-timeout-min", nsq.DefaultAttemptTimeoutMin, "least a send waits on one node before it moves to another (= --attempt-timeout: a fixed timeout)")
+	fs.IntVar(&f.ejectConsecutive, "eject-consecutive", health.DefaultConsecutive, "consecutive failed sends (timeouts, connection errors) that eject a node, whatever its health checks say; 1 once re-admitted, until its ejections decay")
+	fs.DurationVar(&f.ejectBase, "eject-base", health.DefaultBaseEjection, "how long a node's first data-path ejection lasts; the n-th consecutive one lasts n times this (good health checks do not end it early)")
+	fs.DurationVar(&f.ejectMax, "eject-max", health.DefaultMaxEjection, "longest data-path ejection")
+	fs.DurationVar(&f.ejectDecay, "eject-decay", health.DefaultEjectionDecay, "every this long without a failed send takes one off a re-admitted node's ejection count")
+	fs.IntVar(&f.maxEjectionPercent, "max-ejection-percent", health.DefaultMaxEjectionPercent, "most nodes out for failed sends at once, in percent of the pool (at least 1; never the last usable node)")
 	fs.IntVar(&f.maxBodySize, "max-body-size", service.DefaultMaxBodyBytes, "largest message body in bytes, envelope included (nsqd's --max-msg-size)")
 	fs.IntVar(&f.maxBatchMessages, "max-batch-messages", service.DefaultMaxBatchMessages, "most messages in one Send")
 	fs.IntVar(&f.maxBatchSize, "max-batch-size", service.DefaultMaxBatchBytes, "largest Send batch in bytes (nsqd's --max-body-size); gRPC requests may be 64 KiB larger")
@@ -198,6 +212,14 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	override("check-interval", &s.poolCfg.Check.Interval, f.checkInterval)
 	override("check-timeout", &s.poolCfg.Check.Timeout, f.checkTimeout)
 	override("failback-hold", &s.poolCfg.FailbackHold, f.failbackHold)
+	override("attempt-timeout", &s.poolCfg.AttemptTimeout, f.attemptTimeout)
+	override("attempt-timeout-min", &s.poolCfg.AttemptTimeoutMin, f.attemptTimeoutMin)
+	if s.poolCfg.AttemptTimeoutMin > s.poolCfg.AttemptTimeout && !f.set("attempt-timeout-min") {
+		s.poolCfg.AttemptTimeoutMin = s.poolCfg.AttemptTimeout // a short fixed timeout asked for
+	}
+	override("eject-base", &s.poolCfg.Eject.BaseEjection, f.ejectBase)
+	override("eject-max", &s.poolCfg.Eject.MaxEjection, f.ejectMax)
+	override("eject-decay", &s.poolCfg.Eject.Decay, f.ejectDecay)
 	overrideInt := func(name string, dst *int, v int) {
 		if f.set(name) || *dst == 0 {
 			*dst = v
@@ -205,6 +227,8 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	}
 	overrideInt("fall", &s.poolCfg.Check.Fall, f.fall)
 	overrideInt("rise", &s.poolCfg.Check.Rise, f.rise)
+	overrideInt("eject-consecutive", &s.poolCfg.Eject.Consecutive, f.ejectConsecutive)
+	overrideInt("max-ejection-percent", &s.poolCfg.Eject.MaxEjectionPercent, f.maxEjectionPercent)
 	overrideInt("max-body-size", &s.limits.MaxBodyBytes, f.maxBodySize)
 	overrideInt("max-batch-messages", &s.limits.MaxBatchMessages, f.maxBatchMessages)
 	overrideInt("max-batch-size", &s.limits.MaxBatchBytes, f.maxBatchSize)

@@ -20,6 +20,8 @@ type rawFile struct {
 	DialTimeout    duration    `key:"dial_timeout"`
 	WriteTimeout   duration    `key:"write_timeout"`
 	AttemptTimeout duration    `key:"attempt_timeout"`
+	AttemptMin     duration    `key:"attempt_timeout_min"`
+	Eject          rawEject    `key:"eject"`
 	Lookupd        rawLookupd  `key:"lookupd"`
 	Limits         rawLimits   `key:"limits"`
 	MetricsListen  string      `key:"metrics_listen"`
@@ -45,6 +47,14 @@ type rawCheck struct {
 	Jitter   float64  `key:"jitter"`
 	Fall     int      `key:"fall"`
 	Rise     int      `key:"rise"`
+}
+
+type rawEject struct {
+	Consecutive int      `key:"consecutive"`
+	Base        duration `key:"base"`
+	Max         duration `key:"max"`
+	Decay       duration `key:"decay"`
+	MaxPercent  int      `key:"max_percent"`
 }
 
 type rawLookupd struct {

@@ -26,9 +26,9 @@ func ExampleMonitor() {
 	}
 	defer m.Stop()
 
-	_ = m.Probe(ctx)                                 // Unknown -> Up or Down at once
-	fmt.Println(m.State())                           // the first state, before any callback
-	m.Start(ctx)                                     // checks every Interval ± Jitter
+	_ = m.Probe(ctx)                        // Unknown -> Up or Down at once
+	fmt.Println(m.State())                  // the first state, before any callback
+	m.Start(ctx)                            // checks every Interval ± Jitter
 	if m.DataFailure() && m.DataFailure() { // Consecutive (2) failed publishes
 		m.Eject(errors.New("publish: connection reset")) // Down for BaseEjection, whatever the checks say
 	}
