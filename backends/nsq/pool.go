@@ -281,10 +281,10 @@ func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapsh
 }
 
 // dataFailure feeds a failed send on n to its data-path signal, and ejects
-// n when the signal calls for it and the ejection cap allows it: at most
-// Eject.MaxEjected(nodes) nodes out for data-path failures at once, and
-// never the last usable node (with nowhere else to send, ejecting it
-// would only turn a slow moment into an outage).
+// n when the signal calls for it and the ejection cap allows it: no
+// ejection once Eject.MaxEjected(nodes) nodes are out already (for either
+// signal), and never of the last usable node (with nowhere else to send,
+// ejecting it would only turn a slow moment into an outage).
 func (p *Pool) dataFailure(n *node, err error) {
 	if !n.mon.DataFailure() {
 		return
@@ -320,7 +320,7 @@ func (p *Pool) ejectCapLocked(n *node) string {
 		if m == n {
 			continue
 		}
-		if m.mon.Snapshot().EjectedUntil.After(now) {
+		if m.health == backends.NodeDown || m.mon.Snapshot().EjectedUntil.After(now) {
 			out++
 		}
 		if m.usable() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,8 +19,9 @@ var errAttemptTimeout = errors.New("nsq: no answer within the attempt timeout")
 
 // Send writes msgs to topic on one node: the active member of the next
 // group in round-robin order. On a connection-level failure or an attempt
-// timeout it ejects the node and retries on the next usable node, within
-// ctx's deadline. With opts.Replicas > 1 it writes a copy to that many
+// timeout (which count against the node's data path) it retries on the
+// next usable node, within ctx's deadline; when every usable node was tried
+// and the last one only timed out, it waits for that one, alone. With opts.Replicas > 1 it writes a copy to that many
 // nodes of distinct groups (see sendReplicated). See the package
 // documentation for what an error means.
 func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
@@ -37,10 +39,18 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 	start := p.nextStart()
 	var tried []*node
 	var lastErr error
+	var timedOut *node // the last node tried, if its attempt only timed out
 	for {
 		n, err := p.pick(start, tried, nil)
 		if err != nil {
 			return err
+		}
+		if n == nil && timedOut != nil && p.stillUsable(timedOut) {
+			// Every other node failed or is out, and this one was only
+			// slower than its adaptive timeout (a loaded moment): it is the
+			// last node now, which gets the rest of the deadline.
+			n, timedOut = timedOut, nil
+			tried = slices.DeleteFunc(tried, func(m *node) bool { return m == n })
 		}
 		if n == nil {
 			if lastErr == nil {
@@ -75,7 +85,18 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 		}
 		p.cfg.Observer.SendRetry(topic)
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Name, err)
+		timedOut = nil
+		if errors.Is(err, errAttemptTimeout) {
+			timedOut = n
+		}
 	}
+}
+
+// stillUsable reports whether n may still take sends.
+func (p *Pool) stillUsable(n *node) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return n.usable()
 }
 
 // encode returns the envelopes of msgs. Copies of a replicated send carry

@@ -40,11 +40,12 @@ type EjectConfig struct {
 	// failure takes one off its ejection count (the multiplier of
 	// BaseEjection). Default 30s.
 	Decay time.Duration
-	// MaxEjectionPercent caps the share of a pool's nodes that may be out
-	// for data-path failures at once: at most max(1, nodes×percent/100),
-	// and never the last usable node. The pool enforces it; a node past the
-	// cap stays in, its failed sends retried elsewhere. Default 50; 100
-	// allows all but the last usable node.
+	// MaxEjectionPercent caps data-path ejections by the share of a pool's
+	// nodes out already: no node is ejected once max(1, nodes×percent/100)
+	// nodes are down (for either signal), and never the last usable node.
+	// The pool enforces it; a node past the cap stays in, its failed sends
+	// retried elsewhere. Default 50; 100 allows all but the last usable
+	// node.
 	MaxEjectionPercent int
 }
 
@@ -162,6 +163,16 @@ func (e *Ejector) decayed(now time.Time) int {
 	}
 	decay := e.Config.WithDefaults().Decay
 	return max(0, e.count-int(now.Sub(e.clean)/decay))
+}
+
+// Confirmed ends the current ejection at now because the active checks
+// failed too: both signals agree that the node is down, so it is out for
+// its checks and comes back when they pass, as a dead node does. The count
+// stays: the node is on probation when it comes back.
+func (e *Ejector) Confirmed(now time.Time) {
+	if e.Ejected(now) {
+		e.until, e.clean = now, now
+	}
 }
 
 // Ejected reports whether the node is ejected at now.

@@ -19,7 +19,10 @@
 // is re-admitted on probation (its first failed send ejects it again);
 // every Decay without failure takes one off its count. Ejector is that
 // logic without time or I/O. The node is Down while either signal says so;
-// Snapshot.Reason tells which.
+// Snapshot.Reason tells which. When the checks fail too, the two signals
+// agree the node is down (it died, or is cut off entirely): the ejection
+// ends there, and the node comes back as a dead node does, with Rise passed
+// checks, on probation.
 //
 // # Checks
 //

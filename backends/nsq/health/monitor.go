@@ -383,7 +383,9 @@ var errCheckTimeout = errors.New("health: check timeout")
 func (m *Monitor) record(start time.Time, latency time.Duration, err error) {
 	m.mu.Lock()
 	old := m.snap.State
-	m.machine.Observe(err == nil)
+	if _, checks := m.machine.Observe(err == nil); checks == backends.NodeDown {
+		m.ejector.Confirmed(time.Now())
+	}
 	now := m.stateLocked(time.Now())
 	m.snap.LastCheck = start
 	m.snap.Latency = latency
