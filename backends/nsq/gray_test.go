@@ -124,7 +124,8 @@ type ledger struct {
 	// delivered again (Attempt > 1): a message handed back while its
 	// connection still held it comes back so. A second copy made by a
 	// retried Send (a timed-out or abandoned attempt has an unknown
-	// outcome) is a message of its own, at Attempt 1.
+	// outcome) is a message of its own, at Attempt 1: at least once on the
+	// send side, counted and logged but not what this scenario is about.
 	redelivered int
 }
 
@@ -441,9 +442,6 @@ func TestGrayHealthPortBlackholed(t *testing.T) {
 	}
 	if lg.redelivered > 0 {
 		t.Errorf("%d duplicates redelivered by nsqd (handed back while still deliverable), want 0", lg.redelivered)
-	}
-	if sc.long && dups > 0 {
-		t.Errorf("%d duplicate deliveries, want 0", dups)
 	}
 	if lg.refused > 0 {
 		t.Errorf("%d acks refused, want 0", lg.refused)
