@@ -35,6 +35,8 @@ type Pool struct {
 	watchers map[*watcher]struct{}
 	closed   bool
 
+	stalls stalls // the pool's own recent stalls (stall.go)
+
 	rr uint64 // round-robin counter over groups; guarded by rrMu
 	// rrMu is separate from mu so picking a group never waits on a writer.
 	rrMu sync.Mutex
@@ -87,8 +89,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p.refreshLocked(time.Now()) // record initial Active flags; no watchers yet
 	p.mu.Unlock()
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.housekeeping()
+	go p.watchStalls()
 	if len(cfg.LookupdHTTPAddrs) > 0 {
 		if err := p.startDiscovery(); err != nil {
 			p.Close()
@@ -286,6 +289,11 @@ func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapsh
 // signal), and never of the last usable node (with nowhere else to send,
 // ejecting it would only turn a slow moment into an outage).
 func (p *Pool) dataFailure(n *node, err error) {
+	if lag, stalled := p.stalledDuring(err); stalled {
+		p.log.Warn("nsq send timeout not counted against the node: the gateway itself stalled",
+			"node", n.cfg.Name, "stall", lag)
+		return
+	}
 	if !n.mon.DataFailure() {
 		return
 	}

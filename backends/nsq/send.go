@@ -220,6 +220,9 @@ func (p *Pool) attemptWatch(ctx context.Context, n *node, topic string, bodies [
 		n.lat.add(time.Since(begin))
 		n.mon.DataSuccess()
 	}
+	if err == errAttemptTimeout {
+		return &attemptTimeoutError{begin: begin, budget: budget}
+	}
 	return err
 }
 
