@@ -206,7 +206,21 @@ func (p *Pool) attemptTimeout(n *node) time.Duration {
 // elsewhere instead of waiting out the budget. A timed-out or abandoned
 // attempt has an unknown outcome: its commands may still land. Without
 // delay the bodies join n's coalesced queue for topic.
+//
+// The budget is also at most half of what is left of ctx's deadline (if
+// that half is at least AttemptTimeoutMin): an
+// attempt that may move on must leave the caller time to move on, or a node
+// that stops answering turns every Send that meets it into a deadline error
+// (and, ended by the caller's deadline rather than its own timeout, would
+// not even count against the node).
 func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay, budget time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok {
+		// Not below AttemptTimeoutMin: a caller nearly out of time waits
+		// for its deadline, which does not count against the node.
+		if half := time.Until(dl) / 2; half < budget && half >= p.cfg.AttemptTimeoutMin {
+			budget = half
+		}
+	}
 	return p.attemptWatch(ctx, n, topic, bodies, delay, budget, p.downSignal(n))
 }
 
