@@ -19,7 +19,7 @@
 //	dial_timeout: 1s
 //	write_timeout: 1s
 //	attempt_timeout: 1s           # upper bound of the adaptive attempt timeout
-//	attempt_timeout_min: 100ms    # its lower bound
+//	attempt_timeout_min: 250ms    # its lower bound
 //	eject: {consecutive: 2, base: 5s, max: 1m, decay: 30s, max_percent: 50}
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
