@@ -102,7 +102,7 @@ func newServeFlags() *serveFlags {
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", nsq.DefaultAttemptTimeout, "most a send waits on one node before it moves to another; the timeout adapts to 10× the node's recent p99 within [--attempt-timeout-min, this]")
 	fs.DurationVar(&f.attemptTimeoutMin, "attempt-timeout-min", nsq.DefaultAttemptTimeoutMin, "least a send waits on one node before it moves to another (set it to --attempt-timeout for a fixed timeout)")
 	fs.IntVar(&f.ejectConsecutive, "eject-consecutive", health.DefaultConsecutive, "consecutive failed sends (timeouts, connection errors) that eject a node, whatever its health checks say; 1 once re-admitted, until its ejections decay")
-	fs.DurationVar(&f.ejectBase, "eject-base", health.DefaultBaseEjection, "how long a node's first data-path ejection lasts; the n-th consecutive one lasts n times this (good health checks do not end it early)")
+	fs.DurationVar(&f.ejectBase, "eject-base", health.DefaultBaseEjection, "how long a node's first data-path ejection lasts; the n-th consecutive one lasts n times this (passing health checks do not end it early; failing ones make it an ordinary down node)")
 	fs.DurationVar(&f.ejectMax, "eject-max", health.DefaultMaxEjection, "longest data-path ejection")
 	fs.DurationVar(&f.ejectDecay, "eject-decay", health.DefaultEjectionDecay, "every this long without a failed send takes one off a re-admitted node's ejection count")
 	fs.IntVar(&f.maxEjectionPercent, "max-ejection-percent", health.DefaultMaxEjectionPercent, "no ejection for failed sends once this percent of the nodes (at least 1) is down, for any reason; never of the last usable node")
