@@ -156,6 +156,9 @@ func nodeProto(n *backends.NodeStatus) *qgatev1.Node {
 		Depth:       n.Depth,
 		InFlight:    n.InFlight,
 		Active:      n.Active,
+		OutReason:   outReasonProto(n.OutReason),
+		OutUntil:    timeProto(n.OutUntil),
+		Ejections:   uint32(max(n.Ejections, 0)),
 	}
 	if n.Priority <= 0 {
 		out.Role = qgatev1.NodeRole_NODE_ROLE_PRIMARY
@@ -164,6 +167,19 @@ func nodeProto(n *backends.NodeStatus) *qgatev1.Node {
 		out.LastCheckLatency = durationpb.New(n.CheckLatency)
 	}
 	return out
+}
+
+// outReasonProto converts why a node is out to its API form.
+func outReasonProto(r backends.OutReason) qgatev1.OutReason {
+	switch r {
+	case backends.OutDataPath:
+		return qgatev1.OutReason_OUT_REASON_DATA_PATH
+	case backends.OutHealthCheck:
+		return qgatev1.OutReason_OUT_REASON_HEALTH_CHECK
+	case backends.OutDrain:
+		return qgatev1.OutReason_OUT_REASON_DRAIN
+	}
+	return qgatev1.OutReason_OUT_REASON_UNSPECIFIED
 }
 
 func timeProto(t time.Time) *timestamppb.Timestamp {

@@ -48,8 +48,13 @@ type GroupConfig struct {
 type Config struct {
 	// Groups lists the pool's groups. Required, at least one node.
 	Groups []GroupConfig
-	// Check configures active health checks.
+	// Check configures active health checks, one of the two signals of a
+	// node's health.
 	Check health.Config
+	// Eject configures the other signal, the data path: how many failed
+	// sends in a row eject a node, for how long, and how many nodes may be
+	// out for it at once (see health.EjectConfig).
+	Eject health.EjectConfig
 	// FailbackHold is how long a higher-priority member must stay up before
 	// sends fail back to it. Default 5s.
 	FailbackHold time.Duration
@@ -63,7 +68,18 @@ type Config struct {
 	// on. It does not apply when no other node is usable: the Send then
 	// waits for its only node until the call's deadline (at most 30s), so a
 	// slow moment of the last node is not turned into an outage. Default 1s.
+	//
+	// It is the upper bound of an adaptive timeout: once a node has
+	// answered enough sends, an attempt on it times out after
+	// attemptP99Multiple (10) times the p99 of its recent answer times,
+	// within [AttemptTimeoutMin, AttemptTimeout], so a node that stops
+	// answering costs a Send about ten of its usual latencies, not a second.
 	AttemptTimeout time.Duration
+	// AttemptTimeoutMin is the lower bound of the adaptive attempt timeout.
+	// Default 250ms: on a loaded 2-core host, healthy local nodes stalled
+	// past 100ms often enough to be retried elsewhere and ejected (see
+	// docs/gray-failures.md). Set it to AttemptTimeout for a fixed timeout.
+	AttemptTimeoutMin time.Duration
 	// LookupdHTTPAddrs, if set, discovers nodes from nsqlookupd (cluster mode):
 	// nodes it lists join the pool, nodes it stops listing leave.
 	LookupdHTTPAddrs []string
@@ -142,6 +158,19 @@ type Observer interface {
 	DeadLettered(topic, channel string)
 }
 
+// EjectionObserver is told of nodes going out of the send path. The pool
+// calls it if its Observer implements it (*metrics.Metrics does); same
+// rules as Observer.
+type EjectionObserver interface {
+	// NodeOut reports that node went out, for reason "data_path" (ejected
+	// for failed sends) or "health_check" (its /ping checks failed).
+	NodeOut(node, reason string)
+	// EjectionCapped reports a data-path ejection of node that the pool
+	// refused: the max ejection share of nodes was out already, or node
+	// was the last usable one.
+	EjectionCapped(node string)
+}
+
 // nopObserver is the Observer of a Config without one.
 type nopObserver struct{}
 
@@ -155,6 +184,7 @@ const (
 	DefaultDialTimeout         = time.Second
 	DefaultWriteTimeout        = time.Second
 	DefaultAttemptTimeout      = time.Second
+	DefaultAttemptTimeoutMin   = 250 * time.Millisecond
 	DefaultLookupdPollInterval = 5 * time.Second
 	DefaultDedupWindow         = 10 * time.Minute
 	DefaultDedupMaxIDs         = 200_000
@@ -207,6 +237,10 @@ func (cfg Config) withDefaults() Config {
 	if cfg.AttemptTimeout == 0 {
 		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
+	if cfg.AttemptTimeoutMin == 0 {
+		cfg.AttemptTimeoutMin = min(DefaultAttemptTimeoutMin, cfg.AttemptTimeout)
+	}
+	cfg.Eject = cfg.Eject.WithDefaults()
 	if cfg.LookupdPollInterval == 0 {
 		cfg.LookupdPollInterval = DefaultLookupdPollInterval
 	}
@@ -249,12 +283,20 @@ func (cfg Config) validate() error {
 	if err := cfg.Check.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("check: %w", err))
 	}
+	if err := cfg.Eject.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("eject: %w", err))
+	}
+	if cfg.AttemptTimeoutMin > cfg.AttemptTimeout {
+		errs = append(errs, fmt.Errorf("attempt timeout min %v: must not exceed the attempt timeout %v",
+			cfg.AttemptTimeoutMin, cfg.AttemptTimeout))
+	}
 	for _, f := range []struct {
 		name string
 		d    time.Duration
 	}{
 		{"failback hold", cfg.FailbackHold}, {"dial timeout", cfg.DialTimeout},
 		{"write timeout", cfg.WriteTimeout}, {"attempt timeout", cfg.AttemptTimeout},
+		{"attempt timeout min", cfg.AttemptTimeoutMin},
 		{"lookupd poll interval", cfg.LookupdPollInterval}, {"dedup window", cfg.DedupWindow},
 	} {
 		if f.d < 0 {

@@ -11,10 +11,17 @@
 //
 // # Routing
 //
-// Every node has a health Monitor (package health): active /ping checks with
-// fall/rise thresholds, plus passive ejection when a send to the node fails
-// at the connection level or times out. A node is usable when it is Up (or
-// still Unknown) and not draining.
+// Every node has a health Monitor (package health) that combines two
+// signals with thresholds of their own: active /ping checks with fall/rise,
+// and the data path: Config.Eject.Consecutive sends in a row that fail at
+// the connection level or time out eject the node for a time that grows
+// with each consecutive ejection (Envoy's outlier detection), which good
+// pings do not shorten (unless the checks fail too: the node is then down
+// as a dead node is, and back with Rise passed checks). No node is ejected
+// once Config.Eject.MaxEjectionPercent of the nodes (at least one) are down,
+// and never the last usable one.
+// A node is usable when neither signal has it Down (or it is still
+// Unknown) and it is not draining; NodeStatus.OutReason says why it is not.
 //
 // Within a group one member is active. The active member keeps the group
 // while it is usable, unless a higher-priority member has been Up for at
@@ -27,11 +34,13 @@
 // A Send goes to the active member of one group, chosen round-robin over the
 // groups that have one, so sends spread over groups and spill to the
 // remaining groups when a whole group is down. When the attempt fails with a
-// connection-level error or does not answer within Config.AttemptTimeout,
-// the node is ejected and the Send is retried on the next group's active
-// member, then on any other usable node, within the call's deadline. The
-// attempt timeout applies only while another node is usable: the last node
-// is given the rest of the call's deadline rather than ejected. The
+// connection-level error, does not answer within its attempt timeout (10×
+// the node's recent p99, within [Config.AttemptTimeoutMin,
+// Config.AttemptTimeout]), or its node is marked Down while it waits, the
+// Send is retried at once on the next group's active member, then on any
+// other usable node, within the call's deadline. The attempt timeout
+// applies only while another node is usable: the last node is given the
+// rest of the call's deadline rather than ejected. The
 // caller sees an error only when no node could take the write:
 // backends.ErrUnavailable (wrapped) when none was usable or all failed, the
 // context's error when its deadline passed, or ErrRejected when nsqd refused
@@ -148,9 +157,12 @@
 // deadline starts when Receive returns it.
 //
 // A node that comes back Up is reconnected within about one check interval
-// (go-nsq alone would wait 60s). When a node goes Down, the deliveries it
-// handed out are released: nsqd requeues them when the connection is gone,
-// and acking them returns backends.ErrUnknownDelivery. Close first sets RDY 0
+// (go-nsq alone would wait 60s). A node going Down does not touch its
+// deliveries: a failed health check or a data-path ejection says nothing of
+// the consumer connection, which keeps delivering and taking acks. When a
+// consumer connection is actually gone (or its node left the pool), the
+// deliveries it handed out are released: nsqd requeues them, and acking
+// them returns backends.ErrUnknownDelivery. Close first sets RDY 0
 // and waits until nsqd's output is quiet (at most 500ms), then stops
 // reading (CLS) and hands back every unsettled delivery at once (REQ 0), so
 // no message is left in flight to a closed connection until nsqd's timeout.

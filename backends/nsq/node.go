@@ -53,6 +53,9 @@ type node struct {
 	kick    chan struct{}
 	results chan *gonsq.ProducerTransaction
 	mpubs   atomic.Int64 // coalesced commands written, for benchmarks
+	// lat keeps the node's recent answer times, for the adaptive attempt
+	// timeout.
+	lat latencyWindow
 	// Guarded by mu, which is never held across I/O.
 	mu          sync.Mutex
 	pending     map[string][]*cbatch // per topic, batches not yet written
@@ -65,15 +68,21 @@ type node struct {
 	// Guarded by Pool.mu.
 	health      backends.NodeState // from the monitor (or a local ejection)
 	healthSince time.Time
-	upSince     time.Time // when it last came Up; for the failback hold
-	draining    bool
-	snap        health.Snapshot
+	// downc is closed while the node is Down: attempts waiting on the node
+	// watch it, to move elsewhere at once rather than wait out their
+	// timeout. A new one is made when the node comes back.
+	downc    chan struct{}
+	upSince  time.Time // when it last came Up; for the failback hold
+	draining bool
+	snap     health.Snapshot
 	// What Watch last reported, to emit events only on change.
 	reported      backends.NodeState
 	reportedSince time.Time
-	active        bool
-	removed       bool
-	discovered    bool // joined through nsqlookupd; may leave
+	// reportedReason is the OutReason Watch last reported.
+	reportedReason backends.OutReason
+	active         bool
+	removed        bool
+	discovered     bool // joined through nsqlookupd; may leave
 }
 
 // pubReq is one attempt of a Send on one node.
@@ -160,6 +169,49 @@ func (n *node) publish(r *pubReq) {
 	for ; sent < r.commands(); sent++ {
 		r.done <- &gonsq.ProducerTransaction{Error: err}
 	}
+}
+
+// setHealthLocked records n's state from either signal, and closes or
+// renews downc. Callers hold Pool.mu.
+func (n *node) setHealthLocked(st backends.NodeState, since time.Time) {
+	n.health, n.healthSince = st, since
+	if st == backends.NodeUp {
+		n.upSince = since
+	}
+	select {
+	case <-n.downc:
+		if st != backends.NodeDown {
+			n.downc = make(chan struct{})
+		}
+	default:
+		if st == backends.NodeDown {
+			close(n.downc)
+		}
+	}
+}
+
+// outReasonLocked says why n takes no new sends at now, and until when
+// for a data-path ejection. Callers hold Pool.mu.
+func (n *node) outReasonLocked(now time.Time) (backends.OutReason, time.Time) {
+	if n.draining {
+		return backends.OutDrain, time.Time{}
+	}
+	if n.mon != nil {
+		if until := n.mon.Snapshot().EjectedUntil; until.After(now) {
+			return backends.OutDataPath, until
+		}
+	}
+	if n.health == backends.NodeDown {
+		return backends.OutHealthCheck, time.Time{}
+	}
+	return backends.OutNone, time.Time{}
+}
+
+// downSignal returns the channel that is closed while n is Down.
+func (p *Pool) downSignal(n *node) <-chan struct{} {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return n.downc
 }
 
 // usable reports whether n may take new sends. Unknown counts as usable

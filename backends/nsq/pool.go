@@ -41,6 +41,7 @@ type Pool struct {
 	// Config.AckTopic).
 	acked *ackedIDs
 	bus   *ackBus
+	stalls stalls // the pool's own recent stalls (stall.go)
 
 	rr uint64 // round-robin counter over groups; guarded by rrMu
 	// rrMu is separate from mu so picking a group never waits on a writer.
@@ -95,8 +96,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p.refreshLocked(time.Now()) // record initial Active flags; no watchers yet
 	p.mu.Unlock()
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go p.housekeeping()
+	go p.watchStalls()
 	if len(cfg.LookupdHTTPAddrs) > 0 {
 		if err := p.startDiscovery(); err != nil {
 			p.Close()
@@ -141,6 +143,7 @@ func (p *Pool) newNode(nc NodeConfig, g *group, priority int) (*node, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		health:   backends.NodeUnknown,
+		downc:    make(chan struct{}),
 	}
 	n.newProd = func() (*gonsq.Producer, error) {
 		prod, err := gonsq.NewProducer(nc.TCPAddr, p.producerConfig())
@@ -161,7 +164,7 @@ func (p *Pool) newNode(nc NodeConfig, g *group, priority int) (*node, error) {
 	n.healthSince, n.reportedSince = now, now
 	mon, err := health.New(nc.HTTPAddr, p.cfg.Check, func(old, now backends.NodeState, snap health.Snapshot) {
 		p.onHealth(n, old, now, snap)
-	}, health.WithLogger(p.log), health.WithName(nc.Name))
+	}, health.WithLogger(p.log), health.WithName(nc.Name), health.WithEjection(p.cfg.Eject))
 	if err != nil {
 		prod.Stop()
 		return nil, fmt.Errorf("nsq: node %s: monitor: %w", nc.Name, err)
@@ -190,10 +193,7 @@ func (p *Pool) probeAll(nodes []*node) {
 		snap := n.mon.Snapshot()
 		n.snap = snap
 		if snap.State != backends.NodeUnknown {
-			n.health, n.healthSince = snap.State, snap.Since
-			if snap.State == backends.NodeUp {
-				n.upSince = snap.Since
-			}
+			n.setHealthLocked(snap.State, snap.Since)
 			n.reported, n.reportedSince = n.reportedState(), snap.Since
 		}
 	}
@@ -265,9 +265,16 @@ func (p *Pool) stopNode(n *node) {
 	<-n.done // the sender stops its producer
 }
 
-// onHealth is the monitors' state-change callback: it mirrors the state,
-// emits Watch events, and tells subscriptions to reconnect (Up) or release
-// the node's deliveries (Down).
+// onHealth is the monitors' state-change callback: it mirrors the state
+// (which moves sends waiting on a node gone Down elsewhere), emits Watch
+// events, and tells subscriptions to reconnect (Up).
+//
+// A Down node's deliveries are not handed back here: a failed /ping, or an
+// ejection for failed sends, says nothing of the consumer connections,
+// which may well be delivering and taking acks still. Handing back what
+// such a connection holds made every one of those messages a duplicate,
+// and their acks refused. Deliveries are released when their connection is
+// actually gone (subscription.lost) or the node left the pool.
 func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapshot) {
 	p.mu.Lock()
 	if n.removed {
@@ -276,10 +283,7 @@ func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapsh
 	}
 	n.snap = snap
 	if n.health != now {
-		n.health, n.healthSince = now, snap.Since
-		if now == backends.NodeUp {
-			n.upSince = snap.Since
-		}
+		n.setHealthLocked(now, snap.Since)
 	}
 	p.refreshLocked(time.Now())
 	subs := p.subsLocked()
@@ -289,31 +293,87 @@ func (p *Pool) onHealth(n *node, old, now backends.NodeState, snap health.Snapsh
 	if snap.LastError != nil {
 		attrs = append(attrs, "err", snap.LastError.Error())
 	}
-	p.log.Info("nsq node state changed", attrs...)
-	for _, s := range subs {
-		if now == backends.NodeDown {
-			n.stale.Store(true)
+	if now == backends.NodeDown {
+		attrs = append(attrs, "reason", snap.Reason.String())
+		if !snap.EjectedUntil.IsZero() {
+			attrs = append(attrs, "until", snap.EjectedUntil.Format(time.RFC3339Nano))
 		}
-		switch now {
-		case backends.NodeUp:
+	}
+	p.log.Info("nsq node state changed", attrs...)
+	if now == backends.NodeDown {
+		// The producer's connection is suspect: a fresh one is dialled
+		// when the node takes sends again.
+		n.stale.Store(true)
+		if o, ok := p.cfg.Observer.(EjectionObserver); ok && old != backends.NodeDown {
+			o.NodeOut(n.cfg.Name, snap.Reason.String())
+		}
+	}
+	if now == backends.NodeUp {
+		for _, s := range subs {
 			s.kickConnect()
-		case backends.NodeDown:
-			s.nodeDown(n.cfg.TCPAddr)
 		}
 	}
 }
 
-// eject marks n down at once after a failed send (passive check) and tells
-// its monitor, which then needs Rise passed checks to bring it back.
-func (p *Pool) eject(n *node, err error) {
+// dataFailure feeds a failed send on n to its data-path signal, and ejects
+// n when the signal calls for it and the ejection cap allows it: no
+// ejection once Eject.MaxEjected(nodes) nodes are out already (for either
+// signal), and never of the last usable node (with nowhere else to send,
+// ejecting it would only turn a slow moment into an outage).
+func (p *Pool) dataFailure(n *node, err error) {
+	if lag, stalled := p.stalledDuring(err); stalled {
+		p.log.Warn("nsq send timeout not counted against the node: the gateway itself stalled",
+			"node", n.cfg.Name, "stall", lag)
+		return
+	}
+	if !n.mon.DataFailure() {
+		return
+	}
 	p.mu.Lock()
-	if n.health != backends.NodeDown && !n.removed {
-		n.health, n.healthSince = backends.NodeDown, time.Now()
-		n.snap.LastError = err // until the monitor's own report arrives
-		p.refreshLocked(time.Now())
+	if n.removed {
+		p.mu.Unlock()
+		return
+	}
+	if reason := p.ejectCapLocked(n); reason != "" {
+		p.mu.Unlock()
+		p.log.Warn("nsq node not ejected", "node", n.cfg.Name, "why", reason, "err", err)
+		if o, ok := p.cfg.Observer.(EjectionObserver); ok {
+			o.EjectionCapped(n.cfg.Name)
+		}
+		return
+	}
+	if _, ejected := n.mon.Eject(err); ejected {
+		now := time.Now()
+		n.setHealthLocked(backends.NodeDown, now) // until the monitor's own report arrives
+		n.snap.LastError = err
+		p.refreshLocked(now)
 	}
 	p.mu.Unlock()
-	n.mon.Eject(err)
+}
+
+// ejectCapLocked tells why n may not be ejected now ("" if it may).
+// Callers hold p.mu.
+func (p *Pool) ejectCapLocked(n *node) string {
+	now := time.Now()
+	out, usable := 0, 0
+	for _, m := range p.nodes {
+		if m == n {
+			continue
+		}
+		if m.health == backends.NodeDown || m.mon.Snapshot().EjectedUntil.After(now) {
+			out++
+		}
+		if m.usable() {
+			usable++
+		}
+	}
+	if usable == 0 {
+		return "last usable node"
+	}
+	if limit := p.cfg.Eject.MaxEjected(len(p.nodes)); out+1 > limit {
+		return fmt.Sprintf("max ejection share: %d of %d nodes out already", out, len(p.nodes))
+	}
+	return ""
 }
 
 func (p *Pool) subsLocked() []*subscription {
@@ -334,9 +394,11 @@ func (p *Pool) refreshLocked(now time.Time) {
 		for _, m := range g.members {
 			st := m.reportedState()
 			isActive := m == a
-			if st == m.reported && isActive == m.active {
+			reason, _ := m.outReasonLocked(now)
+			if st == m.reported && isActive == m.active && reason == m.reportedReason {
 				continue
 			}
+			m.reportedReason = reason
 			prev := m.reported
 			if st != m.reported {
 				m.reported = st
@@ -425,6 +487,8 @@ func (p *Pool) statusLocked(n *node) backends.NodeStatus {
 	if lastErr != nil {
 		st.LastError = lastErr.Error()
 	}
+	st.Ejections = live.Ejections
+	st.OutReason, st.OutUntil = n.outReasonLocked(time.Now())
 	return st
 }
 

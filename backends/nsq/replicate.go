@@ -112,15 +112,17 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 	for {
 		// As in sendOnce: the attempt timeout is there to move the copy on;
 		// with no node left to move it to, it would only eject a node over
-		// a slow moment and fail the send (under load, every node in turn).
-		budget := p.cfg.AttemptTimeout
+		// a slow moment and fail the send (under load, every node in turn):
+		// wait for it instead, within the call's deadline.
 		rs.mu.Lock()
 		alt, _ := p.pickFree(start, append(tried[:len(tried):len(tried)], n), rs.busy)
 		rs.mu.Unlock()
+		var err error
 		if alt == nil {
-			budget = aloneAttemptTimeout
+			err = p.attemptWatch(ctx, n, topic, bodies, delay, aloneAttemptTimeout, nil)
+		} else {
+			err = p.attempt(ctx, n, topic, bodies, delay, p.attemptTimeout(n))
 		}
-		err := p.attempt(ctx, n, topic, bodies, delay, budget)
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,8 +19,9 @@ var errAttemptTimeout = errors.New("nsq: no answer within the attempt timeout")
 
 // Send writes msgs to topic on one node: the active member of the next
 // group in round-robin order. On a connection-level failure or an attempt
-// timeout it ejects the node and retries on the next usable node, within
-// ctx's deadline. With opts.Replicas > 1 it writes a copy to that many
+// timeout (which count against the node's data path) it retries on the
+// next usable node, within ctx's deadline; when every usable node was tried
+// and the last one only timed out, it waits for that one, alone. With opts.Replicas > 1 it writes a copy to that many
 // nodes of distinct groups (see sendReplicated). See the package
 // documentation for what an error means.
 func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
@@ -41,10 +43,18 @@ func (p *Pool) sendOnce(ctx context.Context, topic string, bodies [][]byte, dela
 	start := p.nextStart()
 	var tried []*node
 	var lastErr error
+	var timedOut *node // the last node tried, if its attempt only timed out
 	for {
 		n, err := p.pick(start, tried, nil)
 		if err != nil {
 			return err
+		}
+		if n == nil && timedOut != nil && p.stillUsable(timedOut) {
+			// Every other node failed or is out, and this one was only
+			// slower than its adaptive timeout (a loaded moment): it is the
+			// last node now, which gets the rest of the deadline.
+			n, timedOut = timedOut, nil
+			tried = slices.DeleteFunc(tried, func(m *node) bool { return m == n })
 		}
 		if n == nil {
 			if lastErr == nil {
@@ -57,12 +67,12 @@ func (p *Pool) sendOnce(ctx context.Context, topic string, bodies [][]byte, dela
 		// answer. With nowhere to move on to, it would only eject the last
 		// node over a slow moment (an fsync stall, a starved CPU) and fail
 		// every Send until the node's next checks: wait for it instead,
-		// within the call's deadline.
-		budget := p.cfg.AttemptTimeout
+		// within the call's deadline, even if it is marked Down meanwhile.
 		if alt, _ := p.pick(start, tried, nil); alt == nil {
-			budget = aloneAttemptTimeout
+			err = p.attemptWatch(ctx, n, topic, bodies, delay, aloneAttemptTimeout, nil)
+		} else {
+			err = p.attempt(ctx, n, topic, bodies, delay, p.attemptTimeout(n))
 		}
-		err = p.attempt(ctx, n, topic, bodies, delay, budget)
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
 		if err == nil {
 			return nil
@@ -79,7 +89,18 @@ func (p *Pool) sendOnce(ctx context.Context, topic string, bodies [][]byte, dela
 		}
 		p.cfg.Observer.SendRetry(topic)
 		lastErr = fmt.Errorf("%s: %w", n.cfg.Name, err)
+		timedOut = nil
+		if errors.Is(err, errAttemptTimeout) {
+			timedOut = n
+		}
 	}
+}
+
+// stillUsable reports whether n may still take sends.
+func (p *Pool) stillUsable(n *node) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return n.usable()
 }
 
 // encode returns the envelopes of msgs. Copies of a replicated send carry
@@ -118,14 +139,14 @@ func publishOrNow(t time.Time) time.Time {
 // node when classify says so. It returns the error for the caller when the
 // request must not be retried (nsqd rejected it), else nil.
 func (p *Pool) failed(n *node, topic string, err error) error {
-	if !errors.Is(err, errAttemptTimeout) {
+	if !errors.Is(err, errAttemptTimeout) && !errors.Is(err, errNodeDown) {
 		n.stale.Store(true) // a failed command may have closed the connection
 	}
 	retry, eject := classify(err)
 	p.log.Warn("nsq send failed", "node", n.cfg.Name, "topic", topic, "err", err,
 		"retry", retry, "eject", eject)
 	if eject {
-		p.eject(n, err)
+		p.dataFailure(n, err)
 	}
 	if !retry {
 		return fmt.Errorf("nsq: send to %s on %s: %w: %w", topic, n.cfg.Name, ErrRejected, err)
@@ -197,17 +218,60 @@ func contains(ns []*node, n *node) bool {
 // when the call itself has a longer deadline or none.
 const aloneAttemptTimeout = 30 * time.Second
 
-// attempt sends bodies on n within min(ctx's deadline, budget). A
-// timed-out attempt has an unknown outcome: its commands may still land.
-// Without delay the bodies join n's coalesced queue for topic.
+// attemptTimeout is the budget of an attempt on n: the adaptive timeout
+// (attemptP99Multiple × n's recent p99) within [AttemptTimeoutMin,
+// AttemptTimeout].
+func (p *Pool) attemptTimeout(n *node) time.Duration {
+	return n.lat.timeout(p.cfg.AttemptTimeoutMin, p.cfg.AttemptTimeout)
+}
+
+// attempt sends bodies on n within min(ctx's deadline, budget), and gives
+// up at once (errNodeDown) if n is marked Down meanwhile: the caller moves
+// elsewhere instead of waiting out the budget. A timed-out or abandoned
+// attempt has an unknown outcome: its commands may still land. Without
+// delay the bodies join n's coalesced queue for topic.
+//
+// The budget is also at most half of what is left of ctx's deadline (if
+// that half is at least AttemptTimeoutMin): an
+// attempt that may move on must leave the caller time to move on, or a node
+// that stops answering turns every Send that meets it into a deadline error
+// (and, ended by the caller's deadline rather than its own timeout, would
+// not even count against the node).
 func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]byte, delay, budget time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok {
+		// Not below AttemptTimeoutMin: a caller nearly out of time waits
+		// for its deadline, which does not count against the node.
+		if half := time.Until(dl) / 2; half < budget && half >= p.cfg.AttemptTimeoutMin {
+			budget = half
+		}
+	}
+	return p.attemptWatch(ctx, n, topic, bodies, delay, budget, p.downSignal(n))
+}
+
+// attemptWatch is attempt, giving up when down is closed (never if nil).
+// A successful attempt feeds n's answer time to its adaptive timeout and
+// its data-path signal.
+func (p *Pool) attemptWatch(ctx context.Context, n *node, topic string, bodies [][]byte, delay, budget time.Duration, down <-chan struct{}) error {
+	begin := time.Now()
+	err := p.attemptOnce(ctx, n, topic, bodies, delay, budget, down)
+	if err == nil {
+		n.lat.add(time.Since(begin))
+		n.mon.DataSuccess()
+	}
+	if err == errAttemptTimeout {
+		return &attemptTimeoutError{begin: begin, budget: budget}
+	}
+	return err
+}
+
+func (p *Pool) attemptOnce(ctx context.Context, n *node, topic string, bodies [][]byte, delay, budget time.Duration, down <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	if delay <= 0 {
-		err := p.coalesced(ctx, n, topic, bodies, false)
+		err := p.coalesced(ctx, n, topic, bodies, false, down)
 		var shared errSharedRejection
 		if errors.As(err, &shared) {
-			err = p.coalesced(ctx, n, topic, bodies, true)
+			err = p.coalesced(ctx, n, topic, bodies, true, down)
 		}
 		return err
 	}
@@ -217,6 +281,8 @@ func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]by
 	case n.reqs <- r:
 	case <-ctx.Done():
 		return attemptErr(ctx)
+	case <-down:
+		return errNodeDown
 	case <-n.stop:
 		return errNodeGone
 	case <-p.ctx.Done():
@@ -231,6 +297,8 @@ func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]by
 			}
 		case <-ctx.Done():
 			return attemptErr(ctx)
+		case <-down:
+			return errNodeDown
 		case <-p.ctx.Done():
 			return errClosed
 		}
@@ -241,7 +309,7 @@ func (p *Pool) attempt(ctx context.Context, n *node, topic string, bodies [][]by
 // coalesced queues bodies on n (alone: in an MPUB of their own) and waits
 // for the MPUB's result, ctx's end, the node's removal or the pool's close.
 // A caller that gives up before its bodies were taken writes nothing.
-func (p *Pool) coalesced(ctx context.Context, n *node, topic string, bodies [][]byte, alone bool) error {
+func (p *Pool) coalesced(ctx context.Context, n *node, topic string, bodies [][]byte, alone bool, down <-chan struct{}) error {
 	w := newWaiter(bodies, alone)
 	if err := n.enqueue(topic, w); err != nil {
 		w.release()
@@ -254,6 +322,9 @@ func (p *Pool) coalesced(ctx context.Context, n *node, topic string, bodies [][]
 	case <-ctx.Done():
 		n.cancel(w)
 		return attemptErr(ctx)
+	case <-down:
+		n.cancel(w)
+		return errNodeDown
 	case <-n.stop:
 		return errNodeGone
 	case <-p.ctx.Done():
@@ -272,6 +343,11 @@ func attemptErr(ctx context.Context) error {
 // errNodeGone: the node left the pool during the attempt.
 var errNodeGone = errors.New("nsq: node left the pool")
 
+// errNodeDown: the node was marked Down during the attempt, which was
+// abandoned to be retried elsewhere at once. It is not a data-path failure
+// of its own (the node is out already).
+var errNodeDown = errors.New("nsq: node marked down during the attempt")
+
 // classify tells whether a failed attempt is worth retrying on another
 // node, and whether it should eject the node (passive health check).
 //
@@ -281,6 +357,8 @@ var errNodeGone = errors.New("nsq: node left the pool")
 //     ErrNotConnected, also what a protocol error of another request on
 //     the same connection causes) or the producer stopped: retry, but no
 //     ejection; the next dial tells whether the node is really gone.
+//   - the node left the pool or was marked Down during the attempt:
+//     retry; it is out already.
 //   - anything else (dial and I/O errors, E_PUB_FAILED from an exiting
 //     nsqd, an attempt timeout): retry and eject.
 func classify(err error) (retry, eject bool) {
@@ -296,7 +374,8 @@ func classify(err error) (retry, eject bool) {
 	if errors.Is(err, ErrRejected) {
 		return false, false
 	}
-	if errors.Is(err, gonsq.ErrNotConnected) || errors.Is(err, gonsq.ErrStopped) || errors.Is(err, errNodeGone) {
+	if errors.Is(err, gonsq.ErrNotConnected) || errors.Is(err, gonsq.ErrStopped) ||
+		errors.Is(err, errNodeGone) || errors.Is(err, errNodeDown) {
 		return true, false
 	}
 	return true, true

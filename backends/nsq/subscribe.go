@@ -383,11 +383,18 @@ func (s *subscription) current(addr string, c *gonsq.Consumer) bool {
 // lost retires addr's consumer c after its connection closed. It runs in
 // go-nsq's goroutine that closes the connection, before go-nsq would start
 // its re-dial goroutine: with the consumer stopped, it starts none.
+//
+// The connection being gone is what releases the node's deliveries (nsqd
+// has requeued them; acks over the dead connection cannot land): not a
+// failed health check, which says nothing of this connection.
 func (s *subscription) lost(addr string, c *gonsq.Consumer) {
 	c.Stop() // no connection left: the consumer stops at once
 	s.mu.Lock()
 	if s.consumers[addr] == c {
 		delete(s.consumers, addr)
+	}
+	if !s.closed {
+		s.down[addr] = true
 	}
 	live := s.retired[:0]
 	for _, r := range s.retired {
@@ -442,7 +449,8 @@ func (s *subscription) stopConsumers(cs []*gonsq.Consumer, between func()) {
 // kickConnect asks the loop to run a connect round. It never blocks.
 func (s *subscription) kickConnect() { wake(s.kick) }
 
-// nodeDown asks the loop to release the deliveries of the node at addr.
+// nodeDown asks the loop to release the deliveries of the node at addr: it
+// left the pool.
 func (s *subscription) nodeDown(addr string) {
 	s.mu.Lock()
 	s.down[addr] = true
@@ -478,13 +486,13 @@ func (s *subscription) loop() {
 	}
 }
 
-// releaseDown settles every delivery of the nodes reported down and hands
-// it back (REQ 0): nsqd requeues them anyway when the connection is gone.
-// Their parked copies (from other nodes) are handed back too; those of a
-// replicated delivery the client holds come back only after its ack
-// deadline, since a late Ack of the released delivery still counts (see
-// delivery.Ack) and then finishes them on arrival instead of delivering
-// them twice.
+// releaseDown settles every delivery of the nodes whose connection was lost
+// or that left the pool, and hands it back (REQ 0): nsqd requeues them
+// anyway when the connection is gone. Their parked copies (from other
+// nodes) are handed back too; those of a replicated delivery the client
+// holds come back only after its ack deadline, since a late Ack of the
+// released delivery still counts (see delivery.Ack) and then finishes them
+// on arrival instead of delivering them twice.
 func (s *subscription) releaseDown() {
 	s.mu.Lock()
 	if len(s.down) == 0 {
@@ -518,7 +526,8 @@ func (s *subscription) releaseDown() {
 	clear(s.down)
 	s.mu.Unlock()
 	if len(rel) > 0 {
-		s.log.Info("nsq released deliveries of a down node", "count", len(rel))
+		// The message is matched by chaos/logcount.go; keep it.
+		s.log.Info("nsq released deliveries of a down node", "count", len(rel), "why", "connection lost or node left")
 	}
 	for _, r := range rel {
 		r.d.msg.RequeueWithoutBackoff(min(r.delay, maxRequeueDelay))

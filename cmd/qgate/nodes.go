@@ -13,7 +13,8 @@ import (
 
 const nodesAbout = `Shows the nsqd nodes of a running qgate's pool as a table: group, role,
 state, since when, last check latency, queued and in-flight messages, whether
-the node takes its group's sends now, and the last error. With --watch, it then
+the node takes its group's sends now, why it takes none (data_path: ejected for
+failed sends, until the time shown; health_check; drain), and the last error. With --watch, it then
 prints a line for every change of a node's state until interrupted.`
 
 const nodesExample = `  qgate nodes
@@ -59,15 +60,15 @@ func runNodes(ctx context.Context, e *env, args []string) error {
 			continue // the table showed them
 		}
 		n := ev.GetNode()
-		fmt.Fprintf(e.stdout, "%s %s %s -> %s %s\n", time.Now().Format(time.TimeOnly),
-			n.GetName(), stateName(ev.GetPreviousState()), stateName(n.GetState()), n.GetLastError())
+		fmt.Fprintf(e.stdout, "%s %s %s -> %s %s %s\n", time.Now().Format(time.TimeOnly),
+			n.GetName(), stateName(ev.GetPreviousState()), stateName(n.GetState()), outText(n), n.GetLastError())
 	}
 }
 
 // printNodes writes nodes as an aligned table.
 func printNodes(w io.Writer, nodes []*qgatev1.Node, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tGROUP\tROLE\tSTATE\tSINCE\tCHECK\tDEPTH\tIN-FLIGHT\tACTIVE\tLAST ERROR")
+	fmt.Fprintln(tw, "NAME\tGROUP\tROLE\tSTATE\tSINCE\tCHECK\tDEPTH\tIN-FLIGHT\tACTIVE\tOUT\tLAST ERROR")
 	for _, n := range nodes {
 		since := "-"
 		if n.GetStateSince() != nil {
@@ -81,11 +82,25 @@ func printNodes(w io.Writer, nodes []*qgatev1.Node, now time.Time) error {
 		if lastErr == "" {
 			lastErr = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%t\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%t\t%s\t%s\n",
 			n.GetName(), n.GetGroup(), roleName(n.GetRole()), stateName(n.GetState()),
-			since, check, n.GetDepth(), n.GetInFlight(), n.GetActive(), lastErr)
+			since, check, n.GetDepth(), n.GetInFlight(), n.GetActive(), outText(n), lastErr)
 	}
 	return tw.Flush()
+}
+
+// outText says why n takes no sends ("-" if it does): the reason, and for
+// a data-path ejection its end and the ejection count.
+func outText(n *qgatev1.Node) string {
+	r := n.GetOutReason()
+	if r == qgatev1.OutReason_OUT_REASON_UNSPECIFIED {
+		return "-"
+	}
+	s := strings.ToLower(strings.TrimPrefix(r.String(), "OUT_REASON_"))
+	if u := n.GetOutUntil(); u != nil {
+		s += fmt.Sprintf(" until %s (ejection %d)", u.AsTime().Local().Format(time.TimeOnly), n.GetEjections())
+	}
+	return s
 }
 
 // stateName is NODE_STATE_UP as "up".

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/backends/nsq/health"
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/config"
 	"github.com/qgate/qgate/internal/limits"
@@ -63,6 +64,12 @@ type serveFlags struct {
 	checkTimeout        time.Duration
 	fall, rise          int
 	failbackHold        time.Duration
+	attemptTimeout      time.Duration
+	attemptTimeoutMin   time.Duration
+	ejectConsecutive    int
+	ejectBase, ejectMax time.Duration
+	ejectDecay          time.Duration
+	maxEjectionPercent  int
 	maxBodySize         int
 	maxBatchMessages    int
 	maxBatchSize        int
@@ -98,6 +105,13 @@ func newServeFlags() *serveFlags {
 	fs.IntVar(&f.fall, "fall", 2, "consecutive failed checks that take a node down")
 	fs.IntVar(&f.rise, "rise", 2, "consecutive passed checks that bring a node up")
 	fs.DurationVar(&f.failbackHold, "failback-hold", nsq.DefaultFailbackHold, "how long a recovered higher-priority node must stay up before sends fail back to it")
+	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", nsq.DefaultAttemptTimeout, "most a send waits on one node before it moves to another; the timeout adapts to 10× the node's recent p99 within [--attempt-timeout-min, this]")
+	fs.DurationVar(&f.attemptTimeoutMin, "attempt-timeout-min", nsq.DefaultAttemptTimeoutMin, "least a send waits on one node before it moves to another (set it to --attempt-timeout for a fixed timeout)")
+	fs.IntVar(&f.ejectConsecutive, "eject-consecutive", health.DefaultConsecutive, "consecutive failed sends (timeouts, connection errors) that eject a node, whatever its health checks say; 1 once re-admitted, until its ejections decay")
+	fs.DurationVar(&f.ejectBase, "eject-base", health.DefaultBaseEjection, "how long a node's first data-path ejection lasts; the n-th consecutive one lasts n times this (passing health checks do not end it early; failing ones make it an ordinary down node)")
+	fs.DurationVar(&f.ejectMax, "eject-max", health.DefaultMaxEjection, "longest data-path ejection")
+	fs.DurationVar(&f.ejectDecay, "eject-decay", health.DefaultEjectionDecay, "every this long without a failed send takes one off a re-admitted node's ejection count")
+	fs.IntVar(&f.maxEjectionPercent, "max-ejection-percent", health.DefaultMaxEjectionPercent, "no ejection for failed sends once this percent of the nodes (at least 1) is down, for any reason; never of the last usable node")
 	fs.IntVar(&f.maxBodySize, "max-body-size", service.DefaultMaxBodyBytes, "largest message body in bytes, envelope included (nsqd's --max-msg-size)")
 	fs.IntVar(&f.maxBatchMessages, "max-batch-messages", service.DefaultMaxBatchMessages, "most messages in one Send")
 	fs.IntVar(&f.maxBatchSize, "max-batch-size", service.DefaultMaxBatchBytes, "largest Send batch in bytes (nsqd's --max-body-size); gRPC requests may be 64 KiB larger")
@@ -220,6 +234,14 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	if s.poolCfg.AckTopic == "off" {
 		s.poolCfg.AckTopic = ""
 	}
+	override("attempt-timeout", &s.poolCfg.AttemptTimeout, f.attemptTimeout)
+	override("attempt-timeout-min", &s.poolCfg.AttemptTimeoutMin, f.attemptTimeoutMin)
+	if s.poolCfg.AttemptTimeoutMin > s.poolCfg.AttemptTimeout && !f.set("attempt-timeout-min") {
+		s.poolCfg.AttemptTimeoutMin = s.poolCfg.AttemptTimeout // a short fixed timeout asked for
+	}
+	override("eject-base", &s.poolCfg.Eject.BaseEjection, f.ejectBase)
+	override("eject-max", &s.poolCfg.Eject.MaxEjection, f.ejectMax)
+	override("eject-decay", &s.poolCfg.Eject.Decay, f.ejectDecay)
 	overrideInt := func(name string, dst *int, v int) {
 		if f.set(name) || *dst == 0 {
 			*dst = v
@@ -230,6 +252,8 @@ func (f *serveFlags) applyFlags(s *settings) error {
 		s.poolCfg.MinReplicas = f.minReplicas
 	}
 	overrideInt("rise", &s.poolCfg.Check.Rise, f.rise)
+	overrideInt("eject-consecutive", &s.poolCfg.Eject.Consecutive, f.ejectConsecutive)
+	overrideInt("max-ejection-percent", &s.poolCfg.Eject.MaxEjectionPercent, f.maxEjectionPercent)
 	overrideInt("max-body-size", &s.limits.MaxBodyBytes, f.maxBodySize)
 	overrideInt("max-batch-messages", &s.limits.MaxBatchMessages, f.maxBatchMessages)
 	overrideInt("max-batch-size", &s.limits.MaxBatchBytes, f.maxBatchSize)

@@ -20,7 +20,9 @@
 //	failback_hold: 5s
 //	dial_timeout: 1s
 //	write_timeout: 1s
-//	attempt_timeout: 1s
+//	attempt_timeout: 1s           # upper bound of the adaptive attempt timeout
+//	attempt_timeout_min: 250ms    # its lower bound
+//	eject: {consecutive: 2, base: 5s, max: 1m, decay: 30s, max_percent: 50}
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
 //
@@ -119,12 +121,15 @@ type File struct {
 	Embedded int
 	// Check configures active health checks.
 	Check health.Config
-	// FailbackHold, DialTimeout, WriteTimeout, AttemptTimeout: see
-	// nsq.Config.
-	FailbackHold   time.Duration
-	DialTimeout    time.Duration
-	WriteTimeout   time.Duration
-	AttemptTimeout time.Duration
+	// Eject configures data-path ejections (the eject section).
+	Eject health.EjectConfig
+	// FailbackHold, DialTimeout, WriteTimeout, AttemptTimeout,
+	// AttemptTimeoutMin: see nsq.Config.
+	FailbackHold      time.Duration
+	DialTimeout       time.Duration
+	WriteTimeout      time.Duration
+	AttemptTimeout    time.Duration
+	AttemptTimeoutMin time.Duration
 	// Lookupd configures nsqlookupd discovery.
 	Lookupd Lookupd
 	// Limits bounds requests.
@@ -258,6 +263,8 @@ func (f *File) PoolConfig() (nsq.Config, error) {
 		DialTimeout:         f.DialTimeout,
 		WriteTimeout:        f.WriteTimeout,
 		AttemptTimeout:      f.AttemptTimeout,
+		AttemptTimeoutMin:   f.AttemptTimeoutMin,
+		Eject:               f.Eject,
 		LookupdHTTPAddrs:    slices.Clone(f.Lookupd.Addrs),
 		LookupdPollInterval: f.Lookupd.PollInterval,
 	}

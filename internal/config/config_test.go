@@ -75,12 +75,17 @@ failback_hold: 10s
 dial_timeout: 1500ms
 write_timeout: 2s
 attempt_timeout: 3s
+attempt_timeout_min: 200ms
+eject: {consecutive: 3, base: 2s, max: 20s, decay: 1m, max_percent: 34}
 limits: {max_body_bytes: 100, max_batch_messages: 10, max_batch_bytes: 1000}
 `, File{Listen: ":7070", Mode: nsq.ModeFailover,
-			Nodes:        []Member{{"p", "a:1", "a:2"}, {"b", "b:1", "b:2"}},
-			Check:        health.Config{Interval: 2 * time.Second, Timeout: 300 * time.Millisecond, Jitter: -1, Fall: 3, Rise: 4},
+			Nodes: []Member{{"p", "a:1", "a:2"}, {"b", "b:1", "b:2"}},
+			Check: health.Config{Interval: 2 * time.Second, Timeout: 300 * time.Millisecond, Jitter: -1, Fall: 3, Rise: 4},
+			Eject: health.EjectConfig{Consecutive: 3, BaseEjection: 2 * time.Second, MaxEjection: 20 * time.Second,
+				Decay: time.Minute, MaxEjectionPercent: 34},
 			FailbackHold: 10 * time.Second, DialTimeout: 1500 * time.Millisecond, WriteTimeout: 2 * time.Second, AttemptTimeout: 3 * time.Second,
-			Limits: Limits{MaxBodyBytes: 100, MaxBatchMessages: 10, MaxBatchBytes: 1000}}},
+			AttemptTimeoutMin: 200 * time.Millisecond,
+			Limits:            Limits{MaxBodyBytes: 100, MaxBatchMessages: 10, MaxBatchBytes: 1000}}},
 		{"discovery only.yml", `
 mode: cluster
 lookupd:
@@ -163,6 +168,8 @@ groups:
 		{"bad duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck:\n  interval: 5 seconds\n", []string{"4 check.interval"}, "invalid duration"},
 		{"number duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\nfailback_hold: 5\n", []string{"3 failback_hold"}, "want a duration string"},
 		{"zero fall.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck: {fall: 0}\n", []string{"3 check.fall"}, "at least 1"},
+		{"eject max percent.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\neject: {max_percent: 101}\n", []string{"3 eject.max_percent"}, "out of range"},
+		{"eject max below base.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\neject: {base: 10s, max: 5s}\n", []string{"3 eject.max"}, "below the base"},
 		{"jitter range.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck:\n  jitter: 1.5\n", []string{"4 check.jitter"}, "out of range"},
 		{"wrong type.yaml", "mode: cluster\nnodes:\n  tcp: a:1\n", []string{"2 nodes"}, "want a list"},
 		{"string for int.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\nlimits:\n  max_body_bytes: 1MB\n", []string{"4 limits.max_body_bytes"}, "want an integer"},

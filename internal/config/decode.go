@@ -27,6 +27,8 @@ type rawFile struct {
 	DialTimeout    duration    `yaml:"dial_timeout"`
 	WriteTimeout   duration    `yaml:"write_timeout"`
 	AttemptTimeout duration    `yaml:"attempt_timeout"`
+	AttemptMin     duration    `yaml:"attempt_timeout_min"`
+	Eject          rawEject    `yaml:"eject"`
 	Lookupd        rawLookupd  `yaml:"lookupd"`
 	Limits         rawLimits   `yaml:"limits"`
 	MetricsListen  string      `yaml:"metrics_listen"`
@@ -52,6 +54,14 @@ type rawCheck struct {
 	Jitter   float64  `yaml:"jitter"`
 	Fall     int      `yaml:"fall"`
 	Rise     int      `yaml:"rise"`
+}
+
+type rawEject struct {
+	Consecutive int      `yaml:"consecutive"`
+	Base        duration `yaml:"base"`
+	Max         duration `yaml:"max"`
+	Decay       duration `yaml:"decay"`
+	MaxPercent  int      `yaml:"max_percent"`
 }
 
 type rawLookupd struct {

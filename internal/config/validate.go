@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -97,6 +98,11 @@ func (c *checker) file(r *rawFile) *File {
 	f.DialTimeout = c.duration("dial_timeout", r.DialTimeout)
 	f.WriteTimeout = c.duration("write_timeout", r.WriteTimeout)
 	f.AttemptTimeout = c.duration("attempt_timeout", r.AttemptTimeout)
+	f.AttemptTimeoutMin = c.duration("attempt_timeout_min", r.AttemptMin)
+	if f.AttemptTimeoutMin > 0 && f.AttemptTimeoutMin > cmp.Or(f.AttemptTimeout, nsq.DefaultAttemptTimeout) {
+		c.fail("attempt_timeout_min", "%v is above the attempt timeout", f.AttemptTimeoutMin)
+	}
+	f.Eject = c.eject(r.Eject)
 
 	f.Lookupd.PollInterval = c.duration("lookupd.poll_interval", r.Lookupd.PollInterval)
 	for i, a := range r.Lookupd.Addrs {
@@ -240,6 +246,24 @@ func (c *checker) check(r rawCheck) health.Config {
 		}
 	}
 	return h
+}
+
+// eject converts the eject section.
+func (c *checker) eject(r rawEject) health.EjectConfig {
+	e := health.EjectConfig{
+		Consecutive:        int(c.positive("eject.consecutive", int64(r.Consecutive))),
+		BaseEjection:       c.duration("eject.base", r.Base),
+		MaxEjection:        c.duration("eject.max", r.Max),
+		Decay:              c.duration("eject.decay", r.Decay),
+		MaxEjectionPercent: int(c.positive("eject.max_percent", int64(r.MaxPercent))),
+	}
+	if e.MaxEjectionPercent > 100 {
+		c.fail("eject.max_percent", "%d is out of range (want 1 to 100)", e.MaxEjectionPercent)
+	}
+	if d := e.WithDefaults(); d.MaxEjection < d.BaseEjection {
+		c.fail("eject.max", "%v is below the base ejection %v", d.MaxEjection, d.BaseEjection)
+	}
+	return e
 }
 
 // duration checks that a duration given in the file is positive.

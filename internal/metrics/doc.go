@@ -20,6 +20,9 @@
 //	qgate_nacks_total{topic,channel}            nacked deliveries
 //	qgate_dead_letters_total{topic,channel}     messages moved to a dead-letter topic
 //	qgate_in_flight{topic,channel}              deliveries handed out and not yet settled
+//	qgate_node_out_total{node,reason}           a node went out of the send path; reason data_path (ejected
+//	                                            for failed sends) or health_check (/ping failed)
+//	qgate_node_ejections_capped_total{node}     data-path ejections refused by the max ejection share
 //
 // Topic and channel names are labels: a gateway with very many topics has
 // as many series.
@@ -35,5 +38,6 @@
 //     Needs no hook in the pool or the service.
 //   - Per-node sends and send errors, retries and dead letters happen inside
 //     the pool: it reports them through the PoolObserver methods (Metrics
-//     implements them) if it is given a Metrics as its observer.
+//     implements them) if it is given a Metrics as its observer. So do
+//     nodes going out and refused ejections (NodeOut, EjectionCapped).
 package metrics

@@ -31,6 +31,8 @@ type Metrics struct {
 	acks         *prometheus.CounterVec
 	nacks        *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
+	nodesOut     *prometheus.CounterVec
+	capped       *prometheus.CounterVec
 	inFlight     *inFlightCollector
 }
 
@@ -68,7 +70,13 @@ func New() *Metrics {
 		acks:         counter("acks_total", "Acked deliveries.", "topic", "channel"),
 		nacks:        counter("nacks_total", "Nacked deliveries.", "topic", "channel"),
 		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic after max attempts.", "topic", "channel"),
-		inFlight:     newInFlightCollector(),
+		nodesOut: counter("node_out_total",
+			"Times a node went out of the send path, by reason: data_path (ejected for failed sends), health_check (/ping failed).",
+			"node", "reason"),
+		capped: counter("node_ejections_capped_total",
+			"Data-path ejections refused because the max ejection share of nodes was out already (or the node was the last usable one).",
+			"node"),
+		inFlight: newInFlightCollector(),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -76,7 +84,7 @@ func New() *Metrics {
 		m.grpc,
 		m.sends, m.sendErrors, m.retries, m.sendDuration,
 		m.failovers, m.failbacks, m.nodeState, m.nodeActive,
-		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.inFlight,
+		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.nodesOut, m.capped, m.inFlight,
 	)
 	return m
 }
@@ -120,6 +128,14 @@ type PoolObserver interface {
 }
 
 var _ PoolObserver = (*Metrics)(nil)
+
+// NodeOut counts a node going out of the send path for reason (data_path,
+// health_check).
+func (m *Metrics) NodeOut(node, reason string) { m.nodesOut.WithLabelValues(node, reason).Inc() }
+
+// EjectionCapped counts a data-path ejection of node that the pool refused
+// because too many nodes were out already.
+func (m *Metrics) EjectionCapped(node string) { m.capped.WithLabelValues(node).Inc() }
 
 // SendAttempt implements PoolObserver.
 func (m *Metrics) SendAttempt(node, topic string, _ int, err error) {

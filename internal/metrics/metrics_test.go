@@ -257,6 +257,17 @@ func TestPoolObserver(t *testing.T) {
 	wantValue(t, m, "qgate_dead_letters_total", map[string]string{"topic": "t", "channel": "c"}, 1)
 }
 
+func TestEjectionMetrics(t *testing.T) {
+	m := metrics.New()
+	m.NodeOut("n0", "data_path")
+	m.NodeOut("n0", "data_path")
+	m.NodeOut("n0", "health_check")
+	m.EjectionCapped("n1")
+	wantValue(t, m, "qgate_node_out_total", map[string]string{"node": "n0", "reason": "data_path"}, 2)
+	wantValue(t, m, "qgate_node_out_total", map[string]string{"node": "n0", "reason": "health_check"}, 1)
+	wantValue(t, m, "qgate_node_ejections_capped_total", map[string]string{"node": "n1"}, 1)
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)

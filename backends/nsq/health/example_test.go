@@ -11,7 +11,8 @@ import (
 )
 
 // A pool's use of a Monitor: one synchronous round of checks at start, then
-// the monitor's own goroutine; a failed publish ejects the node at once.
+// the monitor's own goroutine; failed publishes eject the node (the data
+// path's signal), for longer with each ejection.
 func ExampleMonitor() {
 	ctx := context.Background()
 	m, err := health.New("127.0.0.1:4151", health.Config{Interval: time.Second},
@@ -25,9 +26,11 @@ func ExampleMonitor() {
 	}
 	defer m.Stop()
 
-	_ = m.Probe(ctx)                                 // Unknown -> Up or Down at once
-	fmt.Println(m.State())                           // the first state, before any callback
-	m.Start(ctx)                                     // checks every Interval ± Jitter
-	m.Eject(errors.New("publish: connection reset")) // Down now; back after Rise checks
-	fmt.Println(m.Snapshot().State)
+	_ = m.Probe(ctx)                        // Unknown -> Up or Down at once
+	fmt.Println(m.State())                  // the first state, before any callback
+	m.Start(ctx)                            // checks every Interval ± Jitter
+	if m.DataFailure() && m.DataFailure() { // Consecutive (2) failed publishes
+		m.Eject(errors.New("publish: connection reset")) // Down for BaseEjection, whatever the checks say
+	}
+	fmt.Println(m.Snapshot().State, m.Snapshot().Reason)
 }

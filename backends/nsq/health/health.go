@@ -1,16 +1,28 @@
-// Package health decides whether an nsqd node is up: active HTTP checks of
-// nsqd's /ping with interval, timeout, jitter and fall/rise thresholds
-// (HAProxy semantics), plus passive ejection when a send fails (Envoy's
-// outlier ejection).
+// Package health decides whether an nsqd node is up from two independent
+// signals: active HTTP checks of nsqd's /ping with interval, timeout, jitter
+// and fall/rise thresholds (HAProxy semantics), and the data path, the
+// results of real sends (Envoy's outlier detection).
 //
-// # State machine
+// # Two signals, one decision
 //
 // A node starts Unknown. The first check result sets Up or Down directly,
 // so a pool knows its nodes after one round. Later, an Up node goes Down
 // after Fall consecutive failed checks, and a Down node comes Up after Rise
-// consecutive passed checks. Eject marks a node Down at once and resets its
-// rise counter: it then needs Rise passed checks to come back. Machine is
-// that logic without time or I/O.
+// consecutive passed checks. Machine is that logic without time or I/O.
+//
+// The data path has its own thresholds (EjectConfig): EjectConfig.Consecutive
+// failed sends in a row eject the node for BaseEjection times its ejection
+// count (capped at MaxEjection). Passed checks do not end an ejection: a
+// node whose /ping answers while its publishes time out stays out for the
+// whole ejection, and each further ejection lasts longer, so it cannot flap
+// in and out with every pair of good pings. When the ejection ends the node
+// is re-admitted on probation (its first failed send ejects it again);
+// every Decay without failure takes one off its count. Ejector is that
+// logic without time or I/O. The node is Down while either signal says so;
+// Snapshot.Reason tells which. When the checks fail too, the two signals
+// agree the node is down (it died, or is cut off entirely): the ejection
+// ends there, and the node comes back as a dead node does, with Rise passed
+// checks, on probation.
 //
 // # Checks
 //
@@ -28,7 +40,7 @@
 // dies or freezes is Down within Fall×Interval + Timeout (2.5s with the
 // defaults; a refused connection fails at once, a frozen node through the
 // timeout), and a recovered node is Up within about Rise×Interval. A
-// passive Eject is immediate. With Timeout > Interval, failed checks are
+// data-path Eject is immediate. With Timeout > Interval, failed checks are
 // Timeout apart, so detection takes up to Interval + Fall×Timeout.
 package health
 

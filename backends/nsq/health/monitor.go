@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qgate/qgate/backends"
@@ -41,9 +42,24 @@ type Snapshot struct {
 	// LastError is the last check's or ejection's error, nil after a passed
 	// check.
 	LastError error
-	// Passes and Fails count consecutive passed and failed checks (an
-	// ejection counts as a failure); at most one is non-zero.
+	// Passes and Fails count consecutive passed and failed checks; at most
+	// one is non-zero. Ejections do not count: they are the other signal.
 	Passes, Fails int
+	// CheckState is the active checks' own verdict (fall/rise over /ping),
+	// whatever the data path says.
+	CheckState backends.NodeState
+	// Reason says why State is Down: OutDataPath while ejected for
+	// data-path failures (whatever the checks say), else OutHealthCheck.
+	// OutNone while not Down.
+	Reason backends.OutReason
+	// EjectedUntil is when the current data-path ejection ends (the node
+	// is then re-admitted on probation if its checks pass); zero while not
+	// ejected.
+	EjectedUntil time.Time
+	// Ejections is the ejection count: how many times BaseEjection the next
+	// ejection lasts, minus one. Zero for a node in good standing; above
+	// zero on probation.
+	Ejections int
 	// Stats is the last /stats fetched; zero if none yet.
 	Stats Stats
 }
@@ -67,6 +83,7 @@ type options struct {
 	logger     *slog.Logger
 	name       string
 	statsEvery int
+	eject      EjectConfig
 }
 
 // WithHTTPClient sets the client of checks and /stats. Default: a client of
@@ -78,6 +95,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 
 // WithName names the node in logs. Default the HTTP address.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithEjection configures the data-path signal (DataFailure, Eject).
+// Default: EjectConfig's defaults.
+func WithEjection(c EjectConfig) Option { return func(o *options) { o.eject = c } }
 
 // WithStatsEvery fetches /stats after every n-th passed check; 0 never
 // (Stats still fetches on demand). Default 5.
@@ -98,8 +119,13 @@ type Monitor struct {
 	checkReq chan struct{} // buffered 1: check at once
 	done     chan struct{} // closed when the goroutine exits
 
+	// failing is set while the data path has unreset failures, so that
+	// DataSuccess, called on every send, takes no lock in the common case.
+	failing atomic.Bool
+
 	mu      sync.Mutex
-	machine Machine
+	machine Machine // the checks' signal
+	ejector Ejector // the data path's signal
 	snap    Snapshot
 	pending []change
 	passed  int // passed checks so far, to pace /stats
@@ -126,6 +152,10 @@ func New(httpAddr string, cfg Config, onChange ChangeFunc, opts ...Option) (*Mon
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.eject.Validate(); err != nil {
+		return nil, err
+	}
+	o.eject = o.eject.WithDefaults()
 	m := &Monitor{
 		httpAddr: httpAddr,
 		cfg:      cfg,
@@ -135,6 +165,7 @@ func New(httpAddr string, cfg Config, onChange ChangeFunc, opts ...Option) (*Mon
 		checkReq: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		machine:  Machine{Fall: cfg.Fall, Rise: cfg.Rise},
+		ejector:  Ejector{Config: o.eject},
 		snap:     Snapshot{State: backends.NodeUnknown, Since: time.Now()},
 	}
 	if m.opts.logger == nil {
@@ -201,14 +232,23 @@ func (m *Monitor) Stop() {
 // is done. Checks start every Interval (± jitter) from the start of the
 // previous one, as HAProxy's do, so a dead node is noticed within about
 // Fall×Interval + Timeout; a check never overlaps the previous one.
+//
+// It also ends data-path ejections on time: readmit fires when the current
+// ejection ends, and the node's state is recomputed (Up again if its checks
+// pass, on probation).
 func (m *Monitor) run(ctx context.Context) {
 	timer := time.NewTimer(0) // the first check runs at once
 	defer timer.Stop()
+	readmit := time.NewTimer(time.Hour)
+	defer readmit.Stop()
 	for {
 		m.deliver()
+		readmit.Reset(m.untilReadmit())
 		select {
 		case <-ctx.Done():
 			return
+		case <-readmit.C:
+			m.readmit()
 		case <-m.kick:
 		case <-m.checkReq:
 			if !timer.Stop() {
@@ -342,7 +382,11 @@ var errCheckTimeout = errors.New("health: check timeout")
 // record feeds one check result to the machine and queues a change.
 func (m *Monitor) record(start time.Time, latency time.Duration, err error) {
 	m.mu.Lock()
-	old, now := m.machine.Observe(err == nil)
+	old := m.snap.State
+	if _, checks := m.machine.Observe(err == nil); checks == backends.NodeDown {
+		m.ejector.Confirmed(time.Now())
+	}
+	now := m.stateLocked(time.Now())
 	m.snap.LastCheck = start
 	m.snap.Latency = latency
 	m.snap.LastError = err
@@ -356,11 +400,31 @@ func (m *Monitor) record(start time.Time, latency time.Duration, err error) {
 	}
 }
 
-// transitionLocked updates the snapshot after a machine step and queues
-// the change, if any. m.mu is held.
+// stateLocked is the decision of the two signals at now: Down while
+// ejected for data-path failures, whatever the checks say; else what the
+// checks say. m.mu is held.
+func (m *Monitor) stateLocked(now time.Time) backends.NodeState {
+	if m.ejector.Ejected(now) {
+		return backends.NodeDown
+	}
+	return m.machine.State()
+}
+
+// transitionLocked updates the snapshot after a step of either signal and
+// queues the change, if any. m.mu is held.
 func (m *Monitor) transitionLocked(old, now backends.NodeState) bool {
+	t := time.Now()
 	m.snap.State = now
 	m.snap.Passes, m.snap.Fails = m.machine.Counts()
+	m.snap.CheckState = m.machine.State()
+	m.snap.Ejections = m.ejector.Count(t)
+	m.snap.EjectedUntil, m.snap.Reason = time.Time{}, backends.OutNone
+	switch {
+	case m.ejector.Ejected(t):
+		m.snap.EjectedUntil, m.snap.Reason = m.ejector.Until(), backends.OutDataPath
+	case now == backends.NodeDown:
+		m.snap.Reason = backends.OutHealthCheck
+	}
 	if old == now {
 		return false
 	}
@@ -380,17 +444,78 @@ func (m *Monitor) CheckNow() {
 	}
 }
 
-// Eject marks the node Down at once (a passive signal such as a failed
-// publish); it then needs Rise passed checks to come back. err is recorded
-// as the last error.
-func (m *Monitor) Eject(err error) {
+// DataFailure records one data-path failure (a send that timed out or
+// failed at the connection level) and reports whether it calls for an
+// ejection: Consecutive failures in a row, or the first one on probation.
+// It ejects nothing itself: the caller, which knows how many nodes are out
+// already, calls Eject.
+func (m *Monitor) DataFailure() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failing.Store(true)
+	return m.ejector.Failure(time.Now())
+}
+
+// DataSuccess records one data-path success, which resets the consecutive
+// failures. It is cheap when there are none (every send calls it).
+func (m *Monitor) DataSuccess() {
+	if !m.failing.Load() {
+		return
+	}
+	m.mu.Lock()
+	m.ejector.Success()
+	m.failing.Store(false)
+	m.mu.Unlock()
+}
+
+// Eject ejects the node for data-path failures: it is Down at once, for
+// BaseEjection times its ejection count (capped at MaxEjection), and passed
+// checks do not bring it back meanwhile; when the ejection ends it is Up
+// again if its checks pass, on probation. err is recorded as the last
+// error. It returns when the ejection ends, and false if the node was
+// already ejected (which changes nothing).
+func (m *Monitor) Eject(err error) (until time.Time, ejected bool) {
 	if err == nil {
 		err = errors.New("health: ejected")
 	}
 	m.mu.Lock()
-	old, now := m.machine.Eject()
+	now := time.Now()
+	if m.ejector.Ejected(now) {
+		until = m.ejector.Until()
+		m.mu.Unlock()
+		return until, false
+	}
+	old := m.snap.State
+	until = m.ejector.Eject(now)
+	m.failing.Store(false)
 	m.snap.LastError = err
-	changed := m.transitionLocked(old, now)
+	changed := m.transitionLocked(old, backends.NodeDown)
+	m.mu.Unlock()
+	if changed {
+		m.wake()
+	}
+	m.opts.logger.Warn("nsqd node ejected for data-path failures", "node", m.opts.name,
+		"until", until.Format(time.RFC3339Nano), "ejections", m.Snapshot().Ejections, "err", err)
+	return until, true
+}
+
+// untilReadmit returns how long until the current ejection ends; an hour
+// when there is none (the run loop's timer needs some value).
+func (m *Monitor) untilReadmit() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if !m.ejector.Ejected(now) {
+		return time.Hour
+	}
+	return m.ejector.Until().Sub(now)
+}
+
+// readmit ends an ejection whose time is up: the node takes the checks'
+// state again.
+func (m *Monitor) readmit() {
+	m.mu.Lock()
+	changed := m.transitionLocked(m.snap.State, m.stateLocked(time.Now()))
 	m.mu.Unlock()
 	if changed {
 		m.wake()

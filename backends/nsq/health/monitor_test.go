@@ -203,37 +203,56 @@ func TestProcessFrozenKilledRestarted(t *testing.T) {
 	t.Logf("restarted node up after %v (rise×interval = %v)", took, time.Duration(fast.Rise)*fast.Interval)
 }
 
+// TestEject shows the two signals apart: a node ejected for data-path
+// failures stays Down for the whole ejection although its checks pass, is
+// Up again (on probation) after it, and its next ejection lasts longer.
 func TestEject(t *testing.T) {
 	n := nsqtest.StartNodes(t, 1)[0]
 	rec := newRecorder()
-	m := newMonitor(t, n.HTTPAddr, fast, rec)
+	base := 400 * time.Millisecond
+	m := newMonitor(t, n.HTTPAddr, fast, rec, WithEjection(EjectConfig{Consecutive: 2, BaseEjection: base, MaxEjection: time.Second}))
 	m.Start(context.Background())
 	waitState(t, m, backends.NodeUp, 2*time.Second)
 
 	cause := errors.New("publish: connection reset")
-	m.Eject(cause)
-	if got := m.State(); got != backends.NodeDown {
-		t.Fatalf("after Eject: %v, want down at once", got)
+	if m.DataFailure() {
+		t.Fatal("one failure of two called for an ejection")
 	}
-	if s := m.Snapshot(); s.LastError != cause || s.Passes != 0 {
-		t.Errorf("after Eject: %+v", s)
+	m.DataSuccess()
+	if m.DataFailure() {
+		t.Fatal("a success did not reset the consecutive failures")
 	}
-	took := waitState(t, m, backends.NodeUp, 2*time.Second)
-	t.Logf("ejected node up again after %v", took)
-	if min := time.Duration(fast.Rise-1) * fast.Interval; took < min {
-		t.Errorf("up again after %v, want Rise=%d checks (>= %v)", took, fast.Rise, min)
+	if !m.DataFailure() {
+		t.Fatal("two consecutive failures did not call for an ejection")
 	}
-	want := [][2]backends.NodeState{
-		{backends.NodeUnknown, backends.NodeUp},
-		{backends.NodeUp, backends.NodeDown},
-		{backends.NodeDown, backends.NodeUp},
+	start := time.Now()
+	until, ok := m.Eject(cause)
+	if !ok || until.Sub(start) < base-10*time.Millisecond || until.Sub(start) > base+50*time.Millisecond {
+		t.Fatalf("Eject: until %v after, ejected %v; want %v", until.Sub(start), ok, base)
 	}
-	deadline := time.Now().Add(time.Second)
-	for len(rec.list()) < len(want) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	s := m.Snapshot()
+	if s.State != backends.NodeDown || s.Reason != backends.OutDataPath || s.LastError != cause || !s.EjectedUntil.Equal(until) {
+		t.Fatalf("after Eject: %+v", s)
 	}
-	if got := rec.list(); len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
-		t.Errorf("changes %v, want %v", got, want)
+	if _, again := m.Eject(cause); again {
+		t.Error("ejecting an ejected node ejected it again")
+	}
+	took := waitState(t, m, backends.NodeUp, 3*time.Second)
+	t.Logf("ejected node up again after %v (ejection %v; checks every %v passed meanwhile)", took, base, fast.Interval)
+	if took < base-20*time.Millisecond {
+		t.Errorf("up again after %v: passed checks ended an ejection of %v early", took, base)
+	}
+	if s := m.Snapshot(); s.CheckState != backends.NodeUp || s.Ejections != 1 {
+		t.Errorf("re-admitted: check state %v, ejections %d; want up, 1 (probation)", s.CheckState, s.Ejections)
+	}
+	// On probation, the first failure ejects, for twice as long.
+	if !m.DataFailure() {
+		t.Fatal("a failure on probation did not call for an ejection")
+	}
+	start = time.Now()
+	until, _ = m.Eject(cause)
+	if d := until.Sub(start); d < 2*base-10*time.Millisecond || d > 2*base+50*time.Millisecond {
+		t.Errorf("second ejection lasts %v, want %v", d, 2*base)
 	}
 }
 

@@ -85,6 +85,66 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// OutReason says why a node takes no new sends.
+type OutReason int32
+
+const (
+	// The node takes sends (or the server predates this field).
+	OutReason_OUT_REASON_UNSPECIFIED OutReason = 0
+	// Ejected because sends to it failed or timed out (the data path), for a
+	// time that grows with each consecutive ejection (see Node.out_until). Good
+	// health checks do not end it early.
+	OutReason_OUT_REASON_DATA_PATH OutReason = 1
+	// Its health checks (nsqd's /ping) fail. Subscriptions keep reading it as
+	// long as their connections to it live.
+	OutReason_OUT_REASON_HEALTH_CHECK OutReason = 2
+	// Drained by an operator (DrainNode).
+	OutReason_OUT_REASON_DRAIN OutReason = 3
+)
+
+// Enum value maps for OutReason.
+var (
+	OutReason_name = map[int32]string{
+		0: "OUT_REASON_UNSPECIFIED",
+		1: "OUT_REASON_DATA_PATH",
+		2: "OUT_REASON_HEALTH_CHECK",
+		3: "OUT_REASON_DRAIN",
+	}
+	OutReason_value = map[string]int32{
+		"OUT_REASON_UNSPECIFIED":  0,
+		"OUT_REASON_DATA_PATH":    1,
+		"OUT_REASON_HEALTH_CHECK": 2,
+		"OUT_REASON_DRAIN":        3,
+	}
+)
+
+func (x OutReason) Enum() *OutReason {
+	p := new(OutReason)
+	*p = x
+	return p
+}
+
+func (x OutReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_qgate_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (OutReason) Type() protoreflect.EnumType {
+	return &file_qgate_v1_admin_proto_enumTypes[1]
+}
+
+func (x OutReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutReason.Descriptor instead.
+func (OutReason) EnumDescriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // NodeRole is a node's place in its group.
 type NodeRole int32
 
@@ -123,11 +183,11 @@ func (x NodeRole) String() string {
 }
 
 func (NodeRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_qgate_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_qgate_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (NodeRole) Type() protoreflect.EnumType {
-	return &file_qgate_v1_admin_proto_enumTypes[1]
+	return &file_qgate_v1_admin_proto_enumTypes[2]
 }
 
 func (x NodeRole) Number() protoreflect.EnumNumber {
@@ -136,7 +196,7 @@ func (x NodeRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeRole.Descriptor instead.
 func (NodeRole) EnumDescriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 // Node describes one nsqd node of the pool.
@@ -170,7 +230,19 @@ type Node struct {
 	// Messages in flight on the node, from nsqd's /stats at the last check.
 	InFlight uint64 `protobuf:"varint,13,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	// Whether the node would take sends of its group now.
-	Active        bool `protobuf:"varint,14,opt,name=active,proto3" json:"active,omitempty"`
+	Active bool `protobuf:"varint,14,opt,name=active,proto3" json:"active,omitempty"`
+	// Why the node takes no new sends; OUT_REASON_UNSPECIFIED while it does. A
+	// node out for several reasons reports the first of drain, data path,
+	// health check.
+	OutReason OutReason `protobuf:"varint,15,opt,name=out_reason,json=outReason,proto3,enum=qgate.v1.OutReason" json:"out_reason,omitempty"`
+	// When a data-path ejection ends: the node is then re-admitted on probation
+	// (its first failed send ejects it again, for longer) if its health checks
+	// pass. Unset unless out_reason is OUT_REASON_DATA_PATH.
+	OutUntil *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=out_until,json=outUntil,proto3" json:"out_until,omitempty"`
+	// The node's data-path ejection count: the next ejection lasts this many
+	// plus one base ejection times (capped). It decays while the node stays
+	// clean; above 0, the node is ejected or on probation.
+	Ejections     uint32 `protobuf:"varint,17,opt,name=ejections,proto3" json:"ejections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +373,27 @@ func (x *Node) GetActive() bool {
 		return x.Active
 	}
 	return false
+}
+
+func (x *Node) GetOutReason() OutReason {
+	if x != nil {
+		return x.OutReason
+	}
+	return OutReason_OUT_REASON_UNSPECIFIED
+}
+
+func (x *Node) GetOutUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OutUntil
+	}
+	return nil
+}
+
+func (x *Node) GetEjections() uint32 {
+	if x != nil {
+		return x.Ejections
+	}
+	return 0
 }
 
 // ListNodesRequest is the request of AdminService.ListNodes.
@@ -675,7 +768,7 @@ var File_qgate_v1_admin_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14qgate/v1/admin.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x04\n" +
+	"\x14qgate/v1/admin.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x05\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vtcp_address\x18\x02 \x01(\tR\n" +
@@ -695,7 +788,11 @@ const file_qgate_v1_admin_proto_rawDesc = "" +
 	"last_error\x18\v \x01(\tR\tlastError\x12\x14\n" +
 	"\x05depth\x18\f \x01(\x04R\x05depth\x12\x1b\n" +
 	"\tin_flight\x18\r \x01(\x04R\binFlight\x12\x16\n" +
-	"\x06active\x18\x0e \x01(\bR\x06active\"\x12\n" +
+	"\x06active\x18\x0e \x01(\bR\x06active\x122\n" +
+	"\n" +
+	"out_reason\x18\x0f \x01(\x0e2\x13.qgate.v1.OutReasonR\toutReason\x127\n" +
+	"\tout_until\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\boutUntil\x12\x1c\n" +
+	"\tejections\x18\x11 \x01(\rR\tejections\"\x12\n" +
 	"\x10ListNodesRequest\"9\n" +
 	"\x11ListNodesResponse\x12$\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x0e.qgate.v1.NodeR\x05nodes\"\x13\n" +
@@ -717,7 +814,12 @@ const file_qgate_v1_admin_proto_rawDesc = "" +
 	"\x12NODE_STATE_UNKNOWN\x10\x01\x12\x11\n" +
 	"\rNODE_STATE_UP\x10\x02\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x03\x12\x17\n" +
-	"\x13NODE_STATE_DRAINING\x10\x04*R\n" +
+	"\x13NODE_STATE_DRAINING\x10\x04*t\n" +
+	"\tOutReason\x12\x1a\n" +
+	"\x16OUT_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14OUT_REASON_DATA_PATH\x10\x01\x12\x1b\n" +
+	"\x17OUT_REASON_HEALTH_CHECK\x10\x02\x12\x14\n" +
+	"\x10OUT_REASON_DRAIN\x10\x03*R\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_PRIMARY\x10\x01\x12\x14\n" +
@@ -741,47 +843,50 @@ func file_qgate_v1_admin_proto_rawDescGZIP() []byte {
 	return file_qgate_v1_admin_proto_rawDescData
 }
 
-var file_qgate_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_qgate_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_qgate_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_qgate_v1_admin_proto_goTypes = []any{
 	(NodeState)(0),                // 0: qgate.v1.NodeState
-	(NodeRole)(0),                 // 1: qgate.v1.NodeRole
-	(*Node)(nil),                  // 2: qgate.v1.Node
-	(*ListNodesRequest)(nil),      // 3: qgate.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 4: qgate.v1.ListNodesResponse
-	(*WatchNodesRequest)(nil),     // 5: qgate.v1.WatchNodesRequest
-	(*WatchNodesResponse)(nil),    // 6: qgate.v1.WatchNodesResponse
-	(*DrainNodeRequest)(nil),      // 7: qgate.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),     // 8: qgate.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),    // 9: qgate.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),   // 10: qgate.v1.UndrainNodeResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(OutReason)(0),                // 1: qgate.v1.OutReason
+	(NodeRole)(0),                 // 2: qgate.v1.NodeRole
+	(*Node)(nil),                  // 3: qgate.v1.Node
+	(*ListNodesRequest)(nil),      // 4: qgate.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 5: qgate.v1.ListNodesResponse
+	(*WatchNodesRequest)(nil),     // 6: qgate.v1.WatchNodesRequest
+	(*WatchNodesResponse)(nil),    // 7: qgate.v1.WatchNodesResponse
+	(*DrainNodeRequest)(nil),      // 8: qgate.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),     // 9: qgate.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),    // 10: qgate.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),   // 11: qgate.v1.UndrainNodeResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_qgate_v1_admin_proto_depIdxs = []int32{
-	1,  // 0: qgate.v1.Node.role:type_name -> qgate.v1.NodeRole
+	2,  // 0: qgate.v1.Node.role:type_name -> qgate.v1.NodeRole
 	0,  // 1: qgate.v1.Node.state:type_name -> qgate.v1.NodeState
-	11, // 2: qgate.v1.Node.state_since:type_name -> google.protobuf.Timestamp
-	11, // 3: qgate.v1.Node.last_check:type_name -> google.protobuf.Timestamp
-	12, // 4: qgate.v1.Node.last_check_latency:type_name -> google.protobuf.Duration
-	2,  // 5: qgate.v1.ListNodesResponse.nodes:type_name -> qgate.v1.Node
-	2,  // 6: qgate.v1.WatchNodesResponse.node:type_name -> qgate.v1.Node
-	0,  // 7: qgate.v1.WatchNodesResponse.previous_state:type_name -> qgate.v1.NodeState
-	2,  // 8: qgate.v1.DrainNodeResponse.node:type_name -> qgate.v1.Node
-	2,  // 9: qgate.v1.UndrainNodeResponse.node:type_name -> qgate.v1.Node
-	3,  // 10: qgate.v1.AdminService.ListNodes:input_type -> qgate.v1.ListNodesRequest
-	5,  // 11: qgate.v1.AdminService.WatchNodes:input_type -> qgate.v1.WatchNodesRequest
-	7,  // 12: qgate.v1.AdminService.DrainNode:input_type -> qgate.v1.DrainNodeRequest
-	9,  // 13: qgate.v1.AdminService.UndrainNode:input_type -> qgate.v1.UndrainNodeRequest
-	4,  // 14: qgate.v1.AdminService.ListNodes:output_type -> qgate.v1.ListNodesResponse
-	6,  // 15: qgate.v1.AdminService.WatchNodes:output_type -> qgate.v1.WatchNodesResponse
-	8,  // 16: qgate.v1.AdminService.DrainNode:output_type -> qgate.v1.DrainNodeResponse
-	10, // 17: qgate.v1.AdminService.UndrainNode:output_type -> qgate.v1.UndrainNodeResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 2: qgate.v1.Node.state_since:type_name -> google.protobuf.Timestamp
+	12, // 3: qgate.v1.Node.last_check:type_name -> google.protobuf.Timestamp
+	13, // 4: qgate.v1.Node.last_check_latency:type_name -> google.protobuf.Duration
+	1,  // 5: qgate.v1.Node.out_reason:type_name -> qgate.v1.OutReason
+	12, // 6: qgate.v1.Node.out_until:type_name -> google.protobuf.Timestamp
+	3,  // 7: qgate.v1.ListNodesResponse.nodes:type_name -> qgate.v1.Node
+	3,  // 8: qgate.v1.WatchNodesResponse.node:type_name -> qgate.v1.Node
+	0,  // 9: qgate.v1.WatchNodesResponse.previous_state:type_name -> qgate.v1.NodeState
+	3,  // 10: qgate.v1.DrainNodeResponse.node:type_name -> qgate.v1.Node
+	3,  // 11: qgate.v1.UndrainNodeResponse.node:type_name -> qgate.v1.Node
+	4,  // 12: qgate.v1.AdminService.ListNodes:input_type -> qgate.v1.ListNodesRequest
+	6,  // 13: qgate.v1.AdminService.WatchNodes:input_type -> qgate.v1.WatchNodesRequest
+	8,  // 14: qgate.v1.AdminService.DrainNode:input_type -> qgate.v1.DrainNodeRequest
+	10, // 15: qgate.v1.AdminService.UndrainNode:input_type -> qgate.v1.UndrainNodeRequest
+	5,  // 16: qgate.v1.AdminService.ListNodes:output_type -> qgate.v1.ListNodesResponse
+	7,  // 17: qgate.v1.AdminService.WatchNodes:output_type -> qgate.v1.WatchNodesResponse
+	9,  // 18: qgate.v1.AdminService.DrainNode:output_type -> qgate.v1.DrainNodeResponse
+	11, // 19: qgate.v1.AdminService.UndrainNode:output_type -> qgate.v1.UndrainNodeResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_admin_proto_init() }
@@ -794,7 +899,7 @@ func file_qgate_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_admin_proto_rawDesc), len(file_qgate_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
