@@ -39,8 +39,8 @@ type Pool struct {
 	// acked holds the replicated message ids acked per topic and channel
 	// (deduplication); bus shares them with other instances (nil without
 	// Config.AckTopic).
-	acked *ackedIDs
-	bus   *ackBus
+	acked  *ackedIDs
+	bus    *ackBus
 	stalls stalls // the pool's own recent stalls (stall.go)
 
 	rr uint64 // round-robin counter over groups; guarded by rrMu
