@@ -151,7 +151,11 @@ func (n *node) publish(r *pubReq) {
 	switch {
 	case r.delay > 0:
 		// nsqd has no deferred MPUB: one DPUB per message, pipelined.
-		for _, b := range r.bodies {
+		for i, b := range r.bodies {
+			if i > 0 && n.stale.Load() {
+				err = gonsq.ErrNotConnected // the connection closed under the run
+				break
+			}
 			if err = n.producer.DeferredPublishAsync(r.topic, r.delay, b, r.done); err != nil {
 				break
 			}

@@ -135,7 +135,11 @@ type producerLogger struct {
 
 // Output implements go-nsq's logger interface.
 func (l producerLogger) Output(depth int, s string) error {
-	if strings.Contains(s, "exiting router") {
+	// go-nsq logs a connection's IO error before the producer closes over
+	// it: marked stale then, the sender stops a run of DPUBs (the next
+	// would make the closing producer reconnect, racing with its own
+	// close: a data race in go-nsq 1.1.0) and replaces the producer.
+	if strings.Contains(s, "exiting router") || strings.Contains(s, "IO error") {
 		l.stale.Store(true)
 	}
 	if strings.HasPrefix(s, "INF") && !l.l.Enabled(context.Background(), slog.LevelDebug) {
