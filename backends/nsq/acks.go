@@ -2,6 +2,7 @@ package nsq
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -319,7 +320,7 @@ func (b *ackBus) publishLoop() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(b.p.ctx, ackWriteTimeout)
-			err := b.p.sendOnce(ctx, b.topic, pb.bodies, 0)
+			err := b.write(ctx, pb.bodies)
 			cancel()
 			if err != nil {
 				if b.p.ctx.Err() != nil {
@@ -361,6 +362,38 @@ func (b *ackBus) publishLoop() {
 			return
 		}
 	}
+}
+
+// write writes a batch of records to two nodes at once (one when only one
+// is usable): a record on a single node is lost with it, and its acks with
+// it, which would deliver the standbys of those messages twice. Readers
+// see it twice, which is harmless. It succeeds when one copy is written.
+func (b *ackBus) write(ctx context.Context, bodies [][]byte) error {
+	nodes, err := b.p.pickReplicaNodes(b.p.nextStart(), 2)
+	if err != nil {
+		return err
+	}
+	if len(nodes) == 0 {
+		return fmt.Errorf("nsq: ack records: %w", backends.ErrUnavailable)
+	}
+	errc := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			err := b.p.attempt(ctx, n, b.topic, bodies, 0, b.p.attemptTimeout(n))
+			b.p.cfg.Observer.SendAttempt(n.cfg.Name, b.topic, len(bodies), err)
+			errc <- err
+		}()
+	}
+	var errs []error
+	for range nodes {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == len(nodes) {
+		return fmt.Errorf("nsq: ack records: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 // readLoop reads every instance's records on this instance's channel and
