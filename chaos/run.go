@@ -22,11 +22,13 @@ import (
 
 // standbyDelay is the harness's nsq.Config.StandbyDelay: shorter than
 // qgate serve's default (30s) so that a drain need not wait long for the
-// standby copies of what a killed node held, and long enough that acks and
-// holds cross between the harness's qgates (through nsqd, which syncs every
-// message) before a standby is due on a loaded 2-core machine: at 2s, S16
-// delivered 1-22% twice there (load average 17-25), at 5s none.
-const standbyDelay = 5 * time.Second
+// standby copies of what a killed node held, and long enough that a first
+// copy reaches a subscriber (and its ack or hold reaches the other qgate,
+// through nsqd, which syncs every message) before the standby is due on a
+// loaded 2-core machine: at 2s, S16 delivered 1-22% twice there (load
+// average 17-25); at 5s S16 none, but S14's burst left first copies 5s
+// in nsqd's queues, due together with their standbys.
+const standbyDelay = 10 * time.Second
 
 // Params are the knobs of a run, shared by every scenario.
 type Params struct {
