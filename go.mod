@@ -4,6 +4,9 @@ go 1.26.8
 
 replace github.com/judwhite/go-svc => github.com/mreiferson/go-svc v1.2.2-0.20210815184239-7a96e00010f6
 
+// go-nsq v1.1.0 with a fix of a data race in Producer (third_party/go-nsq/QGATE.md).
+replace github.com/nsqio/go-nsq => ./third_party/go-nsq
+
 require (
 	github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus v1.1.1
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4
