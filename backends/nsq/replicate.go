@@ -118,9 +118,12 @@ func (p *Pool) sendCopy(ctx context.Context, topic string, bodies [][]byte, dela
 		alt, _ := p.pickFree(start, append(tried[:len(tried):len(tried)], n), rs.busy)
 		rs.mu.Unlock()
 		var err error
-		if alt == nil {
+		switch {
+		case alt == nil:
 			err = p.attemptWatch(ctx, n, topic, bodies, delay, aloneAttemptTimeout, nil)
-		} else {
+		case !p.stillUsable(n): // taken in panic mode (pickReplicaNodes): it is Down
+			err = p.attemptWatch(ctx, n, topic, bodies, delay, p.attemptTimeout(n), nil)
+		default:
 			err = p.attempt(ctx, n, topic, bodies, delay, p.attemptTimeout(n))
 		}
 		p.cfg.Observer.SendAttempt(n.cfg.Name, topic, len(bodies), err)
@@ -189,7 +192,30 @@ func (p *Pool) pickReplicaNodes(start, k int) ([]*node, error) {
 			}
 		}
 	}
+	// Too few: take nodes out only for data-path failures whose checks
+	// pass (Envoy's panic mode): a node ejected for timeouts while it was
+	// merely slow is better than refusing every replicated send while
+	// another node is dead (the ejection cap then keeps the dead one in
+	// until its checks fail, and the slow one out).
+	for i := 0; i < len(p.groups) && len(out) < k; i++ {
+		for _, m := range p.groups[(start+i)%len(p.groups)].members {
+			if len(out) < k && m.panicUsable() && !contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
 	return out, nil
+}
+
+// panicUsable reports whether n is out only for data-path failures while
+// its checks pass: usable for a replicated send that has too few nodes
+// otherwise. Callers hold Pool.mu.
+func (n *node) panicUsable() bool {
+	if n.removed || n.draining || n.usable() || n.mon == nil {
+		return false
+	}
+	snap := n.mon.Snapshot()
+	return snap.Reason == backends.OutDataPath && snap.CheckState == backends.NodeUp
 }
 
 // pickFree returns a node for a copy whose attempt failed: one that is
@@ -208,10 +234,12 @@ func (p *Pool) pickFree(start int, tried []*node, busy map[*node]bool) (*node, e
 	if n := p.pickLocked(start, tried, skip); n != nil {
 		return n, nil
 	}
-	for i := range p.groups {
-		for _, m := range p.groups[(start+i)%len(p.groups)].members {
-			if m.usable() && !busy[m] && !contains(tried, m) {
-				return m, nil
+	for _, ok := range []func(*node) bool{(*node).usable, (*node).panicUsable} {
+		for i := range p.groups {
+			for _, m := range p.groups[(start+i)%len(p.groups)].members {
+				if ok(m) && !busy[m] && !contains(tried, m) {
+					return m, nil
+				}
 			}
 		}
 	}

@@ -260,3 +260,45 @@ func localHTTP(nodes []*nsqdlocal.Node) []string {
 	}
 	return out
 }
+
+// TestReplicasPanicMode: one node out only for data-path failures (its
+// checks pass) and another dead leave one usable node: a replicated send
+// still gets its two copies, taking the ejected node (Envoy's panic mode),
+// rather than failing every replicated send until the ejection ends.
+func TestReplicasPanicMode(t *testing.T) {
+	nodes := nsqtest.StartNodes(t, 3)
+	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	if _, ok := p.nodes["n0"].mon.Eject(errors.New("test: slow")); !ok {
+		t.Fatal("n0 not ejected")
+	}
+	if err := nodes[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n0, n1 backends.NodeStatus
+		for _, st := range p.Nodes() {
+			switch st.Name {
+			case "n0":
+				n0 = st
+			case "n1":
+				n1 = st
+			}
+		}
+		if n0.State == backends.NodeDown && n0.OutReason == backends.OutDataPath && n1.State == backends.NodeDown {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n0 %v (%v), n1 %v: want both down, n0 for the data path", n0.State, n0.OutReason, n1.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := sendReplicas(context.Background(), p, "panic", 2, "x"); err != nil {
+		t.Fatalf("replicated send with one usable node and one ejected by the data path: %v", err)
+	}
+	for _, i := range []int{0, 2} {
+		if tp := nsqtest.Stats(t, nodes[i].HTTPAddr).Topic("panic"); tp == nil || tp.MessageCount != 1 {
+			t.Errorf("node n%d: topic %+v, want one copy", i, tp)
+		}
+	}
+}
