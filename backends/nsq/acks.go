@@ -425,7 +425,7 @@ func (b *ackBus) readLoop() {
 		defer close(sweep)
 		b.sweepLoop(ctx)
 	}()
-	defer func() { <-sweep }()
+	defer func() { cancel(); <-sweep }() // also when Receive fails for another reason
 	for {
 		d, err := sub.Receive(ctx)
 		if err != nil {
