@@ -108,17 +108,21 @@ type consumerConnDelegate struct {
 	r *Consumer
 }
 
-func (d *consumerConnDelegate) OnResponse(c *Conn, data []byte)       { d.r.onConnResponse(c, data) }
-func (d *consumerConnDelegate) OnError(c *Conn, data []byte)          { d.r.onConnError(c, data) }
-func (d *consumerConnDelegate) OnMessage(c *Conn, m *Message)         { d.r.onConnMessage(c, m) }
-func (d *consumerConnDelegate) OnMessageFinished(c *Conn, m *Message) { d.r.onConnMessageFinished(c, m) }
-func (d *consumerConnDelegate) OnMessageRequeued(c *Conn, m *Message) { d.r.onConnMessageRequeued(c, m) }
-func (d *consumerConnDelegate) OnBackoff(c *Conn)                     { d.r.onConnBackoff(c) }
-func (d *consumerConnDelegate) OnContinue(c *Conn)                    { d.r.onConnContinue(c) }
-func (d *consumerConnDelegate) OnResume(c *Conn)                      { d.r.onConnResume(c) }
-func (d *consumerConnDelegate) OnIOError(c *Conn, err error)          { d.r.onConnIOError(c, err) }
-func (d *consumerConnDelegate) OnHeartbeat(c *Conn)                   { d.r.onConnHeartbeat(c) }
-func (d *consumerConnDelegate) OnClose(c *Conn)                       { d.r.onConnClose(c) }
+func (d *consumerConnDelegate) OnResponse(c *Conn, data []byte) { d.r.onConnResponse(c, data) }
+func (d *consumerConnDelegate) OnError(c *Conn, data []byte)    { d.r.onConnError(c, data) }
+func (d *consumerConnDelegate) OnMessage(c *Conn, m *Message)   { d.r.onConnMessage(c, m) }
+func (d *consumerConnDelegate) OnMessageFinished(c *Conn, m *Message) {
+	d.r.onConnMessageFinished(c, m)
+}
+func (d *consumerConnDelegate) OnMessageRequeued(c *Conn, m *Message) {
+	d.r.onConnMessageRequeued(c, m)
+}
+func (d *consumerConnDelegate) OnBackoff(c *Conn)            { d.r.onConnBackoff(c) }
+func (d *consumerConnDelegate) OnContinue(c *Conn)           { d.r.onConnContinue(c) }
+func (d *consumerConnDelegate) OnResume(c *Conn)             { d.r.onConnResume(c) }
+func (d *consumerConnDelegate) OnIOError(c *Conn, err error) { d.r.onConnIOError(c, err) }
+func (d *consumerConnDelegate) OnHeartbeat(c *Conn)          { d.r.onConnHeartbeat(c) }
+func (d *consumerConnDelegate) OnClose(c *Conn)              { d.r.onConnClose(c) }
 
 // keeps the exported Producer struct clean of the exported methods
 // required to implement the ConnDelegate interface
