@@ -107,6 +107,11 @@ func FetchStats(ctx context.Context, httpAddr string) (*NodeStats, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A connection of its own: an in-process nsqd that was stopped keeps
+	// serving HTTP on connections it had accepted (only its listener
+	// closes), so a kept-alive connection would read a stopped node's
+	// stats after a restart on the same port.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
