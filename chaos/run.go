@@ -650,26 +650,31 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 	r.AddText("left on nodes", float64(total), "", fmt.Sprintf("%d (%s)", total, strings.Join(parts, "; ")))
 }
 
-// waitNodesUp waits until the pool reports every node up.
+// waitNodesUp waits until the pool reports every node up, or out only
+// for data-path failures (an ejection: its health checks pass, and the
+// pool takes it back when the ejection ends, which after repeated faults
+// can be longer than limit by design).
 func (h *Harness) waitNodesUp(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Second)
 		resp, err := h.admin.ListNodes(lctx, &qgatev1.ListNodesRequest{})
 		cancel()
+		var states []string
 		if err == nil {
 			up := 0
 			for _, n := range resp.GetNodes() {
-				if n.GetState() == qgatev1.NodeState_NODE_STATE_UP {
+				if n.GetState() == qgatev1.NodeState_NODE_STATE_UP || n.GetOutReason() == qgatev1.OutReason_OUT_REASON_DATA_PATH {
 					up++
 				}
+				states = append(states, fmt.Sprintf("%s %s %s", n.GetName(), n.GetState(), n.GetOutReason()))
 			}
 			if up == h.Sc.Nodes {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("chaos: pool nodes not all up after %v (last error %v)", limit, err)
+			return fmt.Errorf("chaos: pool nodes not all up after %v (last error %v; nodes: %s)", limit, err, strings.Join(states, ", "))
 		}
 		if err := h.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
