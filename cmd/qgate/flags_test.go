@@ -88,6 +88,48 @@ limits: {max_batch_messages: 10}
 	}
 }
 
+// TestSettingsReplication: the file's replication keys apply, and flags
+// given win over them.
+func TestSettingsReplication(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qgate.yaml")
+	yaml := "mode: cluster\nembedded: 3\nreplicas: 3\nmin_replicas: 2\nstandby_delay: 45s\nack_topic: \"off\"\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := newServeFlags()
+	if err := f.fs.Parse([]string{"--config", path}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.replicas != 3 || !s.replicasSet || s.poolCfg.MinReplicas != 2 || s.poolCfg.StandbyDelay != 45*time.Second || s.poolCfg.AckTopic != "" {
+		t.Errorf("replicas %d (set %v), pool %+v: want the file's 3, min 2, standby 45s, acks off",
+			s.replicas, s.replicasSet, s.poolCfg)
+	}
+	f = newServeFlags()
+	if err := f.fs.Parse([]string{"--config", path, "--replicas", "2", "--min-replicas", "1", "--standby-delay", "10s", "--ack-topic", "x.acks"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = f.settings(); err != nil {
+		t.Fatal(err)
+	}
+	if s.replicas != 2 || s.poolCfg.MinReplicas != 1 || s.poolCfg.StandbyDelay != 10*time.Second || s.poolCfg.AckTopic != "x.acks" {
+		t.Errorf("replicas %d, pool min %d standby %v acks %q: want the flags' 2, 1, 10s, x.acks",
+			s.replicas, s.poolCfg.MinReplicas, s.poolCfg.StandbyDelay, s.poolCfg.AckTopic)
+	}
+	// No file, no flags: the defaults, replicas not given.
+	f = newServeFlags()
+	_ = f.fs.Parse(nil)
+	if s, err = f.settings(); err != nil {
+		t.Fatal(err)
+	}
+	if s.replicas != 2 || s.replicasSet || s.poolCfg.StandbyDelay != nsq.DefaultStandbyDelay || s.poolCfg.AckTopic != nsq.DefaultAckTopic {
+		t.Errorf("defaults: replicas %d (set %v), standby %v, acks %q", s.replicas, s.replicasSet, s.poolCfg.StandbyDelay, s.poolCfg.AckTopic)
+	}
+}
+
 func TestSettingsEmbeddedDefault(t *testing.T) {
 	f := newServeFlags()
 	_ = f.fs.Parse(nil)

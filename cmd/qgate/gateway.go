@@ -29,8 +29,6 @@ type gateway struct {
 	*settings
 	dataDir         string // --data-dir; "" makes a temporary one
 	shutdownTimeout time.Duration
-	replicas        int  // default replicas of a Send
-	replicasSet     bool // --replicas was given (else it follows the node count)
 	log             *slog.Logger
 	getenv          func(string) string
 
@@ -49,7 +47,7 @@ type gateway struct {
 // defaultReplicas returns the replicas of a Send that asks for none: the
 // --replicas default (2) needs as many nodes, so with fewer configured
 // nodes (and no discovery) it is lowered to the node count, with a warning;
-// an explicit --replicas is kept as given.
+// replicas given (--replicas or the file's replicas) are kept as given.
 func (g *gateway) defaultReplicas(cfg nsq.Config) int {
 	nodes := 0
 	for _, gc := range cfg.Groups {

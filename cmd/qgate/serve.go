@@ -157,6 +157,10 @@ type settings struct {
 	// embeddedNodes is how many embedded nodes to start.
 	embeddedNodes int
 	limits        service.Limits
+	// replicas is the copies of a Send that asks for none; replicasSet:
+	// given (flag or file), else it follows the node count.
+	replicas    int
+	replicasSet bool
 
 	configPath  string // reread on reload
 	metricsAddr string // "off": none
@@ -169,7 +173,7 @@ type settings struct {
 // settings merges the config file (if any) and the flags given, which win.
 func (f *serveFlags) settings() (*settings, error) {
 	s := &settings{listen: f.listen, mode: nsq.Mode(f.mode), configPath: f.configPath, metricsAddr: f.metricsAddr,
-		embeddedNodes: defaultEmbeddedNodes}
+		embeddedNodes: defaultEmbeddedNodes, replicas: f.replicas, replicasSet: f.set("replicas")}
 	if f.configPath != "" {
 		file, err := config.Load(f.configPath)
 		if err != nil {
@@ -186,6 +190,9 @@ func (f *serveFlags) settings() (*settings, error) {
 		}
 		if file.Embedded > 0 {
 			s.embeddedNodes = file.Embedded
+		}
+		if file.Replicas > 0 && !f.set("replicas") {
+			s.replicas, s.replicasSet = file.Replicas, true
 		}
 		s.limits = service.Limits{MaxBodyBytes: int(file.Limits.MaxBodyBytes),
 			MaxBatchMessages: file.Limits.MaxBatchMessages, MaxBatchBytes: int(file.Limits.MaxBatchBytes)}
@@ -390,8 +397,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if s.nsqd.AuthSecret == "" {
 		s.nsqd.AuthSecret = e.env(envNSQDAuthSecret)
 	}
-	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, replicas: f.replicas,
-		replicasSet: f.set("replicas"), log: logger, getenv: e.env}
+	g := &gateway{settings: s, dataDir: f.dataDir, shutdownTimeout: f.shutdownTimeout, log: logger, getenv: e.env}
 	if err := g.start(ctx); err != nil {
 		g.stop()
 		return err

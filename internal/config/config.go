@@ -22,6 +22,10 @@
 //	write_timeout: 1s
 //	attempt_timeout: 1s           # upper bound of the adaptive attempt timeout
 //	attempt_timeout_min: 250ms    # its lower bound
+//	replicas: 2                   # copies of a Send that asks for none (1-3)
+//	min_replicas: 0               # fewest copies when fewer nodes are usable; 0: all
+//	standby_delay: 30s            # when standby copies become deliverable
+//	ack_topic: qgate.acks         # shared acks between instances; "off": none
 //	eject: {consecutive: 2, base: 5s, max: 1m, decay: 30s, max_percent: 50}
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
@@ -130,6 +134,15 @@ type File struct {
 	WriteTimeout      time.Duration
 	AttemptTimeout    time.Duration
 	AttemptTimeoutMin time.Duration
+	// Replicas is the copies of a Send that asks for none (1 to
+	// service.MaxReplicas); 0: the server's default.
+	Replicas int
+	// MinReplicas, StandbyDelay: see nsq.Config. AckTopic is the topic of
+	// shared acks (see nsq.Config), AckTopicOff for none, "" for the
+	// default.
+	MinReplicas  int
+	StandbyDelay time.Duration
+	AckTopic     string
 	// Lookupd configures nsqlookupd discovery.
 	Lookupd Lookupd
 	// Limits bounds requests.
@@ -144,6 +157,9 @@ type File struct {
 	// Auth holds the bearer tokens; none: auth off.
 	Auth Auth
 }
+
+// AckTopicOff as ack_topic turns the sharing of acks off.
+const AckTopicOff = "off"
 
 // MaxEmbedded is the most embedded nodes a file may ask for: they are for
 // trying qgate on one machine, each a whole nsqd in the process.
@@ -264,6 +280,9 @@ func (f *File) PoolConfig() (nsq.Config, error) {
 		WriteTimeout:        f.WriteTimeout,
 		AttemptTimeout:      f.AttemptTimeout,
 		AttemptTimeoutMin:   f.AttemptTimeoutMin,
+		MinReplicas:         f.MinReplicas,
+		StandbyDelay:        f.StandbyDelay,
+		AckTopic:            f.AckTopic,
 		Eject:               f.Eject,
 		LookupdHTTPAddrs:    slices.Clone(f.Lookupd.Addrs),
 		LookupdPollInterval: f.Lookupd.PollInterval,

@@ -102,6 +102,16 @@ groups:
 			{Name: "group-2", Members: []Member{{"b:1", "b:1", "b:2"}}},
 		}}},
 		{"embedded.yaml", "mode: failover\nembedded: 2\n", File{Mode: nsq.ModeFailover, Embedded: 2}},
+		{"replication.yaml", `
+mode: cluster
+embedded: 3
+replicas: 3
+min_replicas: 2
+standby_delay: 45s
+ack_topic: ops.acks
+`, File{Mode: nsq.ModeCluster, Embedded: 3, Replicas: 3, MinReplicas: 2, StandbyDelay: 45 * time.Second, AckTopic: "ops.acks"}},
+		{"acks off.yaml", "mode: cluster\nembedded: 3\nreplicas: 1\nack_topic: \"off\"\n",
+			File{Mode: nsq.ModeCluster, Embedded: 3, Replicas: 1, AckTopic: AckTopicOff}},
 		{"anchors.yaml", `
 x-check: &chk {interval: 3s}
 mode: cluster
@@ -167,6 +177,10 @@ groups:
 		{"embedded zero.yaml", "mode: cluster\nembedded: 0\n", []string{"2 embedded"}, "must be 1 to 9"},
 		{"bad duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck:\n  interval: 5 seconds\n", []string{"4 check.interval"}, "invalid duration"},
 		{"number duration.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\nfailback_hold: 5\n", []string{"3 failback_hold"}, "want a duration string"},
+		{"replicas.yaml", "mode: cluster\nembedded: 3\nreplicas: 4\n", []string{"3 replicas"}, "must be 1 to 3"},
+		{"min replicas.yaml", "mode: cluster\nembedded: 3\nreplicas: 2\nmin_replicas: 3\n", []string{"4 min_replicas"}, "above replicas"},
+		{"standby delay.yaml", "mode: cluster\nembedded: 3\nstandby_delay: 0s\n", []string{"3 standby_delay"}, "must be positive"},
+		{"ack topic.yaml", "mode: cluster\nembedded: 3\nack_topic: \"a b\"\n", []string{"3 ack_topic"}, "not a valid NSQ topic name"},
 		{"zero fall.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\ncheck: {fall: 0}\n", []string{"3 check.fall"}, "at least 1"},
 		{"eject max percent.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\neject: {max_percent: 101}\n", []string{"3 eject.max_percent"}, "out of range"},
 		{"eject max below base.yaml", "mode: cluster\nnodes: [{tcp: a:1}]\neject: {base: 10s, max: 5s}\n", []string{"3 eject.max"}, "below the base"},

@@ -28,6 +28,10 @@ type rawFile struct {
 	WriteTimeout   duration    `yaml:"write_timeout"`
 	AttemptTimeout duration    `yaml:"attempt_timeout"`
 	AttemptMin     duration    `yaml:"attempt_timeout_min"`
+	Replicas       int         `yaml:"replicas"`
+	MinReplicas    int         `yaml:"min_replicas"`
+	StandbyDelay   duration    `yaml:"standby_delay"`
+	AckTopic       string      `yaml:"ack_topic"`
 	Eject          rawEject    `yaml:"eject"`
 	Lookupd        rawLookupd  `yaml:"lookupd"`
 	Limits         rawLimits   `yaml:"limits"`

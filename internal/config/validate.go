@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	gonsq "github.com/nsqio/go-nsq"
+	"github.com/qgate/qgate/service"
 	"net"
 	"strconv"
 	"strings"
@@ -103,6 +105,7 @@ func (c *checker) file(r *rawFile) *File {
 		c.fail("attempt_timeout_min", "%v is above the attempt timeout", f.AttemptTimeoutMin)
 	}
 	f.Eject = c.eject(r.Eject)
+	c.replication(r, f)
 
 	f.Lookupd.PollInterval = c.duration("lookupd.poll_interval", r.Lookupd.PollInterval)
 	for i, a := range r.Lookupd.Addrs {
@@ -280,4 +283,31 @@ func (c *checker) positive(path string, n int64) int64 {
 		c.fail(path, "must be at least 1 (leave it out for the default)")
 	}
 	return n
+}
+
+// replication checks the keys of replicated sends: replicas, min_replicas,
+// standby_delay and ack_topic.
+func (c *checker) replication(r *rawFile, f *File) {
+	if c.present("replicas") {
+		f.Replicas = r.Replicas
+		if r.Replicas < 1 || r.Replicas > service.MaxReplicas {
+			c.fail("replicas", "must be 1 to %d (copies of a Send, each on a different node)", service.MaxReplicas)
+		}
+	}
+	if c.present("min_replicas") {
+		f.MinReplicas = r.MinReplicas
+		switch {
+		case r.MinReplicas < 0 || r.MinReplicas > service.MaxReplicas:
+			c.fail("min_replicas", "must be 0 to %d (0: every copy asked for)", service.MaxReplicas)
+		case f.Replicas > 0 && r.MinReplicas > f.Replicas:
+			c.fail("min_replicas", "%d is above replicas (%d)", r.MinReplicas, f.Replicas)
+		}
+	}
+	f.StandbyDelay = c.duration("standby_delay", r.StandbyDelay)
+	if c.present("ack_topic") {
+		f.AckTopic = r.AckTopic
+		if r.AckTopic != AckTopicOff && !gonsq.IsValidTopicName(r.AckTopic) {
+			c.fail("ack_topic", "%q is not a valid NSQ topic name (or %q: acks not shared)", r.AckTopic, AckTopicOff)
+		}
+	}
 }
