@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 // TestMain lets the test binary serve as the gateway child of S9.
@@ -51,7 +51,7 @@ func (s *syncBuf) String() string {
 // chaos/RESULTS.md, "2026-12-03".
 func TestScenarios(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bin, err := nsqproc.BuildNSQD(ctx)
+	bin, err := nsqd.BuildBinary(ctx)
 	cancel()
 	if err != nil {
 		t.Fatal(err)

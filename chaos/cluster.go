@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 
 	"github.com/qgate/qgate/backends/nsq"
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 // cluster is the nsqd processes of a run, named n1, n2, … as the pool
 // knows them.
 type cluster struct {
-	procs []*nsqproc.Process
+	procs []*nsqd.Process
 	names []string
 }
 
@@ -29,7 +29,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, args []string, ou
 			c.close()
 			return nil, fmt.Errorf("chaos: %w", err)
 		}
-		p, err := nsqproc.Start(ctx, nsqproc.Options{Binary: bin, DataDir: data, Args: args, Output: out})
+		p, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: bin, DataDir: data, Args: args, Output: out})
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("chaos: node %s: %w", name, err)
@@ -41,7 +41,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, args []string, ou
 }
 
 // node returns the process of the named node.
-func (c *cluster) node(name string) *nsqproc.Process {
+func (c *cluster) node(name string) *nsqd.Process {
 	for i, n := range c.names {
 		if n == name {
 			return c.procs[i]

@@ -34,7 +34,7 @@
 //
 // # A run
 //
-// Run starts the scenario's nsqd processes (internal/nsqproc) and a qgate:
+// Run starts the scenario's nsqd processes (internal/nsqd) and a qgate:
 // in this process (the real nsq.Pool, service and server, with 100 ms health
 // checks, 150 ms in S13-S17) or, for scenarios that SIGKILL qgate, as a
 // child process; some scenarios run two qgates on the same nodes. Two

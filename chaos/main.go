@@ -11,7 +11,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 const usage = `qgate chaos: fault injection against real nsqd processes, with a ledger.
@@ -153,5 +153,5 @@ func findNSQD(ctx context.Context, flagValue string) (string, error) {
 	if p, err := exec.LookPath("nsqd"); err == nil {
 		return p, nil
 	}
-	return nsqproc.BuildNSQD(ctx)
+	return nsqd.BuildBinary(ctx)
 }

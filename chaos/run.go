@@ -17,7 +17,7 @@ import (
 
 	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqproc"
+	nsqproc "github.com/qgate/qgate/internal/nsqd"
 )
 
 // standbyDelay is the harness's nsq.Config.StandbyDelay: shorter than

@@ -10,7 +10,7 @@ import (
 
 	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 // durable makes nsqd write every message to disk at once (no memory
@@ -469,7 +469,7 @@ func s10() Scenario {
 }
 
 func s11() Scenario {
-	var before []map[nsqproc.ConnKey]bool
+	var before []map[nsqd.ConnKey]bool
 	var bad malformed
 	return Scenario{
 		Name: "S11", Title: "malformed sends mixed into the load",
@@ -512,8 +512,8 @@ func s11() Scenario {
 }
 
 // conns snapshots every node's client connections.
-func (h *Harness) conns(ctx context.Context) ([]map[nsqproc.ConnKey]bool, error) {
-	var out []map[nsqproc.ConnKey]bool
+func (h *Harness) conns(ctx context.Context) ([]map[nsqd.ConnKey]bool, error) {
+	var out []map[nsqd.ConnKey]bool
 	for _, p := range h.cluster.procs {
 		st, err := fetchStats(ctx, p.HTTPAddr())
 		if err != nil {

@@ -7,18 +7,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 // fetchStats reads one node's /stats, within 2 s.
-func fetchStats(ctx context.Context, httpAddr string) (*nsqproc.NodeStats, error) {
+func fetchStats(ctx context.Context, httpAddr string) (*nsqd.NodeStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return nsqproc.FetchStats(ctx, httpAddr)
+	return nsqd.FetchStats(ctx, httpAddr)
 }
 
 // messages is the topic's message count on the node.
-func messages(s *nsqproc.NodeStats, topic string) uint64 {
+func messages(s *nsqd.NodeStats, topic string) uint64 {
 	if t := s.Topic(topic); t != nil {
 		return t.MessageCount
 	}
@@ -26,8 +26,8 @@ func messages(s *nsqproc.NodeStats, topic string) uint64 {
 }
 
 // conns is the set of the node's client connections.
-func conns(s *nsqproc.NodeStats) map[nsqproc.ConnKey]bool {
-	m := make(map[nsqproc.ConnKey]bool)
+func conns(s *nsqd.NodeStats) map[nsqd.ConnKey]bool {
+	m := make(map[nsqd.ConnKey]bool)
 	for _, c := range s.Clients() {
 		m[c.Key()] = true
 	}
@@ -36,7 +36,7 @@ func conns(s *nsqproc.NodeStats) map[nsqproc.ConnKey]bool {
 
 // left is what the topic's channel still holds on the node (ready, in
 // flight and deferred), and how many consumers it has.
-func left(s *nsqproc.NodeStats, topic, channel string) (msgs int64, consumers int) {
+func left(s *nsqd.NodeStats, topic, channel string) (msgs int64, consumers int) {
 	if t := s.Topic(topic); t != nil {
 		if c := t.Channel(channel); c != nil {
 			return c.Depth + int64(c.InFlightCount) + int64(c.DeferredCount), len(c.Clients)

@@ -18,7 +18,7 @@ import (
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/backends/nsq/health"
 	"github.com/qgate/qgate/internal/auth"
-	"github.com/qgate/qgate/internal/nsqdlocal"
+	"github.com/qgate/qgate/internal/nsqd"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
 )
@@ -41,7 +41,7 @@ func startBackend(n int, log *slog.Logger) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	var nodes []*nsqdlocal.Node
+	var nodes []*nsqd.Node
 	stopNodes := func() {
 		for _, nd := range nodes {
 			_ = nd.Stop()
@@ -50,7 +50,7 @@ func startBackend(n int, log *slog.Logger) (*backend, error) {
 	}
 	var cfgs []nsq.NodeConfig
 	for i := range n {
-		nd, err := nsqdlocal.Start(context.Background(), nsqdlocal.Options{DataDir: fmt.Sprintf("%s/n%d", dir, i), Logger: log})
+		nd, err := nsqd.Start(context.Background(), nsqd.Options{DataDir: fmt.Sprintf("%s/n%d", dir, i), Logger: log})
 		if err != nil {
 			stopNodes()
 			return nil, err

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestNSQSubscribeBatch: with max_batch 50, a backlog of 500 messages
@@ -67,7 +67,7 @@ func TestNSQSubscribeBatch(t *testing.T) {
 		t.Errorf("every response carried one delivery; want batches")
 	}
 	waitFor(t, "every message acked in nsqd", func() bool {
-		ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("bt").Channel("c")
+		ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("bt").Channel("c")
 		return ch != nil && ch.Depth == 0 && ch.InFlightCount == 0
 	})
 	if err := stream.CloseSend(); err != nil {
@@ -201,7 +201,7 @@ func TestNSQSubscribeBatchBytes(t *testing.T) {
 			}
 		}
 		waitFor(t, "every message acked in nsqd", func() bool {
-			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic(topic).Channel("c")
+			ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic(topic).Channel("c")
 			return ch != nil && ch.Depth == 0 && ch.InFlightCount == 0
 		})
 		if err := stream.CloseSend(); err != nil {

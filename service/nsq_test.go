@@ -19,15 +19,15 @@ import (
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/backends/nsq/health"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // nsqEnv is qgate over a pool of in-process nsqd nodes, served over gRPC on
 // loopback.
 type nsqEnv struct {
 	adminSrv *Admin
-	nodes    []*nsqdlocal.Node
+	nodes    []*nsqd.Node
 	pool     *nsq.Pool
 	queue    *Queue
 	client   qgatev1.QueueServiceClient
@@ -41,7 +41,7 @@ func startNSQ(t *testing.T, n int, opts ...Option) *nsqEnv {
 
 func startNSQMode(t *testing.T, mode nsq.Mode, n int, opts ...Option) *nsqEnv {
 	t.Helper()
-	nodes := nsqtest.StartNodes(t, n)
+	nodes := nsqdtest.StartNodes(t, n)
 	cfgs := make([]nsq.NodeConfig, n)
 	for i, nd := range nodes {
 		cfgs[i] = nsq.NodeConfig{Name: fmt.Sprintf("n%d", i), TCPAddr: nd.TCPAddr, HTTPAddr: nd.HTTPAddr}
@@ -53,13 +53,13 @@ func startNSQMode(t *testing.T, mode nsq.Mode, n int, opts ...Option) *nsqEnv {
 	pool, err := nsq.New(nsq.Config{
 		Groups: groups,
 		Check:  health.Config{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Fall: 2, Rise: 2, Jitter: -1},
-		Logger: nsqtest.Logger(t, slog.LevelWarn),
+		Logger: nsqdtest.Logger(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pool.Close() })
-	q := New(pool, append([]Option{WithLogger(nsqtest.Logger(t, slog.LevelWarn))}, opts...)...)
+	q := New(pool, append([]Option{WithLogger(nsqdtest.Logger(t, slog.LevelWarn))}, opts...)...)
 	admin := NewAdmin(pool)
 	conn := serve(t, q, admin)
 	env := &nsqEnv{nodes: nodes, pool: pool, queue: q, adminSrv: admin,
@@ -82,7 +82,7 @@ func (e *nsqEnv) connections(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	for _, nd := range e.nodes {
-		for _, c := range nsqtest.Stats(t, nd.HTTPAddr).Clients() {
+		for _, c := range nsqdtest.Stats(t, nd.HTTPAddr).Clients() {
 			out = append(out, fmt.Sprintf("%s %s %d", nd.Name, c.RemoteAddress, c.ConnectTime))
 		}
 	}

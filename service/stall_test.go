@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestStreamEndsWhenClientStopsReading: a Subscribe or SendStream whose
@@ -24,7 +24,7 @@ import (
 func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 	env := startNSQ(t, 1)
 	const grace = 300 * time.Millisecond
-	q := New(env.pool, WithSendGrace(grace), WithLogger(nsqtest.Logger(t, slog.LevelWarn)))
+	q := New(env.pool, WithSendGrace(grace), WithLogger(nsqdtest.Logger(t, slog.LevelWarn)))
 	ended := make(chan string, 4)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,7 +83,7 @@ func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 			t.Fatalf("got %v, %v; want opened", resp, err)
 		}
 		waitFor(t, "deliveries under way", func() bool {
-			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stall").Channel("c")
+			ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stall").Channel("c")
 			return ch != nil && ch.InFlightCount > 2
 		})
 		if err := stream.CloseSend(); err != nil { // and read nothing more
@@ -91,7 +91,7 @@ func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 		}
 		waitEnded(t, "/qgate.v1.QueueService/Subscribe")
 		waitFor(t, "every delivery handed back", func() bool {
-			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stall").Channel("c")
+			ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stall").Channel("c")
 			return ch != nil && ch.InFlightCount == 0 && ch.Depth == n
 		})
 	})
@@ -118,7 +118,7 @@ func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 			t.Fatalf("got %v, %v; want opened", resp, err)
 		}
 		waitFor(t, "every message taken by the subscription", func() bool {
-			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
+			ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
 			return ch != nil && ch.InFlightCount == n
 		})
 		if err := stream.Send(ackReq("999999")); err != nil { // unknown: an ack_error
@@ -129,7 +129,7 @@ func TestStreamEndsWhenClientStopsReading(t *testing.T) {
 		}
 		waitEnded(t, "/qgate.v1.QueueService/Subscribe")
 		waitFor(t, "every delivery handed back", func() bool {
-			ch := nsqtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
+			ch := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("stallack").Channel("c")
 			return ch != nil && ch.InFlightCount == 0 && ch.Depth == n
 		})
 	})

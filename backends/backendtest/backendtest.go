@@ -57,9 +57,10 @@ type Features struct {
 	DeadLetter bool
 	// Slack is how late an event may happen after it is due (a delay or an
 	// ack deadline passing, a nack's requeue). Default 2s, enough for
-	// nsqdlocal nodes, which rescan their channels every second. nsqd
-	// processes rescan every 5s (not settable by flag), so a new channel's
-	// deferred and timed-out messages can be 5s late: use 6s or more.
+	// in-process nodes (internal/nsqd), which rescan their channels every
+	// second. nsqd processes rescan every 5s (not settable by flag), so a
+	// new channel's deferred and timed-out messages can be 5s late: use 6s
+	// or more.
 	Slack time.Duration
 }
 

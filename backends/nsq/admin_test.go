@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestDrain: a drained node takes no new sends while subscriptions keep
 // reading it; undrained, it takes sends again. Unknown names are
 // ErrNotFound.
 func TestDrain(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	ev := watchEvents(t, p)
 	const topic = "drain"
@@ -110,7 +110,7 @@ func TestNoNodeUnavailable(t *testing.T) {
 // reader that does not read never blocks the pool, and when it reads it
 // gets the latest state per node.
 func TestWatch(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,7 +144,7 @@ func TestWatch(t *testing.T) {
 // the values of the last state change: with nodes that stay Up, LastCheck
 // moves with every check and Depth follows what was sent.
 func TestNodesLive(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 1)
+	nodes := nsqdtest.StartNodes(t, 1)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	first := p.Nodes()[0]
 	if first.LastCheck.IsZero() {

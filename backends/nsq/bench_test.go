@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // Micro benchmarks of the send path: go test -run XXX -bench . -benchmem ./backends/nsq
@@ -77,7 +77,7 @@ func benchMsgs(n int) []*backends.Message {
 // in-process node, from one goroutine or 64 (coalesced), and reports
 // msgs/s and messages per nsqd command (PUB or MPUB).
 func benchSend(b *testing.B, parallel bool) {
-	nodes := nsqtest.StartNodes(b, 1)
+	nodes := nsqdtest.StartNodes(b, 1)
 	p := newPool(b, ModeCluster, localNodes(nodes), func(c *Config) { c.Logger = slog.New(slog.DiscardHandler) })
 	n := p.nodes["n0"]
 	msgs := benchMsgs(1)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestCloseUnderLoad closes a subscription while nsqd keeps pushing
@@ -15,7 +15,7 @@ import (
 // out or queued) reaches a second subscriber of the same channel at once,
 // not after nsqd's message timeout (the ack deadline).
 func TestCloseUnderLoad(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	const topic, total = "closeload", 3000
 	for i := 0; i < total; i += 100 {

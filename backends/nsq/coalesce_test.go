@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestCoalescedSends: 64 concurrent one-message Sends to one node ride
 // fewer MPUBs than Sends, each caller gets its result, and every message
 // is written once.
 func TestCoalescedSends(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 1)
+	nodes := nsqdtest.StartNodes(t, 1)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	send(t, p, "co", "warm")
 	n := p.nodes["n0"]
@@ -42,7 +42,7 @@ func TestCoalescedSends(t *testing.T) {
 		}
 	}
 	mpubs := n.mpubs.Load() - before
-	got := nsqtest.Stats(t, nodes[0].HTTPAddr).Topic("co").MessageCount
+	got := nsqdtest.Stats(t, nodes[0].HTTPAddr).Topic("co").MessageCount
 	t.Logf("%d sends in %d commands (%.1f messages per MPUB)", callers*each, mpubs, float64(callers*each)/float64(mpubs))
 	if got != callers*each+1 {
 		t.Errorf("topic has %d messages, want %d", got, callers*each+1)
@@ -85,7 +85,7 @@ func TestCoalescedCancelWritesNothing(t *testing.T) {
 	wg.Wait()
 	procs[0].Cont()
 	time.Sleep(300 * time.Millisecond) // the stuck PUB lands
-	if got := nsqtest.Stats(t, procs[0].HTTPAddr()).Topic("cancel").MessageCount; got != 2 {
+	if got := nsqdtest.Stats(t, procs[0].HTTPAddr()).Topic("cancel").MessageCount; got != 2 {
 		t.Errorf("topic has %d messages, want 2 (warm-up and the stuck PUB)", got)
 	}
 }

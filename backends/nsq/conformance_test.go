@@ -8,7 +8,7 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/backendtest"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // harness runs the conformance suite against a pool of three in-process
@@ -40,12 +40,12 @@ func (h *harness) RawPublish(t testing.TB, topic string, body []byte) {
 
 func TestConformance(t *testing.T) {
 	backendtest.RunConformanceTests(t, func(t *testing.T) backendtest.Harness {
-		nodes := localNodes(nsqtest.StartNodes(t, 3))
+		nodes := localNodes(nsqdtest.StartNodes(t, 3))
 		p := newPool(t, ModeCluster, nodes, func(c *Config) {
 			c.Check.Interval = 0 // defaults: the suite is about delivery, not health
 			c.Check.Timeout = 0
 			c.Check.Jitter = 0
-			c.Logger = nsqtest.Logger(t, slog.LevelWarn)
+			c.Logger = nsqdtest.Logger(t, slog.LevelWarn)
 		})
 		return &harness{pool: p, nodes: nodes}
 	})

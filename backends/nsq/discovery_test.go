@@ -9,7 +9,7 @@ import (
 	"github.com/nsqio/nsq/nsqlookupd"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // startLookupd runs nsqlookupd in-process on loopback ports.
@@ -36,13 +36,13 @@ func (discardLogger) Output(int, string) error { return nil }
 // leaves the pool; a node that starts later joins it.
 func TestDiscovery(t *testing.T) {
 	l := startLookupd(t)
-	lookupArg := nsqtest.Args("--lookupd-tcp-address=" + l.RealTCPAddr().String())
+	lookupArg := nsqdtest.Args("--lookupd-tcp-address=" + l.RealTCPAddr().String())
 	procs := startProcs(t, 2, lookupArg)
 	p, err := New(Config{
 		LookupdHTTPAddrs:    []string{l.RealHTTPAddr().String()},
 		LookupdPollInterval: 100 * time.Millisecond,
 		Check:               fastCheck,
-		Logger:              nsqtest.Logger(t, slog.LevelInfo),
+		Logger:              nsqdtest.Logger(t, slog.LevelInfo),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func TestDiscovery(t *testing.T) {
 		receive(t, sub, 5*time.Second).Acker.Ack()
 	}
 
-	third := nsqtest.StartProcess(t, lookupArg)
+	third := nsqdtest.StartProcess(t, lookupArg)
 	joined := waitNodes(3)
 	ev := watchEvents(t, p)
 	deadline := time.Now().Add(3 * time.Second)

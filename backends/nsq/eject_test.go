@@ -9,7 +9,7 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/health"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // ejectObserver records NodeOut and EjectionCapped calls.
@@ -42,7 +42,7 @@ func (o *ejectObserver) snapshot() (out, capped []string) {
 // it reports why and until when, its good pings do not bring it back
 // early, and the other node, now the last usable one, is not ejected.
 func TestEjectionCapAndReason(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	obs := &ejectObserver{}
 	base := 1500 * time.Millisecond
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) {
@@ -144,7 +144,7 @@ func TestDownMovesWaitingSend(t *testing.T) {
 // while a subscriber holds one of its deliveries over a live connection:
 // the delivery is not handed back, and its ack is taken.
 func TestDownKeepsDeliveries(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) {
 		c.Eject = health.EjectConfig{Consecutive: 1, BaseEjection: 5 * time.Second}
 	})

@@ -10,10 +10,10 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/health"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
-func processNodes(procs []*nsqtest.Process) []NodeConfig {
+func processNodes(procs []*nsqdtest.Process) []NodeConfig {
 	out := make([]NodeConfig, len(procs))
 	for i, p := range procs {
 		out[i] = NodeConfig{Name: fmt.Sprintf("p%d", i), TCPAddr: p.TCPAddr(), HTTPAddr: p.HTTPAddr()}
@@ -21,11 +21,11 @@ func processNodes(procs []*nsqtest.Process) []NodeConfig {
 	return out
 }
 
-func startProcs(t *testing.T, n int, opts ...nsqtest.ProcessOption) []*nsqtest.Process {
+func startProcs(t *testing.T, n int, opts ...nsqdtest.ProcessOption) []*nsqdtest.Process {
 	t.Helper()
-	procs := make([]*nsqtest.Process, n)
+	procs := make([]*nsqdtest.Process, n)
 	for i := range procs {
-		procs[i] = nsqtest.StartProcess(t, opts...)
+		procs[i] = nsqdtest.StartProcess(t, opts...)
 	}
 	return procs
 }
@@ -87,7 +87,7 @@ func TestSendFrozenNode(t *testing.T) {
 // straight to the pool (the service would refuse it): the Send fails, but
 // no node is marked down and the pool keeps working.
 func TestProtocolErrorKeepsNodeUp(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	send(t, p, "big", "a", "b", "c") // connect
 	send(t, p, "big", "d")
@@ -127,7 +127,7 @@ func TestProtocolErrorKeepsNodeUp(t *testing.T) {
 
 func producerConns(t *testing.T, httpAddr string) int {
 	n := 0
-	for _, c := range nsqtest.Stats(t, httpAddr).Producers {
+	for _, c := range nsqdtest.Stats(t, httpAddr).Producers {
 		if strings.Contains(c.UserAgent, "go-nsq") {
 			n++
 		}

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // Tests of the HA behaviour (issue 3) against nsqd processes that are
@@ -188,7 +189,7 @@ func becameActive(name string) func(backends.NodeEvent) bool {
 func topicCount(httpAddr, topic string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	st, err := nsqd.FetchStats(ctx, httpAddr)
 	if err != nil {
 		return -1
 	}
@@ -338,7 +339,7 @@ func TestFailoverKillPrimary(t *testing.T) {
 	// discards as corrupt) what was written after it, losing messages
 	// acknowledged after the restart; syncing after every write keeps that
 	// position current.
-	procs := startProcs(t, 2, nsqtest.Args("--mem-queue-size=0", "--sync-every=1"))
+	procs := startProcs(t, 2, nsqdtest.Args("--mem-queue-size=0", "--sync-every=1"))
 	const hold = time.Second
 	p := newPool(t, ModeFailover, processNodes(procs), func(c *Config) { c.FailbackHold = hold })
 	ev := watchEvents(t, p)
@@ -407,7 +408,7 @@ func TestFailoverKillPrimary(t *testing.T) {
 	}
 	if !ok {
 		for _, pr := range procs {
-			st := nsqtest.Stats(t, pr.HTTPAddr())
+			st := nsqdtest.Stats(t, pr.HTTPAddr())
 			if tp := st.Topic(topic); tp != nil {
 				for _, ch := range tp.Channels {
 					t.Logf("%s: topic depth %d, channel %s depth %d in flight %d deferred %d requeued %d timed out %d clients %d",
@@ -525,7 +526,7 @@ func TestFrozenNodeDetected(t *testing.T) {
 func channelClients(httpAddr, topic, channel string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	st, err := nsqd.FetchStats(ctx, httpAddr)
 	if err != nil {
 		return -1
 	}
@@ -542,7 +543,7 @@ func channelClients(httpAddr, topic, channel string) int {
 func clientConns(httpAddr string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st, err := nsqtest.FetchStats(ctx, httpAddr)
+	st, err := nsqd.FetchStats(ctx, httpAddr)
 	if err != nil {
 		return -1
 	}

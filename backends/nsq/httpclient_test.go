@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestPoolHTTPClientOwnTransport: the pool's calls to nsqd's HTTP API use a
@@ -43,7 +43,7 @@ func TestPoolHTTPClientOwnTransport(t *testing.T) {
 	}
 	get() // leaves an idle keep-alive connection in http.DefaultTransport
 
-	nodes := nsqtest.StartNodes(t, 1)
+	nodes := nsqdtest.StartNodes(t, 1)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	tr, ok := p.http.Transport.(*http.Transport)
 	if !ok || tr == http.DefaultTransport {
@@ -67,7 +67,7 @@ func TestPoolHTTPClientOwnTransport(t *testing.T) {
 // injected by a proxy in front of a real nsqd's HTTP port that refuses
 // /channel/create and passes everything else (health checks) through.
 func TestChannelCreateFailureWarns(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 1)
+	nodes := nsqdtest.StartNodes(t, 1)
 	target, err := url.Parse("http://" + nodes[0].HTTPAddr)
 	if err != nil {
 		t.Fatal(err)

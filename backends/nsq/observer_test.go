@@ -22,7 +22,7 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/health"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // recorder is an Observer that counts what it is told.
@@ -63,7 +63,7 @@ func (r *recorder) get() (ok, errs, retries int, dead map[string]int) {
 // TestObserver: every write, every retry on another node and every dead
 // letter reaches Config.Observer.
 func TestObserver(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	rec := &recorder{}
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) {
 		c.Observer = rec
@@ -125,9 +125,9 @@ func TestTLSAuth(t *testing.T) {
 			"authorizations": []map[string]any{{"topic": ".*", "channels": []string{".*"}, "permissions": []string{"subscribe", "publish"}}}})
 	}))
 	t.Cleanup(auth.Close)
-	proc := nsqtest.StartProcess(t, nsqtest.Args("--tls-cert="+certFile, "--tls-key="+keyFile,
+	proc := nsqdtest.StartProcess(t, nsqdtest.Args("--tls-cert="+certFile, "--tls-key="+keyFile,
 		"--tls-required=tcp-https", "--auth-http-address="+auth.Listener.Addr().String()))
-	p := newPool(t, ModeCluster, processNodes([]*nsqtest.Process{proc}), func(c *Config) {
+	p := newPool(t, ModeCluster, processNodes([]*nsqdtest.Process{proc}), func(c *Config) {
 		c.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		c.AuthSecret = "s3cret"
 	})

@@ -10,15 +10,15 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/health"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // fastCheck is a health config for tests: detection within
 // Fall×Interval+Timeout = 400ms.
 var fastCheck = health.Config{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Fall: 2, Rise: 2, Jitter: -1}
 
-func localNodes(nodes []*nsqdlocal.Node) []NodeConfig {
+func localNodes(nodes []*nsqd.Node) []NodeConfig {
 	out := make([]NodeConfig, len(nodes))
 	for i, n := range nodes {
 		out[i] = NodeConfig{Name: fmt.Sprintf("n%d", i), TCPAddr: n.TCPAddr, HTTPAddr: n.HTTPAddr}
@@ -35,7 +35,7 @@ func newPool(t testing.TB, mode Mode, nodes []NodeConfig, tweak func(*Config)) *
 		t.Fatal(err)
 	}
 	cfg := Config{Groups: groups, Check: fastCheck, FailbackHold: time.Second,
-		Logger: nsqtest.Logger(t, slog.LevelInfo)}
+		Logger: nsqdtest.Logger(t, slog.LevelInfo)}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -88,7 +88,7 @@ func receive(t testing.TB, s backends.Subscription, timeout time.Duration) *back
 }
 
 func TestSendReceiveSpread(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	s := subscribe(t, p, "t1", "c", 10)
 	const n = 30
@@ -113,7 +113,7 @@ func TestSendReceiveSpread(t *testing.T) {
 		t.Errorf("got %d distinct messages, want %d", len(got), n)
 	}
 	for _, nd := range nodes {
-		st := nsqtest.Stats(t, nd.HTTPAddr)
+		st := nsqdtest.Stats(t, nd.HTTPAddr)
 		tp := st.Topic("t1")
 		if tp == nil || tp.MessageCount < n/3-2 {
 			t.Errorf("node %s: topic stats %+v: sends not spread", nd.Name, tp)

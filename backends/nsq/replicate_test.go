@@ -12,8 +12,8 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/envelope"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 func sendReplicas(ctx context.Context, p *Pool, topic string, replicas int, ids ...string) error {
@@ -71,7 +71,7 @@ func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
 // TestReplicasTwo: with replicas 2 over three nodes every message is on
 // exactly two nodes, and a subscriber gets it once, without the marker.
 func TestReplicasTwo(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.StandbyDelay = 300 * time.Millisecond })
 	const topic, n = "repl", 60
 	for _, nd := range nodes { // the raw channel keeps every copy for inspection
@@ -95,7 +95,7 @@ func TestReplicasTwo(t *testing.T) {
 	copies := map[string]int{}
 	total := 0
 	for _, nd := range nodes {
-		tp := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic)
+		tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic(topic)
 		if tp == nil {
 			t.Fatalf("node %s has no topic %s", nd.Name, topic)
 		}
@@ -149,7 +149,7 @@ func TestReplicasTwo(t *testing.T) {
 	}
 	// Every copy was finished: nothing waits on channel c anywhere.
 	for _, nd := range nodes {
-		if ch := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch.Depth != 0 || ch.InFlightCount != 0 {
+		if ch := nsqdtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch.Depth != 0 || ch.InFlightCount != 0 {
 			t.Errorf("node %s channel c: depth %d, in flight %d", nd.Name, ch.Depth, ch.InFlightCount)
 		}
 	}
@@ -159,7 +159,7 @@ func TestReplicasTwo(t *testing.T) {
 // send is ErrUnavailable, writing nothing (by default: every copy is
 // required); with MinReplicas 1 it writes one copy per usable node.
 func TestReplicasMoreThanNodes(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	strict := newPool(t, ModeCluster, localNodes(nodes), nil)
 	err := sendReplicas(context.Background(), strict, "many", 3, "x")
 	if !errors.Is(err, backends.ErrUnavailable) {
@@ -167,7 +167,7 @@ func TestReplicasMoreThanNodes(t *testing.T) {
 	}
 	t.Log(err)
 	for _, nd := range nodes {
-		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic("many"); tp != nil && tp.MessageCount != 0 {
+		if tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic("many"); tp != nil && tp.MessageCount != 0 {
 			t.Errorf("node %s: %d messages written", nd.Name, tp.MessageCount)
 		}
 	}
@@ -176,7 +176,7 @@ func TestReplicasMoreThanNodes(t *testing.T) {
 		t.Fatalf("replicas 3 over 2 nodes, min 1: %v", err)
 	}
 	for _, nd := range nodes {
-		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 1 {
+		if tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 1 {
 			t.Errorf("node %s: topic %+v, want 1 message (one copy per node)", nd.Name, tp)
 		}
 	}
@@ -187,7 +187,7 @@ func TestReplicasMoreThanNodes(t *testing.T) {
 	if err := sendReplicas(context.Background(), p, "many", 2, "z"); err != nil {
 		t.Errorf("replicas 2 with one usable node, min 1: %v", err)
 	}
-	if tp := nsqtest.Stats(t, nodes[1].HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 2 {
+	if tp := nsqdtest.Stats(t, nodes[1].HTTPAddr).Topic("many"); tp == nil || tp.MessageCount != 2 {
 		t.Errorf("node %s: topic %+v, want 2 messages", nodes[1].Name, tp)
 	}
 }
@@ -199,7 +199,7 @@ func TestReplicasMoreThanNodes(t *testing.T) {
 // and no client sees an error (a copy bound for the killed node moves to
 // the third group).
 func TestReplicasSurviveKill(t *testing.T) {
-	procs := startProcs(t, 3, nsqtest.Args("--mem-queue-size=0", "--sync-every=1"))
+	procs := startProcs(t, 3, nsqdtest.Args("--mem-queue-size=0", "--sync-every=1"))
 	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) { c.StandbyDelay = time.Second })
 	const topic = "replkill"
 	sub := subscribe(t, p, topic, "c", 50)
@@ -234,7 +234,7 @@ func waitChannelEmpty(t *testing.T, httpAddrs []string, topic, channel string, m
 	for {
 		busy, count := 0, 0
 		for _, addr := range httpAddrs {
-			tp := nsqtest.Stats(t, addr).Topic(topic)
+			tp := nsqdtest.Stats(t, addr).Topic(topic)
 			if tp == nil {
 				continue
 			}
@@ -253,7 +253,7 @@ func waitChannelEmpty(t *testing.T, httpAddrs []string, topic, channel string, m
 	}
 }
 
-func localHTTP(nodes []*nsqdlocal.Node) []string {
+func localHTTP(nodes []*nsqd.Node) []string {
 	out := make([]string, len(nodes))
 	for i, nd := range nodes {
 		out[i] = nd.HTTPAddr
@@ -266,7 +266,7 @@ func localHTTP(nodes []*nsqdlocal.Node) []string {
 // still gets its two copies, taking the ejected node (Envoy's panic mode),
 // rather than failing every replicated send until the ejection ends.
 func TestReplicasPanicMode(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	if _, ok := p.nodes["n0"].mon.Eject(errors.New("test: slow")); !ok {
 		t.Fatal("n0 not ejected")
@@ -297,7 +297,7 @@ func TestReplicasPanicMode(t *testing.T) {
 		t.Fatalf("replicated send with one usable node and one ejected by the data path: %v", err)
 	}
 	for _, i := range []int{0, 2} {
-		if tp := nsqtest.Stats(t, nodes[i].HTTPAddr).Topic("panic"); tp == nil || tp.MessageCount != 1 {
+		if tp := nsqdtest.Stats(t, nodes[i].HTTPAddr).Topic("panic"); tp == nil || tp.MessageCount != 1 {
 			t.Errorf("node n%d: topic %+v, want one copy", i, tp)
 		}
 	}

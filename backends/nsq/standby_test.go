@@ -11,14 +11,14 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/envelope"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestFailoverReplicas: in failover mode (one group) replicas 2 writes the
 // first copy to the active member and a standby to the next backup.
 func TestFailoverReplicas(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeFailover, localNodes(nodes), nil)
 	const topic = "fo"
 	createChannels(t, p, localHTTP(nodes), topic, "raw")
@@ -29,7 +29,7 @@ func TestFailoverReplicas(t *testing.T) {
 		copies  int
 		standby bool
 	}{{1, false}, {1, true}, {0, false}} {
-		tp := nsqtest.Stats(t, nodes[i].HTTPAddr).Topic(topic)
+		tp := nsqdtest.Stats(t, nodes[i].HTTPAddr).Topic(topic)
 		if got := int(tp.MessageCount); got != want.copies {
 			t.Errorf("node n%d: %d copies, want %d", i, got, want.copies)
 			continue
@@ -53,7 +53,7 @@ func TestFailoverReplicas(t *testing.T) {
 // what nsqd held in memory): the standby copy is delivered, once, not
 // before the standby delay.
 func TestStandbyDeliveredWhenFirstCopyLost(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	const delay = 800 * time.Millisecond
 	p := newPool(t, ModeFailover, localNodes(nodes), func(c *Config) { c.StandbyDelay = delay })
 	const topic = "lost"
@@ -89,7 +89,7 @@ func TestStandbyFinishedWhenAckedOnAnotherInstance(t *testing.T) {
 	for _, share := range []bool{true, false} {
 		name := map[bool]string{true: "shared", false: "not shared"}[share]
 		t.Run(name, func(t *testing.T) {
-			nodes := nsqtest.StartNodes(t, 2)
+			nodes := nsqdtest.StartNodes(t, 2)
 			const delay = 2 * time.Second
 			tweak := func(c *Config) {
 				c.StandbyDelay = delay
@@ -146,7 +146,7 @@ func receiveOrEmpty(t *testing.T, sub backends.Subscription, httpAddrs []string,
 		}
 		busy := 0
 		for _, addr := range httpAddrs {
-			if tp := nsqtest.Stats(t, addr).Topic(topic); tp != nil {
+			if tp := nsqdtest.Stats(t, addr).Topic(topic); tp != nil {
 				if ch := tp.Channel(channel); ch != nil {
 					busy += int(ch.Depth) + ch.InFlightCount + ch.DeferredCount
 				}
@@ -174,12 +174,12 @@ func createChannels(t *testing.T, p *Pool, httpAddrs []string, topic, channel st
 }
 
 // waitAckReaders waits until instance id reads the ack topic on every node.
-func waitAckReaders(t *testing.T, nodes []*nsqdlocal.Node, id string) {
+func waitAckReaders(t *testing.T, nodes []*nsqd.Node, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for _, nd := range nodes {
 		for {
-			tp := nsqtest.Stats(t, nd.HTTPAddr).Topic(DefaultAckTopic)
+			tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic(DefaultAckTopic)
 			if tp != nil {
 				if ch := tp.Channel(ackChannel(id)); ch != nil && ch.ClientCount > 0 {
 					break
@@ -198,7 +198,7 @@ func waitRequeued(t *testing.T, httpAddr, topic, channel string, timeout time.Du
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if tp := nsqtest.Stats(t, httpAddr).Topic(topic); tp != nil {
+		if tp := nsqdtest.Stats(t, httpAddr).Topic(topic); tp != nil {
 			if ch := tp.Channel(channel); ch != nil && ch.RequeueCount > 0 {
 				return
 			}
@@ -254,7 +254,7 @@ func consumeRaw(t *testing.T, tcpAddr, topic, channel string, f func([]byte)) (s
 // back early. Without holds the standby would be delivered at the standby
 // delay.
 func TestNackDelayHoldsStandby(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	const standby, nack = 300 * time.Millisecond, 1500 * time.Millisecond
 	p := newPool(t, ModeFailover, localNodes(nodes), func(c *Config) { c.StandbyDelay = standby })
 	const topic = "nacked"
@@ -287,7 +287,7 @@ func TestNackDelayHoldsStandby(t *testing.T) {
 // subscriptions of one pool at once: each message is delivered once (a
 // copy that arrives late holds its id, so its twin waits for its outcome).
 func TestBacklogDrainedByTwoSubscriptions(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	const standby = 200 * time.Millisecond
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.StandbyDelay = standby })
 	const topic, n = "backlog", 200

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestCloseWhileDiscoveryRemovesNode: Close and nsqlookupd discovery's
@@ -12,7 +12,7 @@ import (
 // discovery takes one out and stops it, then Close stops it too). Stopping
 // a node twice used to close its stop channel twice: a panic on shutdown.
 func TestCloseWhileDiscoveryRemovesNode(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 
 	t.Run("interleaved", func(t *testing.T) {
 		// The losing interleaving, step by step: discovery removes and

@@ -7,7 +7,7 @@ import (
 	gonsq "github.com/nsqio/go-nsq"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestReceiveTouchesOnlyWhenNeeded: a delivery handed out soon after it
@@ -15,7 +15,7 @@ import (
 // ackMargin longer, still covers it); one that waited in the queue longer
 // is touched at hand-out, so its deadline is full too.
 func TestReceiveTouchesOnlyWhenNeeded(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	p := newPool(t, ModeCluster, localNodes(nodes), nil)
 	const ackDeadline = 2 * time.Second
 	bs, err := p.Subscribe(t.Context(), backends.SubscribeOptions{

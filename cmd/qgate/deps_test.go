@@ -9,7 +9,9 @@ import (
 
 // TestNoHarnessesLinked checks that the serving binary links neither the
 // fault injector (chaos: SIGKILLs processes, go-builds nsqd) nor the
-// benchmark; they are cmd/qgate-chaos and cmd/qgate-bench.
+// benchmark; they are cmd/qgate-chaos and cmd/qgate-bench. Nor does it link
+// package testing: internal/nsqd is linked for the embedded nodes, its test
+// helpers (internal/nsqd/nsqdtest) are not.
 func TestNoHarnessesLinked(t *testing.T) {
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
@@ -26,7 +28,8 @@ func TestNoHarnessesLinked(t *testing.T) {
 	}
 	for _, d := range deps {
 		if strings.HasPrefix(d, "github.com/qgate/qgate/chaos") || strings.HasPrefix(d, "github.com/qgate/qgate/internal/bench") ||
-			strings.HasPrefix(d, "github.com/qgate/qgate/internal/chaos") {
+			strings.HasPrefix(d, "github.com/qgate/qgate/internal/chaos") ||
+			d == "testing" || strings.HasSuffix(d, "/nsqdtest") || strings.HasSuffix(d, "/tlstest") {
 			t.Errorf("cmd/qgate depends on %s", d)
 		}
 	}

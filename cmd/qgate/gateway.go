@@ -13,7 +13,7 @@ import (
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/metrics"
-	"github.com/qgate/qgate/internal/nsqdlocal"
+	"github.com/qgate/qgate/internal/nsqd"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
 )
@@ -33,7 +33,7 @@ type gateway struct {
 	getenv          func(string) string
 
 	tempDir         string // removed by stop
-	nodes           []*nsqdlocal.Node
+	nodes           []*nsqd.Node
 	pool            *nsq.Pool
 	metrics         *metrics.Metrics
 	stopNodeMetrics func()
@@ -104,7 +104,7 @@ func (g *gateway) startNodes(ctx context.Context) error {
 		}
 		g.tempDir, dir = tmp, tmp
 	}
-	nodes, err := nsqdlocal.StartN(ctx, g.embeddedNodes, dir, g.log)
+	nodes, err := nsqd.StartN(ctx, g.embeddedNodes, dir, g.log)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func (g *gateway) stop() {
 		}
 	}
 	if len(g.nodes) > 0 {
-		if err := nsqdlocal.StopAll(g.nodes); err != nil {
+		if err := nsqd.StopAll(g.nodes); err != nil {
 			g.log.Warn("stopping embedded nodes", "err", err)
 		}
 		g.log.Info("stopped embedded nsqd nodes")

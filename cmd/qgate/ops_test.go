@@ -23,8 +23,8 @@ import (
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 	"github.com/qgate/qgate/internal/tlsutil"
 	"github.com/qgate/qgate/internal/tlsutil/tlstest"
 )
@@ -151,7 +151,7 @@ const (
 
 // writeAuthConfig writes a config over node with the app token (send and
 // subscribe orders.*) and, if withApp is false, without it.
-func writeAuthConfig(t *testing.T, path string, node *nsqdlocal.Node, withApp bool) {
+func writeAuthConfig(t *testing.T, path string, node *nsqd.Node, withApp bool) {
 	t.Helper()
 	app := ""
 	if withApp {
@@ -176,7 +176,7 @@ auth:
 // TestServeAuth serves with tokens from a config file and $QGATE_TOKEN and
 // runs the auth table through the CLI, then revokes a token with a reload.
 func TestServeAuth(t *testing.T) {
-	node := nsqtest.StartNodes(t, 1)[0]
+	node := nsqdtest.StartNodes(t, 1)[0]
 	path := filepath.Join(t.TempDir(), "qgate.yaml")
 	writeAuthConfig(t, path, node, true)
 	const envSecret = "env-secret-0123456789"
@@ -362,7 +362,7 @@ func TestServeNSQDTLS(t *testing.T) {
 			"authorizations": []map[string]any{{"topic": ".*", "channels": []string{".*"}, "permissions": []string{"subscribe", "publish"}}}})
 	}))
 	t.Cleanup(authSrv.Close)
-	proc := nsqtest.StartProcess(t, nsqtest.Args("--tls-cert="+certs.Server.CertFile, "--tls-key="+certs.Server.KeyFile,
+	proc := nsqdtest.StartProcess(t, nsqdtest.Args("--tls-cert="+certs.Server.CertFile, "--tls-key="+certs.Server.KeyFile,
 		"--tls-required=tcp-https", "--auth-http-address="+authSrv.Listener.Addr().String()))
 	s := startServeEnv(t, envOf(map[string]string{"QGATE_NSQD_AUTH_SECRET": secret}),
 		"--nsqd", proc.TCPAddr()+"/"+proc.HTTPAddr(), "--nsqd-tls-ca", certs.CA.CertFile, "--check-interval", "200ms")

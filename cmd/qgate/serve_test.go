@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestServeConfigFailover serves a failover pool from a config file over
 // external nodes, and checks the roles and the active node in `qgate nodes`.
 func TestServeConfigFailover(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	yaml := fmt.Sprintf(`mode: failover
 nodes:
   - {name: primary, tcp: %s, http: %s}
@@ -43,7 +43,7 @@ check: {interval: 200ms}
 	if code != 0 || strings.TrimSpace(out) == "" {
 		t.Fatalf("send: status %d, stdout %q", code, out)
 	}
-	if st := nsqtest.Stats(t, nodes[0].HTTPAddr).Topic("fo"); st == nil || st.MessageCount != 1 {
+	if st := nsqdtest.Stats(t, nodes[0].HTTPAddr).Topic("fo"); st == nil || st.MessageCount != 1 {
 		t.Errorf("the primary's topic: %+v; want the message there", st)
 	}
 }
@@ -51,7 +51,7 @@ check: {interval: 200ms}
 // TestServeReplicas sends with --replicas 2 over external nodes: each
 // message lands on two nodes, and a subscriber sees it once.
 func TestServeReplicas(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	var list []string
 	for _, n := range nodes {
 		list = append(list, n.TCPAddr+"/"+n.HTTPAddr)
@@ -62,7 +62,7 @@ func TestServeReplicas(t *testing.T) {
 	}
 	var copies uint64
 	for _, n := range nodes {
-		if st := nsqtest.Stats(t, n.HTTPAddr).Topic("rep"); st != nil {
+		if st := nsqdtest.Stats(t, n.HTTPAddr).Topic("rep"); st != nil {
 			copies += st.MessageCount
 		}
 	}

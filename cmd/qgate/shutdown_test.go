@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestShutdownHandsBackAndEndsSubscribe stops serve as SIGTERM does while
@@ -18,7 +18,7 @@ import (
 // UNAVAILABLE and the nsqd nodes (which outlive qgate here) must have every
 // message back in the queue, none left in flight until its deadline.
 func TestShutdownHandsBackAndEndsSubscribe(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	var list []string
 	for _, n := range nodes {
 		list = append(list, n.TCPAddr+"/"+n.HTTPAddr)
@@ -69,7 +69,7 @@ func TestShutdownHandsBackAndEndsSubscribe(t *testing.T) {
 	// early and REQueued it until it is due) or still ready (not yet read).
 	var depth, deferred, inFlight int64
 	for _, node := range nodes {
-		topic := nsqtest.Stats(t, node.HTTPAddr).Topic("shut")
+		topic := nsqdtest.Stats(t, node.HTTPAddr).Topic("shut")
 		if topic == nil {
 			continue
 		}

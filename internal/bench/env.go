@@ -21,7 +21,7 @@ import (
 
 	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/nsqdlocal"
+	"github.com/qgate/qgate/internal/nsqd"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
 )
@@ -36,7 +36,7 @@ type env struct {
 	http  *http.Client
 
 	// In-process parts, nil when given from outside.
-	local   []*nsqdlocal.Node
+	local   []*nsqd.Node
 	dataDir string
 	pool    *nsq.Pool
 	queue   *service.Queue
@@ -71,7 +71,7 @@ func (e *env) start(ctx context.Context) error {
 			return fmt.Errorf("bench: %w", err)
 		}
 		e.dataDir = dir
-		e.local, err = nsqdlocal.StartN(ctx, e.cfg.Nodes, dir, e.cfg.Logger)
+		e.local, err = nsqd.StartN(ctx, e.cfg.Nodes, dir, e.cfg.Logger)
 		if err != nil {
 			return fmt.Errorf("bench: start nsqd: %w", err)
 		}
@@ -170,7 +170,7 @@ func (e *env) close() {
 		_ = e.pool.Close()
 	}
 	if len(e.local) > 0 {
-		_ = nsqdlocal.StopAll(e.local)
+		_ = nsqd.StopAll(e.local)
 	}
 	if e.dataDir != "" {
 		_ = os.RemoveAll(e.dataDir)

@@ -22,7 +22,7 @@ import (
 	"github.com/qgate/qgate/backends/nsq"
 	nsqhealth "github.com/qgate/qgate/backends/nsq/health"
 	"github.com/qgate/qgate/internal/metrics"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // value returns the value of the series name{labels}, and whether it
@@ -96,7 +96,7 @@ var fastCheck = nsqhealth.Config{Interval: 50 * time.Millisecond, Timeout: 200 *
 func newPool(t *testing.T, mode nsq.Mode, n int) *nsq.Pool {
 	t.Helper()
 	var nodes []nsq.NodeConfig
-	for i, node := range nsqtest.StartNodes(t, n) {
+	for i, node := range nsqdtest.StartNodes(t, n) {
 		nodes = append(nodes, nsq.NodeConfig{Name: fmt.Sprintf("n%d", i), TCPAddr: node.TCPAddr, HTTPAddr: node.HTTPAddr})
 	}
 	groups, err := nsq.GroupsForMode(mode, nodes)
@@ -104,7 +104,7 @@ func newPool(t *testing.T, mode nsq.Mode, n int) *nsq.Pool {
 		t.Fatal(err)
 	}
 	p, err := nsq.New(nsq.Config{Groups: groups, Check: fastCheck, FailbackHold: 100 * time.Millisecond,
-		Logger: nsqtest.Logger(t, slog.LevelWarn)})
+		Logger: nsqdtest.Logger(t, slog.LevelWarn)})
 	if err != nil {
 		t.Fatal(err)
 	}

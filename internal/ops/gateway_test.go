@@ -18,7 +18,7 @@ import (
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/limits"
 	"github.com/qgate/qgate/internal/metrics"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 	"github.com/qgate/qgate/internal/server"
 	"github.com/qgate/qgate/service"
 )
@@ -44,9 +44,9 @@ type gateway struct {
 // way cmd/qgate does (docs/ARCHITECTURE.md, Operations). Everything stops at cleanup.
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
-	log := nsqtest.Logger(t, slog.LevelWarn)
+	log := nsqdtest.Logger(t, slog.LevelWarn)
 	var nodes []nsq.NodeConfig
-	for _, n := range nsqtest.StartNodes(t, 2) {
+	for _, n := range nsqdtest.StartNodes(t, 2) {
 		nodes = append(nodes, nsq.NodeConfig{TCPAddr: n.TCPAddr, HTTPAddr: n.HTTPAddr})
 	}
 	groups, err := nsq.GroupsForMode(nsq.ModeCluster, nodes)

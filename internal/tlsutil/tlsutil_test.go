@@ -12,7 +12,7 @@ import (
 	"time"
 
 	gonsq "github.com/nsqio/go-nsq"
-	"github.com/nsqio/nsq/nsqd"
+	nsqio "github.com/nsqio/nsq/nsqd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,8 +20,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/qgate/qgate/internal/metrics"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 	"github.com/qgate/qgate/internal/tlsutil"
 	"github.com/qgate/qgate/internal/tlsutil/tlstest"
 )
@@ -211,12 +211,12 @@ func authServer(t *testing.T, secret string) string {
 func TestNSQTLSAndAuth(t *testing.T) {
 	certs := tlstest.Generate(t)
 	const secret = "nsq-auth-secret"
-	node := nsqtest.StartNode(t, nsqdlocal.Options{
+	node := nsqdtest.StartNode(t, nsqd.Options{
 		DataDir: t.TempDir(),
-		Tune: func(o *nsqd.Options) {
+		Tune: func(o *nsqio.Options) {
 			o.TLSCert = certs.Server.CertFile
 			o.TLSKey = certs.Server.KeyFile
-			o.TLSRequired = nsqd.TLSRequired
+			o.TLSRequired = nsqio.TLSRequired
 			o.AuthHTTPAddresses = []string{authServer(t, secret)}
 		},
 	})

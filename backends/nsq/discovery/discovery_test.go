@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsqio/nsq/nsqd"
+	nsqio "github.com/nsqio/nsq/nsqd"
 	"github.com/nsqio/nsq/nsqlookupd"
 
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // startLookupd starts an in-process nsqlookupd on loopback ports; it exits
@@ -58,9 +58,9 @@ type tbLogger struct{ t testing.TB }
 func (l tbLogger) Output(_ int, s string) error { l.t.Log(s); return nil }
 
 // startRegistered starts an in-process nsqd that registers with lookupd.
-func startRegistered(t *testing.T, l *nsqlookupd.NSQLookupd) *nsqdlocal.Node {
+func startRegistered(t *testing.T, l *nsqlookupd.NSQLookupd) *nsqd.Node {
 	t.Helper()
-	return nsqtest.StartNode(t, nsqdlocal.Options{Tune: func(o *nsqd.Options) {
+	return nsqdtest.StartNode(t, nsqd.Options{Tune: func(o *nsqio.Options) {
 		o.NSQLookupdTCPAddresses = []string{l.RealTCPAddr().String()}
 		o.BroadcastAddress = "127.0.0.1"
 	}})
@@ -118,11 +118,11 @@ func TestRunFollowsLookupd(t *testing.T) {
 	// b is a process: in-process nsqd v1.3.0 does not close its nsqlookupd
 	// connection on Exit, so lookupd would list it until its inactive
 	// timeout; a killed process's connection closes at once.
-	b := nsqtest.StartProcess(t, nsqtest.Args(
+	b := nsqdtest.StartProcess(t, nsqdtest.Args(
 		"--lookupd-tcp-address="+l.RealTCPAddr().String(),
 		"--broadcast-address=127.0.0.1"))
 
-	p, err := New([]string{l.RealHTTPAddr().String()}, 50*time.Millisecond, nil, nsqtest.Logger(t, -4))
+	p, err := New([]string{l.RealHTTPAddr().String()}, 50*time.Millisecond, nil, nsqdtest.Logger(t, -4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestPollKeepsNodesOfUnreachableLookupd(t *testing.T) {
 	// Without keep-alive, a lookupd that exited refuses connections at once
 	// (an open keep-alive connection would still reach its HTTP server).
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	p, err := New([]string{"http://" + l1.RealHTTPAddr().String(), l2.RealHTTPAddr().String()}, time.Second, client, nsqtest.Logger(t, -4))
+	p, err := New([]string{"http://" + l1.RealHTTPAddr().String(), l2.RealHTTPAddr().String()}, time.Second, client, nsqdtest.Logger(t, -4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestPollErrors(t *testing.T) {
 		http.Error(w, "boom", http.StatusInternalServerError)
 	}))
 	t.Cleanup(bad.Close)
-	p, err := New([]string{bad.URL}, time.Second, nil, nsqtest.Logger(t, -4))
+	p, err := New([]string{bad.URL}, time.Second, nil, nsqdtest.Logger(t, -4))
 	if err != nil {
 		t.Fatal(err)
 	}

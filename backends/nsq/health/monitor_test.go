@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // fast is a check config for tests: 100ms interval, no jitter.
@@ -85,7 +85,7 @@ func waitState(t *testing.T, m *Monitor, want backends.NodeState, d time.Duratio
 }
 
 func TestProbeRealNSQD(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	m := newMonitor(t, n.HTTPAddr, Config{Fall: 3, Rise: 3}, nil)
 	if got := m.State(); got != backends.NodeUnknown {
 		t.Fatalf("before a check: %v, want unknown", got)
@@ -103,7 +103,7 @@ func TestProbeRealNSQD(t *testing.T) {
 }
 
 func TestStartRealNSQDUpQuickly(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	rec := newRecorder()
 	m := newMonitor(t, n.HTTPAddr, Config{}, rec)
 	start := time.Now()
@@ -170,7 +170,7 @@ func TestDown(t *testing.T) {
 // through the timeout path; a killed one through refused connections; both
 // come back after Rise checks.
 func TestProcessFrozenKilledRestarted(t *testing.T) {
-	p := nsqtest.StartProcess(t)
+	p := nsqdtest.StartProcess(t)
 	rec := newRecorder()
 	m := newMonitor(t, p.HTTPAddr(), fast, rec)
 	m.Start(context.Background())
@@ -207,7 +207,7 @@ func TestProcessFrozenKilledRestarted(t *testing.T) {
 // failures stays Down for the whole ejection although its checks pass, is
 // Up again (on probation) after it, and its next ejection lasts longer.
 func TestEject(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	rec := newRecorder()
 	base := 400 * time.Millisecond
 	m := newMonitor(t, n.HTTPAddr, fast, rec, WithEjection(EjectConfig{Consecutive: 2, BaseEjection: base, MaxEjection: time.Second}))
@@ -257,7 +257,7 @@ func TestEject(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	addr := n.HTTPAddr
 	for _, body := range []string{"a", "b", "c"} {
 		resp, err := http.Post("http://"+addr+"/pub?topic=t", "application/octet-stream", strings.NewReader(body))
@@ -293,7 +293,7 @@ func TestStats(t *testing.T) {
 }
 
 func TestStopLeavesNoGoroutines(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	addr := n.HTTPAddr
 	// Warm nsqd up so its own lazily started goroutines are in the baseline.
 	if resp, err := http.Get("http://" + addr + "/ping"); err == nil {
@@ -343,7 +343,7 @@ func TestStopBeforeStartAndCancelledContext(t *testing.T) {
 	m.Start(context.Background()) // does nothing after Stop
 	m.Stop()
 
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	m2 := newMonitor(t, n.HTTPAddr, fast, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -368,7 +368,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 // connections already open; a check that reused a kept-alive connection saw
 // 200 from the exited node forever. Every check must dial anew.
 func TestExitedInProcessNSQDGoesDown(t *testing.T) {
-	n := nsqtest.StartNodes(t, 1)[0]
+	n := nsqdtest.StartNodes(t, 1)[0]
 	cfg := Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Fall: 2, Rise: 2}
 	m := newMonitor(t, n.HTTPAddr, cfg, newRecorder())
 	m.Start(context.Background())

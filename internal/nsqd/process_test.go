@@ -1,4 +1,4 @@
-package nsqproc_test
+package nsqd_test
 
 import (
 	"context"
@@ -7,21 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 func binary(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin, err := nsqproc.BuildNSQD(ctx)
+	bin, err := nsqd.BuildBinary(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return bin
 }
 
-func start(t *testing.T, opts nsqproc.Options) *nsqproc.Process {
+func start(t *testing.T, opts nsqd.ProcessOptions) *nsqd.Process {
 	t.Helper()
 	if opts.Binary == "" {
 		opts.Binary = binary(t)
@@ -29,7 +29,7 @@ func start(t *testing.T, opts nsqproc.Options) *nsqproc.Process {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
-	p, err := nsqproc.Start(context.Background(), opts)
+	p, err := nsqd.StartProcess(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +47,11 @@ func start(t *testing.T, opts nsqproc.Options) *nsqproc.Process {
 func ping(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	return nsqproc.Ping(ctx, http.DefaultClient, addr)
+	return nsqd.Ping(ctx, http.DefaultClient, addr)
 }
 
 func TestLifecycle(t *testing.T) {
-	p := start(t, nsqproc.Options{})
+	p := start(t, nsqd.ProcessOptions{})
 	if err := ping(p.HTTPAddr()); err != nil {
 		t.Fatalf("ping after start: %v", err)
 	}
@@ -114,15 +114,15 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestGivenAddrs(t *testing.T) {
-	tcp, err := nsqproc.FreeAddr()
+	tcp, err := nsqd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, err := nsqproc.FreeAddr()
+	httpAddr, err := nsqd.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, nsqproc.Options{TCPAddr: tcp, HTTPAddr: httpAddr, Args: []string{"--mem-queue-size=0"}})
+	p := start(t, nsqd.ProcessOptions{TCPAddr: tcp, HTTPAddr: httpAddr, Args: []string{"--mem-queue-size=0"}})
 	if p.TCPAddr() != tcp || p.HTTPAddr() != httpAddr {
 		t.Errorf("addrs %s %s, want %s %s", p.TCPAddr(), p.HTTPAddr(), tcp, httpAddr)
 	}
@@ -135,14 +135,14 @@ func TestGivenAddrs(t *testing.T) {
 
 func TestStartErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := nsqproc.Start(ctx, nsqproc.Options{DataDir: t.TempDir()}); err == nil {
+	if _, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{DataDir: t.TempDir()}); err == nil {
 		t.Error("no binary: no error")
 	}
-	if _, err := nsqproc.Start(ctx, nsqproc.Options{Binary: "nsqd"}); err == nil {
+	if _, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: "nsqd"}); err == nil {
 		t.Error("no data dir: no error")
 	}
 	// A bad flag makes nsqd exit at once: Start reports it with the output.
-	_, err := nsqproc.Start(ctx, nsqproc.Options{Binary: binary(t), DataDir: t.TempDir(), Args: []string{"--no-such-flag"}})
+	_, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: binary(t), DataDir: t.TempDir(), Args: []string{"--no-such-flag"}})
 	if err == nil {
 		t.Fatal("bad flag: no error")
 	}
@@ -152,7 +152,7 @@ func TestStartErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, err = nsqproc.Start(ctx, nsqproc.Options{Binary: binary(t), DataDir: t.TempDir(), TCPAddr: l.Addr().String(), HTTPAddr: l.Addr().String()})
+	_, err = nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: binary(t), DataDir: t.TempDir(), TCPAddr: l.Addr().String(), HTTPAddr: l.Addr().String()})
 	if err == nil {
 		t.Fatal("taken port: no error")
 	}

@@ -1,4 +1,4 @@
-package nsqproc
+package nsqd
 
 import (
 	"context"
@@ -16,14 +16,14 @@ var (
 	buildPath string
 )
 
-// BuildNSQD returns the path of an nsqd binary built with `go build
+// BuildBinary returns the path of an nsqd binary built with `go build
 // github.com/nsqio/nsq/apps/nsqd` from the nsq module version the running
 // binary was built with. It needs the go command on PATH and the module's
 // source (it runs in the current directory's module). The binary is cached
 // in the OS temp directory, keyed by Go and nsq versions, so that test
 // binaries of other packages and later runs reuse it; within one process it
 // is built at most once (a failure is retried on the next call).
-func BuildNSQD(ctx context.Context) (string, error) {
+func BuildBinary(ctx context.Context) (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if buildPath != "" {
@@ -53,27 +53,27 @@ func buildNSQD(ctx context.Context) (string, error) {
 		return bin, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("nsqproc: build nsqd: %w", err)
+		return "", fmt.Errorf("nsqd: build nsqd: %w", err)
 	}
 	// Build to a private name, then rename: test binaries of several
 	// packages may build at the same time, and rename is atomic.
 	tmp, err := os.CreateTemp(dir, "nsqd-*.tmp")
 	if err != nil {
-		return "", fmt.Errorf("nsqproc: build nsqd: %w", err)
+		return "", fmt.Errorf("nsqd: build nsqd: %w", err)
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
 	// go test puts the go command that runs it first on PATH.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return "", fmt.Errorf("nsqproc: build nsqd: %w", err)
+		return "", fmt.Errorf("nsqd: build nsqd: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp.Name(), "github.com/nsqio/nsq/apps/nsqd")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("nsqproc: go build github.com/nsqio/nsq/apps/nsqd: %w\n%s", err, out)
+		return "", fmt.Errorf("nsqd: go build github.com/nsqio/nsq/apps/nsqd: %w\n%s", err, out)
 	}
 	if err := os.Rename(tmp.Name(), bin); err != nil {
-		return "", fmt.Errorf("nsqproc: build nsqd: %w", err)
+		return "", fmt.Errorf("nsqd: build nsqd: %w", err)
 	}
 	return bin, nil
 }

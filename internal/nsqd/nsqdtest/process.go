@@ -1,18 +1,12 @@
-package nsqtest
+package nsqdtest
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/qgate/qgate/internal/nsqproc"
+	"github.com/qgate/qgate/internal/nsqd"
 )
-
-// startTimeout bounds how long a process may take to answer /ping.
-const startTimeout = 15 * time.Second
-
-// exitTimeout bounds how long Term, Kill and cleanup wait for an exit.
-const exitTimeout = 10 * time.Second
 
 // ProcessOption configures StartProcess.
 type ProcessOption func(*processConfig)
@@ -35,12 +29,12 @@ func DataDir(dir string) ProcessOption {
 }
 
 // Process is nsqd running as a child process: a testing.TB wrapper over
-// internal/nsqproc. Its methods fail the test on error and must be called
+// internal/nsqd. Its methods fail the test on error and must be called
 // from the test goroutine, except TCPAddr, HTTPAddr, DataDir, Pid, Output
 // and Running, which are safe anywhere.
 type Process struct {
 	t testing.TB
-	p *nsqproc.Process
+	p *nsqd.Process
 }
 
 // StartProcess builds nsqd (once per test binary, cached across binaries)
@@ -56,15 +50,13 @@ func StartProcess(t testing.TB, opts ...ProcessOption) *Process {
 	if cfg.dataDir == "" {
 		cfg.dataDir = t.TempDir()
 	}
-	p, err := nsqproc.Start(context.Background(), nsqproc.Options{
-		Binary:       NSQDBinary(t),
-		DataDir:      cfg.dataDir,
-		Args:         cfg.args,
-		StartTimeout: startTimeout,
-		ExitTimeout:  exitTimeout,
+	p, err := nsqd.StartProcess(context.Background(), nsqd.ProcessOptions{
+		Binary:  NSQDBinary(t),
+		DataDir: cfg.dataDir,
+		Args:    cfg.args,
 	})
 	if err != nil {
-		t.Fatalf("nsqtest: %v", err)
+		t.Fatalf("nsqdtest: %v", err)
 	}
 	proc := &Process{t: t, p: p}
 	t.Cleanup(proc.cleanup)
@@ -127,7 +119,7 @@ func (p *Process) Restart() {
 func (p *Process) check(err error) {
 	p.t.Helper()
 	if err != nil {
-		p.t.Fatalf("nsqtest: %v", err)
+		p.t.Fatalf("nsqdtest: %v", err)
 	}
 }
 
@@ -135,7 +127,7 @@ func (p *Process) check(err error) {
 // up) and logs its output when the test failed or runs verbose.
 func (p *Process) cleanup() {
 	if err := p.p.Close(); err != nil {
-		p.t.Errorf("nsqtest: %v", err)
+		p.t.Errorf("nsqdtest: %v", err)
 	}
 	if p.t.Failed() || testing.Verbose() {
 		p.t.Logf("nsqd output (tcp %s, http %s):\n%s", p.TCPAddr(), p.HTTPAddr(), p.Output())
@@ -143,16 +135,16 @@ func (p *Process) cleanup() {
 }
 
 // NSQDBinary returns the path of an nsqd binary built from the nsq module
-// version this module requires (nsqproc.BuildNSQD): built once per test
+// version this module requires (nsqd.BuildBinary): built once per test
 // binary and cached in the OS temp directory, keyed by Go and nsq versions,
 // so that test binaries of other packages reuse it.
 func NSQDBinary(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin, err := nsqproc.BuildNSQD(ctx)
+	bin, err := nsqd.BuildBinary(ctx)
 	if err != nil {
-		t.Fatalf("nsqtest: %v", err)
+		t.Fatalf("nsqdtest: %v", err)
 	}
 	return bin
 }

@@ -1,4 +1,4 @@
-package nsqdlocal
+package nsqd
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/nsqio/nsq/nsqd"
+	nsqio "github.com/nsqio/nsq/nsqd"
 )
 
 // slogAdapter is nsqd's Logger (Output(calldepth, line)) over a
@@ -53,7 +53,7 @@ var levelPrefixes = []struct {
 	{"FATAL: ", slog.LevelError},
 }
 
-// Output implements nsqd.Logger.
+// Output implements nsqio.Logger.
 func (a *slogAdapter) Output(_ int, s string) error {
 	if strings.HasPrefix(s, "INFO: TCP: listening on ") || strings.HasPrefix(s, "INFO: HTTP: listening on ") {
 		if a.seen.Add(1) == 2 {
@@ -84,9 +84,9 @@ func (a *slogAdapter) Output(_ int, s string) error {
 // setLevel sets nsqd's log level to the lowest level whose lines logger
 // keeps, so nsqd does not format lines only to have them dropped; but INFO
 // at least, for the "listening on" lines Start waits for.
-func setLevel(o *nsqd.Options, logger *slog.Logger) {
-	o.LogLevel = nsqd.LOG_INFO
+func setLevel(o *nsqio.Options, logger *slog.Logger) {
+	o.LogLevel = nsqio.LOG_INFO
 	if logger != nil && logger.Enabled(context.Background(), slog.LevelDebug-4) {
-		o.LogLevel = nsqd.LOG_DEBUG
+		o.LogLevel = nsqio.LOG_DEBUG
 	}
 }

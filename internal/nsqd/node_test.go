@@ -1,4 +1,4 @@
-package nsqdlocal
+package nsqd
 
 import (
 	"bytes"

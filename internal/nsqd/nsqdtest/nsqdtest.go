@@ -1,11 +1,12 @@
-// Package nsqtest starts real nsqd nodes for tests: in-process nodes
-// (package nsqdlocal) for fast tests, and nsqd as a separate OS process for
-// tests that must kill, freeze or restart a node. It also reads nsqd's
-// /stats for assertions on depths, in-flight counts and connections.
+// Package nsqdtest is package nsqd for tests: in-process nodes for fast
+// tests, nsqd as a separate OS process for tests that must kill, freeze or
+// restart a node, and nsqd's /stats for assertions on depths, in-flight
+// counts and connections. It is the only nsqd package that imports
+// "testing"; the serving binary does not link it.
 //
 // Every helper takes a testing.TB, fails the test on error and registers a
 // t.Cleanup that stops what it started. Call them from the test goroutine.
-package nsqtest
+package nsqdtest
 
 import (
 	"context"
@@ -14,17 +15,17 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/qgate/qgate/internal/nsqdlocal"
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 // StartNodes starts n in-process nsqd nodes on loopback ports, with data in
 // a temporary directory and nsqd's warnings and errors logged to t.Log. They
 // are stopped at cleanup.
-func StartNodes(t testing.TB, n int) []*nsqdlocal.Node {
+func StartNodes(t testing.TB, n int) []*nsqd.Node {
 	t.Helper()
-	nodes := make([]*nsqdlocal.Node, n)
+	nodes := make([]*nsqd.Node, n)
 	for i := range n {
-		nodes[i] = StartNode(t, nsqdlocal.Options{})
+		nodes[i] = StartNode(t, nsqd.Options{})
 	}
 	return nodes
 }
@@ -32,7 +33,7 @@ func StartNodes(t testing.TB, n int) []*nsqdlocal.Node {
 // StartNode starts one in-process nsqd with opts. DataDir defaults to a
 // temporary directory and Logger to t.Log at level Warn. It is stopped at
 // cleanup.
-func StartNode(t testing.TB, opts nsqdlocal.Options) *nsqdlocal.Node {
+func StartNode(t testing.TB, opts nsqd.Options) *nsqd.Node {
 	t.Helper()
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
@@ -40,13 +41,13 @@ func StartNode(t testing.TB, opts nsqdlocal.Options) *nsqdlocal.Node {
 	if opts.Logger == nil {
 		opts.Logger = Logger(t, slog.LevelWarn)
 	}
-	n, err := nsqdlocal.Start(context.Background(), opts)
+	n, err := nsqd.Start(context.Background(), opts)
 	if err != nil {
-		t.Fatalf("nsqtest: %v", err)
+		t.Fatalf("nsqdtest: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := n.Stop(); err != nil {
-			t.Errorf("nsqtest: stop %s: %v", n.Name, err)
+			t.Errorf("nsqdtest: stop %s: %v", n.Name, err)
 		}
 	})
 	return n

@@ -1,22 +1,4 @@
-// Package nsqproc runs nsqd as a child OS process that can be killed,
-// terminated, frozen, continued and restarted on the same ports and data
-// directory. It is the fault injector of the chaos harness and the engine
-// behind internal/nsqtest's processes; every method returns plain errors, so
-// a command can use it as well as a test.
-//
-// The nsqd binary is a parameter (Options.Binary). BuildNSQD builds one from
-// the github.com/nsqio/nsq module version this module requires and caches it
-// in the OS temp directory.
-//
-// # Signals
-//
-//	Kill  SIGKILL: nothing is flushed; messages in nsqd's memory are lost.
-//	Term  SIGTERM: nsqd flushes its memory and in-flight messages to disk.
-//	Stop  SIGSTOP: the process freezes; its sockets stay open, nothing answers.
-//	Cont  SIGCONT: a frozen process resumes.
-//
-// A Process is safe for concurrent use.
-package nsqproc
+package nsqd
 
 import (
 	"bytes"
@@ -33,22 +15,24 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/qgate/qgate/internal/syncbuf"
 )
 
-// Defaults of Options.
+// Defaults of ProcessOptions.
 const (
 	DefaultStartTimeout = 15 * time.Second
 	DefaultExitTimeout  = 10 * time.Second
 )
 
 // ErrNotRunning is returned by a signal sent to a process that has exited.
-var ErrNotRunning = errors.New("nsqproc: process not running")
+var ErrNotRunning = errors.New("nsqd: process not running")
 
 // errAddrInUse marks a start that failed because a port was taken.
 var errAddrInUse = errors.New("address already in use")
 
-// Options configure Start.
-type Options struct {
+// ProcessOptions configure StartProcess.
+type ProcessOptions struct {
 	// Binary is the path of the nsqd executable. Required.
 	Binary string
 	// TCPAddr and HTTPAddr are nsqd's listen addresses; empty picks a free
@@ -71,11 +55,11 @@ type Options struct {
 
 // Process is nsqd running as a child process.
 type Process struct {
-	opts     Options
+	opts     ProcessOptions
 	nodeID   int
 	tcpAddr  string
 	httpAddr string
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -83,16 +67,16 @@ type Process struct {
 	stopped bool          // SIGSTOPped and not yet continued
 }
 
-// Start runs nsqd with opts and returns once it answers /ping, ctx is done
-// or Options.StartTimeout passes. nsqd gets a random --node-id (kept across
+// StartProcess runs nsqd with opts and returns once it answers /ping, ctx is done
+// or ProcessOptions.StartTimeout passes. nsqd gets a random --node-id (kept across
 // restarts) so that message ids differ between nodes; an --node-id in
-// Options.Args wins.
-func Start(ctx context.Context, opts Options) (*Process, error) {
+// ProcessOptions.Args wins.
+func StartProcess(ctx context.Context, opts ProcessOptions) (*Process, error) {
 	if opts.Binary == "" {
-		return nil, errors.New("nsqproc: no nsqd binary")
+		return nil, errors.New("nsqd: no nsqd binary")
 	}
 	if opts.DataDir == "" {
-		return nil, errors.New("nsqproc: no data directory")
+		return nil, errors.New("nsqd: no data directory")
 	}
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = DefaultStartTimeout
@@ -100,7 +84,7 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 	if opts.ExitTimeout <= 0 {
 		opts.ExitTimeout = DefaultExitTimeout
 	}
-	p := &Process{opts: opts, nodeID: rand.IntN(1023) + 1, out: &syncBuffer{}}
+	p := &Process{opts: opts, nodeID: rand.IntN(1023) + 1, out: &syncbuf.Buffer{}}
 	pick := opts.TCPAddr == "" || opts.HTTPAddr == ""
 	var err error
 	for range 5 {
@@ -122,7 +106,7 @@ func Start(ctx context.Context, opts Options) (*Process, error) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("nsqproc: start nsqd: %w", err)
+	return nil, fmt.Errorf("nsqd: start nsqd: %w", err)
 }
 
 // TCPAddr is nsqd's TCP address; it stays the same across Restart.
@@ -232,7 +216,7 @@ func (p *Process) Cont() error {
 
 // Restart starts nsqd again on the same ports, data directory and node id;
 // a process still running is terminated first (Term). It returns once /ping
-// answers, ctx is done or Options.StartTimeout passes.
+// answers, ctx is done or ProcessOptions.StartTimeout passes.
 func (p *Process) Restart(ctx context.Context) error {
 	if err := p.Term(); err != nil {
 		return err
@@ -245,7 +229,7 @@ func (p *Process) Restart(ctx context.Context) error {
 			return nil
 		}
 		if !errors.Is(err, errAddrInUse) || time.Now().After(deadline) {
-			return fmt.Errorf("nsqproc: restart nsqd: %w", err)
+			return fmt.Errorf("nsqd: restart nsqd: %w", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -348,7 +332,7 @@ func Ping(ctx context.Context, client *http.Client, httpAddr string) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
 	if resp.StatusCode != http.StatusOK || string(body) != "OK" {
-		return fmt.Errorf("nsqproc: ping %s: %s %q", httpAddr, resp.Status, body)
+		return fmt.Errorf("nsqd: ping %s: %s %q", httpAddr, resp.Status, body)
 	}
 	return nil
 }
@@ -372,7 +356,7 @@ func (p *Process) signal(sig syscall.Signal) error {
 		if errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("%w: %v to pid %d", ErrNotRunning, sig, cmd.Process.Pid)
 		}
-		return fmt.Errorf("nsqproc: %v to nsqd pid %d: %w", sig, cmd.Process.Pid, err)
+		return fmt.Errorf("nsqd: %v to nsqd pid %d: %w", sig, cmd.Process.Pid, err)
 	}
 	return nil
 }
@@ -388,7 +372,7 @@ func (p *Process) waitExit() error {
 	case <-p.exitedCh():
 		return nil
 	case <-time.After(p.opts.ExitTimeout):
-		return fmt.Errorf("nsqproc: nsqd pid %d did not exit within %v", p.Pid(), p.opts.ExitTimeout)
+		return fmt.Errorf("nsqd: nsqd pid %d did not exit within %v", p.Pid(), p.opts.ExitTimeout)
 	}
 }
 
@@ -396,32 +380,8 @@ func (p *Process) waitExit() error {
 func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("nsqproc: free port: %w", err)
+		return "", fmt.Errorf("nsqd: free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
 }

@@ -1,4 +1,4 @@
-package nsqtest
+package nsqdtest
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/qgate/qgate/internal/nsqd"
 )
 
 func pub(t *testing.T, httpAddr, topic, body string) {
@@ -59,7 +61,7 @@ func TestProcessLifecycle(t *testing.T) {
 	// Frozen: /ping does not answer.
 	p.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	if _, err := FetchStats(ctx, httpAddr); err == nil {
+	if _, err := nsqd.FetchStats(ctx, httpAddr); err == nil {
 		t.Error("stopped nsqd answered /stats")
 	}
 	cancel()

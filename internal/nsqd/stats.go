@@ -1,4 +1,4 @@
-package nsqproc
+package nsqd
 
 import (
 	"context"
@@ -117,19 +117,19 @@ func FetchStats(ctx context.Context, httpAddr string) (*NodeStats, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("nsqproc: stats %s: %w", httpAddr, err)
+		return nil, fmt.Errorf("nsqd: stats %s: %w", httpAddr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("nsqproc: stats %s: %w", url, err)
+		return nil, fmt.Errorf("nsqd: stats %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("nsqproc: stats %s: %s: %s", url, resp.Status, body)
+		return nil, fmt.Errorf("nsqd: stats %s: %s: %s", url, resp.Status, body)
 	}
 	var s NodeStats
 	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, fmt.Errorf("nsqproc: stats %s: %w", url, err)
+		return nil, fmt.Errorf("nsqd: stats %s: %w", url, err)
 	}
 	return &s, nil
 }

@@ -1,12 +1,4 @@
-// Package nsqdlocal runs real nsqd nodes (github.com/nsqio/nsq/nsqd) inside
-// the current process.
-//
-// It backs the embedded default of `qgate serve` (three nodes, no install) and
-// the fast tests. Every node listens on 127.0.0.1 with ports chosen by the
-// kernel, keeps its queue files in its own data directory, and logs through a
-// *slog.Logger. A node started again on the same data directory gets back the
-// topics, channels and queued messages it had persisted.
-package nsqdlocal
+package nsqd
 
 import (
 	"context"
@@ -19,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nsqio/nsq/nsqd"
+	nsqio "github.com/nsqio/nsq/nsqd"
 )
 
 // DefaultQueueScanRefreshInterval is Options.QueueScanRefreshInterval's
@@ -75,7 +67,7 @@ type Options struct {
 	QueueScanRefreshInterval time.Duration
 	// Tune, if set, is called with the nsqd options last, to set anything
 	// not covered above. Do not change the addresses or the logger.
-	Tune func(*nsqd.Options)
+	Tune func(*nsqio.Options)
 }
 
 // Node is one running in-process nsqd.
@@ -91,7 +83,7 @@ type Node struct {
 	// ID is nsqd's node id.
 	ID int64
 
-	nsqd     *nsqd.NSQD
+	nsqd     *nsqio.NSQD
 	done     chan struct{} // closed when Main has returned
 	mainErr  error         // Main's result; read after done
 	log      *slogAdapter
@@ -106,18 +98,18 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	if opts.DataDir == "" {
-		return nil, errors.New("nsqdlocal: Options.DataDir is required")
+		return nil, errors.New("nsqd: Options.DataDir is required")
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("nsqdlocal: data dir: %w", err)
+		return nil, fmt.Errorf("nsqd: data dir: %w", err)
 	}
 	nopts := nsqdOptions(opts)
 	logger := newSlogAdapter()
 	logger.set(opts.Logger, opts.Name) // until the name is known
 	nopts.Logger = logger
-	n, err := nsqd.New(nopts)
+	n, err := nsqio.New(nopts)
 	if err != nil {
-		return nil, fmt.Errorf("nsqdlocal: start nsqd in %s: %w", opts.DataDir, err)
+		return nil, fmt.Errorf("nsqd: start nsqd in %s: %w", opts.DataDir, err)
 	}
 	node := &Node{
 		Name:     opts.Name,
@@ -137,11 +129,11 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 	// client can connect, as apps/nsqd does.
 	if err := n.LoadMetadata(); err != nil {
 		n.Exit()
-		return nil, fmt.Errorf("nsqdlocal: %s: load metadata: %w", node.Name, err)
+		return nil, fmt.Errorf("nsqd: %s: load metadata: %w", node.Name, err)
 	}
 	if err := n.PersistMetadata(); err != nil {
 		n.Exit()
-		return nil, fmt.Errorf("nsqdlocal: %s: persist metadata: %w", node.Name, err)
+		return nil, fmt.Errorf("nsqd: %s: persist metadata: %w", node.Name, err)
 	}
 	go node.run(opts.Logger)
 	// nsqd's Exit waits on the WaitGroup that Main adds its goroutines to;
@@ -157,7 +149,7 @@ func Start(ctx context.Context, opts Options) (*Node, error) {
 		if err == nil {
 			err = errors.New("exited")
 		}
-		return nil, fmt.Errorf("nsqdlocal: %s: nsqd stopped during start: %w", node.Name, err)
+		return nil, fmt.Errorf("nsqd: %s: nsqd stopped during start: %w", node.Name, err)
 	case <-ctx.Done():
 		node.Stop()
 		return nil, ctx.Err()
@@ -191,7 +183,7 @@ func (n *Node) Stop() error {
 		n.nsqd.Exit()
 		<-n.done
 		if n.mainErr != nil {
-			n.stopErr = fmt.Errorf("nsqdlocal: %s: %w", n.Name, n.mainErr)
+			n.stopErr = fmt.Errorf("nsqd: %s: %w", n.Name, n.mainErr)
 		}
 	})
 	return n.stopErr
@@ -199,7 +191,7 @@ func (n *Node) Stop() error {
 
 // NSQD returns the underlying nsqd, for tests that need more than the
 // addresses (topic and channel state).
-func (n *Node) NSQD() *nsqd.NSQD { return n.nsqd }
+func (n *Node) NSQD() *nsqio.NSQD { return n.nsqd }
 
 // StartN starts n nodes named nsqd-0 … nsqd-(n-1) with data under
 // baseDir/nsqd-<i>, distinct node ids and default options. On error the
@@ -236,8 +228,8 @@ func StopAll(nodes []*Node) error {
 }
 
 // nsqdOptions maps opts onto nsqd's defaults.
-func nsqdOptions(opts Options) *nsqd.Options {
-	o := nsqd.NewOptions()
+func nsqdOptions(opts Options) *nsqio.Options {
+	o := nsqio.NewOptions()
 	o.TCPAddress = orDefault(opts.TCPAddr, "127.0.0.1:0")
 	o.HTTPAddress = orDefault(opts.HTTPAddr, "127.0.0.1:0")
 	o.HTTPSAddress = ""
