@@ -1,17 +1,16 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/syncbuf"
 )
 
 // TestMain lets the test binary serve as the gateway child of S9.
@@ -20,24 +19,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runChild(js, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
-}
-
-// syncBuf collects logs for t.Log on failure.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestScenarios runs every scenario's short form, one after another.
@@ -64,7 +45,7 @@ func TestScenarios(t *testing.T) {
 }
 
 func runScenario(t *testing.T, sc Scenario, bin string) {
-	logs := &syncBuf{}
+	logs := &syncbuf.Buffer{} // for t.Log on failure
 	p := Params{
 		NSQD:         bin,
 		Long:         !testing.Short() && os.Getenv("QGATE_CHAOS_LONG") != "",

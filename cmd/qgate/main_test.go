@@ -17,6 +17,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/syncbuf"
 )
 
 // logWriter sends a command's stderr to t.Log until the test ends.
@@ -242,24 +243,6 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNodesWatch follows the pool with `qgate nodes --watch` while a node
 // is drained and undrained through the admin API.
 func TestNodesWatch(t *testing.T) {
@@ -268,7 +251,7 @@ func TestNodesWatch(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(ctx, &env{stdin: strings.NewReader(""), stdout: &out, stderr: newLogWriter(t)},

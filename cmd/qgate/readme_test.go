@@ -15,6 +15,7 @@ import (
 	"time"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/syncbuf"
 )
 
 // envRunMain makes the test binary run main instead of the tests: the
@@ -202,7 +203,7 @@ func runReadmeLine(t *testing.T, root, addr, line string) string {
 	cmd.Dir = root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
