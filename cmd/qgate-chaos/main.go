@@ -17,7 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/qgate/qgate/chaos"
+	"github.com/qgate/qgate/internal/chaos"
 )
 
 func main() {

@@ -27,8 +27,7 @@ func TestNoHarnessesLinked(t *testing.T) {
 		t.Fatalf("go list -deps lacks backends/nsq: %q", deps)
 	}
 	for _, d := range deps {
-		if strings.HasPrefix(d, "github.com/qgate/qgate/chaos") || strings.HasPrefix(d, "github.com/qgate/qgate/internal/bench") ||
-			strings.HasPrefix(d, "github.com/qgate/qgate/internal/chaos") ||
+		if strings.HasPrefix(d, "github.com/qgate/qgate/internal/chaos") || strings.HasPrefix(d, "github.com/qgate/qgate/internal/bench") ||
 			d == "testing" || strings.HasSuffix(d, "/nsqdtest") || strings.HasSuffix(d, "/tlstest") {
 			t.Errorf("cmd/qgate depends on %s", d)
 		}

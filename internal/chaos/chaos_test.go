@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 // they should: S13-failover-r2 (the pool cannot write two copies in
 // failover mode: every send UNAVAILABLE, acked = 0), S14 and S16 (~40% of
 // deliveries are duplicates across subscribers and qgate instances). See
-// chaos/RESULTS.md, "2026-12-03".
+// internal/chaos/RESULTS.md, "2026-12-03".
 func TestScenarios(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	bin, err := nsqd.BuildBinary(ctx)

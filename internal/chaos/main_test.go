@@ -62,7 +62,7 @@ func TestLookup(t *testing.T) {
 // TestMainArgs runs Main with the arguments in QGATE_CHAOS_ARGS (split on
 // spaces), for measurements before `qgate chaos` is wired:
 //
-//	QGATE_CHAOS_ARGS="--scenario S1 --runs 5" go test -run TestMainArgs -v ./chaos
+//	QGATE_CHAOS_ARGS="--scenario S1 --runs 5" go test -run TestMainArgs -v ./internal/chaos
 func TestMainArgs(t *testing.T) {
 	args := os.Getenv("QGATE_CHAOS_ARGS")
 	if args == "" {

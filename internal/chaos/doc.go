@@ -102,6 +102,6 @@
 //
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
 // but delivered = 0. Short forms take 7-14 s each, S17 about 25 s (go test
-// ./chaos/); long forms (Params.Long, qgate chaos --long) hold faults for
-// 20-30 s, S17's nemesis 5 minutes.
+// ./internal/chaos/); long forms (Params.Long, qgate chaos --long) hold
+// faults for 20-30 s, S17's nemesis 5 minutes.
 package chaos
