@@ -165,6 +165,13 @@ auth:
   tokens:
 %s    - {name: ops, secret: %q, admin: true}
 `, node.TCPAddr, node.HTTPAddr, app, adminSecret)
+	writeConfig(t, path, yaml)
+}
+
+// writeConfig replaces the file at path with yaml at once (a rename), so
+// a reload never reads half of it.
+func writeConfig(t *testing.T, path, yaml string) {
+	t.Helper()
 	if err := os.WriteFile(path+".tmp", []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,13 @@
-package ops_test
+package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,30 +19,37 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
-	"github.com/qgate/qgate/internal/auth"
-	"github.com/qgate/qgate/internal/limits"
 	"github.com/qgate/qgate/internal/tlsutil"
 	"github.com/qgate/qgate/internal/tlsutil/tlstest"
 )
 
-const appSecret = "app-secret-0123456789abcdef"
+const e2eSecret = "app-secret-0123456789abcdef"
 
-// TestProductionWiring runs a gateway as production would — mutual TLS on
-// the gRPC and metrics listeners, bearer tokens, limits — and checks the
+// writeTokensConfig writes a config file of two embedded nodes, checked
+// every 100ms, with the given auth.tokens entries (YAML flow mappings, one
+// a line).
+func writeTokensConfig(t *testing.T, path string, tokens ...string) {
+	t.Helper()
+	yaml := "mode: cluster\nembedded: 2\ncheck: {interval: 100ms, timeout: 500ms}\nauth:\n  tokens:\n"
+	for _, tok := range tokens {
+		yaml += "    - " + tok + "\n"
+	}
+	writeConfig(t, path, yaml)
+}
+
+// TestProductionWiring runs `qgate serve` as production would — mutual TLS
+// on the gRPC and metrics listeners, bearer tokens, limits — and checks the
 // whole path: TLS and token rejections, ACLs, send, subscribe, ack, nack and
 // redelivery, the metrics those leave, and revocation of an open stream.
 func TestProductionWiring(t *testing.T) {
 	certs := tlstest.Generate(t)
-	serverTLS, err := tlsutil.Server(tlsutil.ServerFiles{
-		CertFile: certs.Server.CertFile, KeyFile: certs.Server.KeyFile, ClientCAFile: certs.CA.CertFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := startGateway(t, gatewayOptions{
-		tokens: []auth.Token{{Name: "app", Secret: appSecret, Send: []string{"e2e.*"}, Subscribe: []string{"e2e.*"}}},
-		limits: limits.Config{MaxSubscriptionsPerToken: 4, Rate: 1000, MaxConcurrentStreams: 100},
-		tls:    serverTLS,
-	})
+	path := filepath.Join(t.TempDir(), "qgate.yaml")
+	app := fmt.Sprintf(`{name: app, secret: %q, send: ["e2e.*"], subscribe: ["e2e.*"]}`, e2eSecret)
+	ops := fmt.Sprintf(`{name: ops, secret: %q, admin: true}`, adminSecret)
+	writeTokensConfig(t, path, app, ops)
+	g := startServeEnv(t, nil, "--config", path, "--replicas", "1",
+		"--max-subscriptions-per-token", "4", "--rate-per-token", "1000", "--max-streams", "100",
+		"--tls-cert", certs.Server.CertFile, "--tls-key", certs.Server.KeyFile, "--tls-client-ca", certs.CA.CertFile)
 	clientFiles := tlsutil.ClientFiles{CAFile: certs.CA.CertFile, CertFile: certs.Client.CertFile, KeyFile: certs.Client.KeyFile}
 	creds, err := tlsutil.ClientCredentials(clientFiles)
 	if err != nil {
@@ -52,7 +62,7 @@ func TestProductionWiring(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+appSecret)
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e2eSecret)
 	q := qgatev1.NewQueueServiceClient(conn)
 
 	// Without a client certificate the TLS handshake fails.
@@ -139,14 +149,14 @@ func TestProductionWiring(t *testing.T) {
 		`qgate_acks_total{channel="c",topic="e2e.orders"} 2`,
 		`qgate_nacks_total{channel="c",topic="e2e.orders"} 1`,
 		`qgate_send_duration_seconds_count{topic="e2e.orders"} 1`,
-		`qgate_node_state{group="127.0.0.1`,
+		`qgate_node_state{group="nsqd-0",node="nsqd-0",state="up"} 1`,
 		`grpc_server_handled_total{grpc_code="Unauthenticated",grpc_method="Send",grpc_service="qgate.v1.QueueService",grpc_type="unary"} 1`,
 		`grpc_server_handled_total{grpc_code="PermissionDenied",grpc_method="Send",grpc_service="qgate.v1.QueueService",grpc_type="unary"} 1`,
 	}
 	// Acks reach the backend after the delivery loop above has sent them.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		page := g.scrape(t, hc)
+		_, page := get(t, hc, "https://"+g.metricsAddr+"/metrics")
 		var missing []string
 		for _, w := range want {
 			if !strings.Contains(page, w) {
@@ -165,10 +175,9 @@ func TestProductionWiring(t *testing.T) {
 		t.Errorf("readyz: %v", err)
 	}
 
-	// Revoking the token ends the open subscription.
-	if err := g.store.Replace(nil); err != nil {
-		t.Fatal(err)
-	}
+	// Revoking the token (a reload without it) ends the open subscription.
+	writeTokensConfig(t, path, ops)
+	g.reload <- syscall.SIGHUP
 	for {
 		_, err := sub.Recv()
 		if err == io.EOF {

@@ -1,7 +1,8 @@
-package ops_test
+package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -9,15 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/qgate/qgate/internal/auth"
 )
 
 // clientsNode is the Node.js client test's directory.
 var clientsNode = filepath.Join("..", "..", "clients", "node")
 
 // TestNodeClient runs clients/node/client_test.mjs (Node.js, @grpc/grpc-js
-// loading proto/ directly) against an in-process qgate with auth on. It
+// loading proto/ directly) against `qgate serve` in this process, auth on. It
 // skips only when node or npm is missing; it installs the pinned packages
 // (npm ci) when clients/node/node_modules is missing.
 func TestNodeClient(t *testing.T) {
@@ -39,9 +38,9 @@ func TestNodeClient(t *testing.T) {
 		}
 	}
 	const secret = "node-client-secret-0123456789"
-	g := startGateway(t, gatewayOptions{tokens: []auth.Token{
-		{Name: "node", Secret: secret, Send: []string{"node_*"}, Subscribe: []string{"node_*"}},
-	}})
+	path := filepath.Join(t.TempDir(), "qgate.yaml")
+	writeTokensConfig(t, path, fmt.Sprintf(`{name: node, secret: %q, send: ["node_*"], subscribe: ["node_*"]}`, secret))
+	g := startServeEnv(t, nil, "--config", path, "--replicas", "1")
 
 	cmd := exec.CommandContext(ctx, node, "client_test.mjs")
 	cmd.Dir = clientsNode
@@ -53,7 +52,7 @@ func TestNodeClient(t *testing.T) {
 	}
 
 	// The script's calls show in the gateway's metrics.
-	page := g.scrape(t, http.DefaultClient)
+	_, page := get(t, http.DefaultClient, "http://"+g.metricsAddr+"/metrics")
 	for _, want := range []string{
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Subscribe",grpc_service="qgate.v1.QueueService",grpc_type="bidi_stream"} 1`,
 		`grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="Send",grpc_service="qgate.v1.QueueService",grpc_type="unary"} 1`,
