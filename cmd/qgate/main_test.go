@@ -17,30 +17,9 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 	"github.com/qgate/qgate/internal/syncbuf"
 )
-
-// logWriter sends a command's stderr to t.Log until the test ends.
-type logWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func newLogWriter(t *testing.T) *logWriter {
-	w := &logWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return w
-}
 
 // startServe runs `qgate serve args...` in this process on a free port and
 // returns its address and a func that stops it as SIGTERM would and
@@ -66,7 +45,7 @@ func startServeEnv(t *testing.T, getenv func(string) string, args ...string) *se
 	ready := make(chan string, 1)
 	metricsReady := make(chan string, 1)
 	s := &served{reload: make(chan os.Signal, 1)}
-	e := &env{stdin: strings.NewReader(""), stdout: newLogWriter(t), stderr: newLogWriter(t),
+	e := &env{stdin: strings.NewReader(""), stdout: nsqdtest.LogWriter(t), stderr: nsqdtest.LogWriter(t),
 		ready: func(a string) { ready <- a }, metricsReady: func(a string) { metricsReady <- a },
 		getenv: getenv, reload: s.reload}
 	exited := make(chan int, 1)
@@ -254,7 +233,7 @@ func TestNodesWatch(t *testing.T) {
 	var out syncbuf.Buffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- run(ctx, &env{stdin: strings.NewReader(""), stdout: &out, stderr: newLogWriter(t)},
+		exited <- run(ctx, &env{stdin: strings.NewReader(""), stdout: &out, stderr: nsqdtest.LogWriter(t)},
 			[]string{"nodes", "--addr", addr, "--watch"})
 	}()
 	waitFor := func(what string) {

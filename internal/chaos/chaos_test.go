@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 	"github.com/qgate/qgate/internal/syncbuf"
 )
 
@@ -31,12 +31,7 @@ func TestMain(m *testing.M) {
 // deliveries are duplicates across subscribers and qgate instances). See
 // internal/chaos/RESULTS.md, "2026-12-03".
 func TestScenarios(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	bin, err := nsqd.BuildBinary(ctx)
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := nsqdtest.NSQDBinary(t)
 	for _, sc := range Scenarios() {
 		t.Run(sc.Name, func(t *testing.T) {
 			runScenario(t, sc, bin)

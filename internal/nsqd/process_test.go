@@ -8,23 +8,13 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
-
-func binary(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	bin, err := nsqd.BuildBinary(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
 
 func start(t *testing.T, opts nsqd.ProcessOptions) *nsqd.Process {
 	t.Helper()
 	if opts.Binary == "" {
-		opts.Binary = binary(t)
+		opts.Binary = nsqdtest.NSQDBinary(t)
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
@@ -142,7 +132,7 @@ func TestStartErrors(t *testing.T) {
 		t.Error("no data dir: no error")
 	}
 	// A bad flag makes nsqd exit at once: Start reports it with the output.
-	_, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: binary(t), DataDir: t.TempDir(), Args: []string{"--no-such-flag"}})
+	_, err := nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: nsqdtest.NSQDBinary(t), DataDir: t.TempDir(), Args: []string{"--no-such-flag"}})
 	if err == nil {
 		t.Fatal("bad flag: no error")
 	}
@@ -152,7 +142,7 @@ func TestStartErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	_, err = nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: binary(t), DataDir: t.TempDir(), TCPAddr: l.Addr().String(), HTTPAddr: l.Addr().String()})
+	_, err = nsqd.StartProcess(ctx, nsqd.ProcessOptions{Binary: nsqdtest.NSQDBinary(t), DataDir: t.TempDir(), TCPAddr: l.Addr().String(), HTTPAddr: l.Addr().String()})
 	if err == nil {
 		t.Fatal("taken port: no error")
 	}

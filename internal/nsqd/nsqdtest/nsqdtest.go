@@ -10,6 +10,7 @@ package nsqdtest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -56,9 +57,16 @@ func StartNode(t testing.TB, opts nsqd.Options) *nsqd.Node {
 // Logger returns a logger that writes records at level and above to t.Log,
 // and drops them once the test has finished (t.Log would panic).
 func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: level}))
+}
+
+// LogWriter returns a writer that sends each write to t.Log (without its
+// trailing newline), for a logger or a command's output, and drops writes
+// once the test has finished (t.Log would panic). Safe for concurrent use.
+func LogWriter(t testing.TB) io.Writer {
 	w := &tbWriter{t: t}
 	t.Cleanup(w.close)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return w
 }
 
 // tbWriter writes lines to t.Log until closed.
