@@ -181,14 +181,14 @@ func (p *Process) Stop() error {
 		return err
 	}
 	p.setStopped(true)
-	WaitFrozen(p.Pid())
+	waitFrozen(p.Pid())
 	return nil
 }
 
-// WaitFrozen waits (at most a second) until the kernel reports pid as
+// waitFrozen waits (at most a second) until the kernel reports pid as
 // stopped. kill(SIGSTOP) returns before every thread of the process has
 // stopped, so a request in the next moment could still be answered.
-func WaitFrozen(pid int) {
+func waitFrozen(pid int) {
 	stat := fmt.Sprintf("/proc/%d/stat", pid)
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		b, err := os.ReadFile(stat)
@@ -293,13 +293,8 @@ func (p *Process) start(ctx context.Context) error {
 	return fmt.Errorf("%w; output:\n%s", err, p.out.String()[mark:])
 }
 
-// WaitPing polls GET http://httpAddr/ping until nsqd answers 200 "OK" or ctx
-// is done (then it returns ctx.Err()).
-func WaitPing(ctx context.Context, httpAddr string) error {
-	return waitPing(ctx, httpAddr, nil)
-}
-
-// waitPing is WaitPing that also gives up when exited is closed.
+// waitPing polls GET http://httpAddr/ping until nsqd answers 200 "OK", ctx
+// is done or exited is closed.
 func waitPing(ctx context.Context, httpAddr string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -310,7 +305,7 @@ func waitPing(ctx context.Context, httpAddr string, exited <-chan struct{}) erro
 		case <-exited:
 			return errors.New("nsqd exited during start")
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) && exited != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("nsqd not answering /ping: %w", ctx.Err())
 			}
 			return ctx.Err()
