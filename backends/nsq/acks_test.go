@@ -7,17 +7,17 @@ import (
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/envelope"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // ackTopicCounts returns, per node, how many records were published to the
 // ack topic there (0 where it does not exist).
-func ackTopicCounts(t *testing.T, nodes []*nsqdlocal.Node) []int {
+func ackTopicCounts(t *testing.T, nodes []*nsqd.Node) []int {
 	t.Helper()
 	out := make([]int, len(nodes))
 	for i, nd := range nodes {
-		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic(DefaultAckTopic); tp != nil {
+		if tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic(DefaultAckTopic); tp != nil {
 			out[i] = int(tp.MessageCount)
 		}
 	}
@@ -26,7 +26,7 @@ func ackTopicCounts(t *testing.T, nodes []*nsqdlocal.Node) []int {
 
 // waitAckRecords waits until the ack topic holds want records in all over
 // nodes, and returns the per-node counts.
-func waitAckRecords(t *testing.T, nodes []*nsqdlocal.Node, want int, timeout time.Duration) []int {
+func waitAckRecords(t *testing.T, nodes []*nsqd.Node, want int, timeout time.Duration) []int {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -49,7 +49,7 @@ func waitAckRecords(t *testing.T, nodes []*nsqdlocal.Node, want int, timeout tim
 // on two distinct nodes (of three), so that the loss of one node does not
 // lose the ack; the record decodes to what was acked.
 func TestAckRecordsWrittenToTwoNodes(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 3)
+	nodes := nsqdtest.StartNodes(t, 3)
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.AckTopic = DefaultAckTopic })
 	waitAckReaders(t, nodes, p.cfg.InstanceID)
 	for _, nd := range nodes { // a raw reader's channel, to read the records back
@@ -90,11 +90,11 @@ func TestAckRecordsWrittenToTwoNodes(t *testing.T) {
 // copy instead of delivering it. Without the retry no record would ever
 // reach the restarted nodes.
 func TestAckRecordsRetriedThroughOutage(t *testing.T) {
-	var nodes []*nsqdlocal.Node
-	var opts []nsqdlocal.Options
+	var nodes []*nsqd.Node
+	var opts []nsqd.Options
 	for range 2 {
-		o := nsqdlocal.Options{DataDir: t.TempDir()}
-		nd := nsqtest.StartNode(t, o)
+		o := nsqd.Options{DataDir: t.TempDir()}
+		nd := nsqdtest.StartNode(t, o)
 		o.TCPAddr, o.HTTPAddr = nd.TCPAddr, nd.HTTPAddr
 		nodes, opts = append(nodes, nd), append(opts, o)
 	}
@@ -116,7 +116,7 @@ func TestAckRecordsRetriedThroughOutage(t *testing.T) {
 	// retries before the nodes come back.
 	time.Sleep(300 * time.Millisecond) // the outage's length, not a wait for an event
 	for i := range nodes {
-		nodes[i] = nsqtest.StartNode(t, opts[i])
+		nodes[i] = nsqdtest.StartNode(t, opts[i])
 	}
 	t.Cleanup(func() { a.Close() }) // before the restarted nodes stop
 	counts := waitAckRecords(t, nodes, 1, 15*time.Second)
@@ -142,7 +142,7 @@ func TestAckRecordsRetriedThroughOutage(t *testing.T) {
 // never its own, a channel with a consumer, or a channel that is not an
 // ack channel.
 func TestAckChannelSweep(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 1)
+	nodes := nsqdtest.StartNodes(t, 1)
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.AckTopic = DefaultAckTopic })
 	waitAckReaders(t, nodes, p.cfg.InstanceID)
 	addr := nodes[0].HTTPAddr
@@ -156,7 +156,7 @@ func TestAckChannelSweep(t *testing.T) {
 	defer stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if ch := nsqtest.Stats(t, addr).Topic(DefaultAckTopic).Channel(live); ch != nil && ch.ClientCount > 0 {
+		if ch := nsqdtest.Stats(t, addr).Topic(DefaultAckTopic).Channel(live); ch != nil && ch.ClientCount > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -166,7 +166,7 @@ func TestAckChannelSweep(t *testing.T) {
 	}
 	channels := func() map[string]bool {
 		out := map[string]bool{}
-		for _, ch := range nsqtest.Stats(t, addr).Topic(DefaultAckTopic).Channels {
+		for _, ch := range nsqdtest.Stats(t, addr).Topic(DefaultAckTopic).Channels {
 			out[ch.Name] = true
 		}
 		return out
@@ -201,7 +201,7 @@ func TestLateAckAfterConnectionLoss(t *testing.T) {
 	for _, ack := range []bool{true, false} {
 		name := map[bool]string{true: "acked", false: "not acked"}[ack]
 		t.Run(name, func(t *testing.T) {
-			nodes := nsqtest.StartNodes(t, 2)
+			nodes := nsqdtest.StartNodes(t, 2)
 			const delay = 1500 * time.Millisecond
 			p := newPool(t, ModeFailover, localNodes(nodes), func(c *Config) { c.StandbyDelay = delay })
 			ev := watchEvents(t, p)

@@ -6,15 +6,15 @@ import (
 	"time"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/internal/nsqdlocal"
-	"github.com/qgate/qgate/internal/nsqtest"
+	"github.com/qgate/qgate/internal/nsqd"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // TestDeadLetterFinishesStandby: a replicated message dead-lettered after
 // its last attempt is settled for good: its standby copy, due later, is
 // finished without delivery, and the dead-letter topic has it.
 func TestDeadLetterFinishesStandby(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	const delay = 1500 * time.Millisecond
 	p := newPool(t, ModeFailover, localNodes(nodes), func(c *Config) { c.StandbyDelay = delay })
 	const topic, dlq = "dl", "dl.dead"
@@ -43,7 +43,7 @@ func TestDeadLetterFinishesStandby(t *testing.T) {
 	}
 	n := 0
 	for _, nd := range nodes {
-		if tp := nsqtest.Stats(t, nd.HTTPAddr).Topic(dlq); tp != nil {
+		if tp := nsqdtest.Stats(t, nd.HTTPAddr).Topic(dlq); tp != nil {
 			n += int(tp.MessageCount)
 		}
 	}
@@ -58,7 +58,7 @@ func TestDeadLetterFinishesStandby(t *testing.T) {
 // the ack topic), so the standby waits for the outcome instead of being
 // delivered beside it.
 func TestExtendHoldsStandby(t *testing.T) {
-	nodes := nsqtest.StartNodes(t, 2)
+	nodes := nsqdtest.StartNodes(t, 2)
 	const delay = 400 * time.Millisecond // holds start at delay/4
 	const ackDeadline = 3 * time.Second
 	tweak := func(c *Config) { c.StandbyDelay = delay; c.AckTopic = DefaultAckTopic }
@@ -118,10 +118,10 @@ func TestExtendHoldsStandby(t *testing.T) {
 // after a restart; the subscription defers it again until its due time
 // (the envelope's not_before), so it is not delivered early.
 func TestDelayedMessageDeferredAgainAfterRestart(t *testing.T) {
-	o := nsqdlocal.Options{DataDir: t.TempDir()}
-	nd := nsqtest.StartNode(t, o)
+	o := nsqd.Options{DataDir: t.TempDir()}
+	nd := nsqdtest.StartNode(t, o)
 	o.TCPAddr, o.HTTPAddr = nd.TCPAddr, nd.HTTPAddr
-	p := newPool(t, ModeCluster, localNodes([]*nsqdlocal.Node{nd}), nil)
+	p := newPool(t, ModeCluster, localNodes([]*nsqd.Node{nd}), nil)
 	const topic = "later"
 	createChannels(t, p, []string{nd.HTTPAddr}, topic, "c")
 	const delay = 5 * time.Second
@@ -131,7 +131,7 @@ func TestDelayedMessageDeferredAgainAfterRestart(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if ch := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch != nil && ch.DeferredCount == 1 {
+		if ch := nsqdtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch != nil && ch.DeferredCount == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -142,11 +142,11 @@ func TestDelayedMessageDeferredAgainAfterRestart(t *testing.T) {
 	if err := nd.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	nd = nsqtest.StartNode(t, o)
+	nd = nsqdtest.StartNode(t, o)
 	t.Cleanup(func() { p.Close() }) // before the restarted node stops
 	// nsqd has the message ready at once now (the control: it is in the
 	// channel's depth, not deferred), well before its due time.
-	if ch := nsqtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch == nil || ch.Depth != 1 {
+	if ch := nsqdtest.Stats(t, nd.HTTPAddr).Topic(topic).Channel("c"); ch == nil || ch.Depth != 1 {
 		t.Fatalf("after the restart the channel is %+v, want the message ready (depth 1)", ch)
 	}
 	if time.Since(sent) > delay-time.Second {
