@@ -7,7 +7,7 @@ import (
 )
 
 // releasedMsg is the pool's log message when it drops the deliveries it
-// holds from a node that went down (backends/nsq subscribe.go). The harness
+// holds from a node that went down (backends/nsq handback.go). The harness
 // counts them: after a SIGKILL nsqd has nothing to requeue, so each is a
 // candidate for a lost message.
 const releasedMsg = "nsq released deliveries of a down node"

@@ -1,0 +1,209 @@
+// After the load: the drain, the replica check, and the measurements a run
+// adds to its report (what the nodes still hold, detection, recovery,
+// availability).
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// addLeft reports what the nodes still hold after the drain: messages
+// that were neither lost nor delivered but are stuck (for example on a node
+// that no consumer reads).
+func (h *Harness) addLeft(ctx context.Context, r *Report) {
+	var total int64
+	var parts []string
+	for i, p := range h.cluster.procs {
+		if !p.Running() {
+			parts = append(parts, h.cluster.names[i]+": down")
+			continue
+		}
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			parts = append(parts, h.cluster.names[i]+": "+err.Error())
+			continue
+		}
+		n, consumers := left(st, h.topic, "chaos")
+		var topicDepth int64
+		if t := st.Topic(h.topic); t != nil {
+			topicDepth = t.Depth
+		}
+		total += n + topicDepth
+		parts = append(parts, fmt.Sprintf("%s: %d msgs, %d consumers, topic depth %d", h.cluster.names[i], n, consumers, topicDepth))
+	}
+	r.AddText("left on nodes", float64(total), "", fmt.Sprintf("%d (%s)", total, strings.Join(parts, "; ")))
+}
+
+// drain waits until no more deliveries can come, or they stopped coming,
+// or a time limit passes; it returns how long it waited and why it
+// stopped. No more can come when nothing was delivered for a second, every
+// acked message was delivered, and the running nodes hold nothing for the
+// topic and channel: no message not yet copied to the channel, ready, in
+// flight (delivered, not yet acked: a lost ack brings it back after the
+// ack deadline) or deferred (a copy to be redelivered later, a standby
+// copy). Ending when lost is 0 would miss those late duplicates. With
+// messages missing (or WaitRedelivery), the quiet period is the ack
+// deadline + 2 s instead of 1 s; the nodes must still be empty. While the
+// nodes hold messages the drain goes on as long as deliveries come (a
+// backlog on slow, fsyncing nodes), and gives up when none came for the
+// ack deadline + 10 s (stuck) or at the limit (1 min, 5 min long).
+func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
+	start := time.Now()
+	limit := start.Add(h.d(time.Minute, 5*time.Minute))
+	stuck := h.Sc.AckDeadline + 10*time.Second
+	for time.Now().Before(limit) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		_, _, last := h.ledger.Counts()
+		if last.Before(start) {
+			last = start
+		}
+		idle := time.Since(last)
+		quiet := time.Second
+		if h.Sc.WaitRedelivery || (idle >= quiet && h.ledger.Check().LostCount() > 0) {
+			quiet = h.Sc.AckDeadline + 2*time.Second
+		}
+		if idle < quiet {
+			continue
+		}
+		if h.nodesEmpty(ctx) {
+			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
+		}
+		if idle >= stuck {
+			return time.Since(start), fmt.Sprintf("nodes not empty, nothing delivered for %v", stuck)
+		}
+	}
+	return time.Since(start), "time limit, nodes not empty"
+}
+
+// nodesEmpty reports whether every running node holds nothing for the
+// run's topic and channel (not yet copied to the channel, ready, in flight
+// or deferred). A node that does not answer is not empty.
+func (h *Harness) nodesEmpty(ctx context.Context) bool {
+	for _, p := range h.cluster.procs {
+		if !p.Running() {
+			continue
+		}
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			return false
+		}
+		n, _ := left(st, h.topic, "chaos")
+		if t := st.Topic(h.topic); t != nil {
+			n += t.Depth
+		}
+		if n > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// addFaultMetrics adds detection and recovery times and the availability
+// of sends while faults lasted.
+func (h *Harness) addFaultMetrics(r *Report) {
+	events := h.watch.snapshot()
+	var detect, recov time.Duration
+	detected, recovered, nodeFaults := true, true, 0
+	for _, f := range h.faults {
+		if len(f.Nodes) == 0 {
+			continue
+		}
+		nodeFaults++
+		t := Timings(*f, events)
+		detected = detected && t.Detected
+		recovered = recovered && t.Recovered
+		detect, recov = max(detect, t.Detect), max(recov, t.Recover)
+	}
+	if nodeFaults > 0 {
+		r.AddDuration("detect", detect, detected)
+		r.AddDuration("recover", recov, recovered)
+	}
+	r.Add("false failovers", float64(Downs(events, derefFaults(h.faults))), "")
+	if len(h.faults) == 0 {
+		return
+	}
+	from := h.faults[0].At
+	to := h.faults[len(h.faults)-1].Healed
+	if to.IsZero() {
+		to = time.Now()
+	}
+	// When were the lost messages sent: before the fault (they lived on a
+	// node), during it, or after the heal (written to a restarted node)?
+	res := h.ledger.Check()
+	if res.LostCount() > 0 {
+		lost := make(map[string]bool)
+		for _, id := range res.Lost {
+			lost[id] = true
+		}
+		var before, during, after int
+		for _, s := range h.ledger.Sends() {
+			if s.Outcome != Acked || !lost[s.IDs[0]] {
+				continue
+			}
+			switch {
+			case s.Start.Before(from):
+				before++
+			case s.Start.Before(to):
+				during++
+			default:
+				after++
+			}
+		}
+		r.AddText("lost, by send time", float64(res.LostCount()), "",
+			fmt.Sprintf("%d before the fault, %d during, %d after the heal", before, during, after))
+	}
+	ok, all := 0, 0
+	for _, s := range h.ledger.Sends() {
+		if s.Start.Before(from) || s.Start.After(to) {
+			continue
+		}
+		all++
+		if s.Outcome == Acked {
+			ok++
+		}
+	}
+	avail := math.NaN()
+	if all > 0 {
+		avail = math.Round(1000*float64(ok)/float64(all)) / 10
+	}
+	r.AddText("availability", avail, "%", fmt.Sprintf("%s%% (%d of %d sends acked during the fault)", fmtNum(avail), ok, all))
+}
+
+func derefFaults(fs []*Fault) []Fault {
+	out := make([]Fault, len(fs))
+	for i, f := range fs {
+		out[i] = *f
+	}
+	return out
+}
+
+// checkReplicas returns why replicated sends are not in effect, or "".
+// It compares the messages the nodes hold with the sends acked so far: with
+// replicas = k the nodes must hold about k copies of each.
+func (h *Harness) checkReplicas(ctx context.Context) string {
+	res := h.ledger.Check()
+	if res.Acked == 0 {
+		return fmt.Sprintf("no send with replicas=%d was acked during warm-up (errors: %v)", h.replicas(), res.SendErrors)
+	}
+	var held uint64
+	for _, p := range h.cluster.procs {
+		st, err := fetchStats(ctx, p.HTTPAddr())
+		if err != nil {
+			return fmt.Sprintf("cannot read nsqd stats: %v", err)
+		}
+		held += messages(st, h.topic)
+	}
+	// Sends are still running: held counts copies of a few sends acked
+	// after the ledger was read; the 0.75 factor absorbs that the other way.
+	want := float64(h.replicas()) * float64(res.Acked) * 0.75
+	if float64(held) < want {
+		return fmt.Sprintf("replicated sends are not in effect: %d sends acked with replicas=%d but the nodes hold %d copies (the pool does not write replicas yet)",
+			res.Acked, h.replicas(), held)
+	}
+	return ""
+}
