@@ -80,7 +80,7 @@ func startLoadOpts(t *testing.T, p *Pool, topic string, workers int, pause time.
 					l.ackedAt = append(l.ackedAt, time.Now())
 				}
 				l.mu.Unlock()
-				time.Sleep(pause)
+				time.Sleep(pause) // pacing of the load, not a wait
 			}
 		}()
 	}
