@@ -224,14 +224,15 @@ func waitTopicCount(t *testing.T, httpAddr, topic string, from, n int64, what st
 	}
 }
 
-// readyAt is when a killed node that answers again from answered may come
-// up: then, or when its data-path ejection ends if the send path, not the
-// checks, took it out (down is its down event; the send path often sees a
-// SIGKILL first, and an ejection lasts health.DefaultBaseEjection, 5s,
-// whatever the checks say).
-func readyAt(answered time.Time, down timedEvent) time.Time {
-	if down.Node.OutReason == backends.OutDataPath && down.Node.OutUntil.After(answered) {
-		return down.Node.OutUntil
+// readyAt is when node name of p, killed and answering again since
+// answered, may come up: then, or when its data-path ejection ends if it is
+// still out for the send path (which often sees a SIGKILL first; an
+// ejection lasts health.DefaultBaseEjection, 5s, whatever the checks say,
+// unless the checks took the node down meanwhile: that ends it). Call it
+// right after the restart.
+func readyAt(p *Pool, name string, answered time.Time) time.Time {
+	if st := nodeState(p, name); st.OutReason == backends.OutDataPath && st.OutUntil.After(answered) {
+		return st.OutUntil
 	}
 	return answered
 }
@@ -277,8 +278,8 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	restarted := time.Now()
 	procs[1].Restart()
 	answered := time.Now() // Restart returns once /ping answers
+	ready := readyAt(p, "p1", answered)
 	up := ev.wait(t, restarted, eventWait, "p1 up", isState("p1", backends.NodeUp))
-	ready := readyAt(answered, down)
 	rise := up.Node.Since.Sub(ready)
 	t.Logf("cluster: p1 restarted (nsqd start %v), up %v after it answered and any ejection ended (ejection ended %v after it answered; bound %v + slack)",
 		answered.Sub(restarted).Round(time.Millisecond), rise.Round(time.Millisecond), ready.Sub(answered).Round(time.Millisecond), riseBound)
@@ -399,13 +400,13 @@ func TestFailoverKillPrimary(t *testing.T) {
 	restarted := time.Now()
 	procs[0].Restart()
 	answered := time.Now()
+	ready := readyAt(p, "p0", answered)
 	up := ev.wait(t, restarted, eventWait, "p0 up", isState("p0", backends.NodeUp))
 	back := ev.wait(t, restarted, eventWait, "p0 active", becameActive("p0"))
 	// back.at is when the watch reader got the failback, never before the
 	// pool made it: a lower bound on the hold is safe with it.
-	ready := readyAt(answered, down)
 	failback := back.at.Sub(ready)
-	t.Logf("failover: SIGKILL primary detected in %v (%s, ejected until %v after it answered); restarted primary up %v after it answered; failback %v after it answered and any ejection ended, %v after up (hold %v)",
+	t.Logf("failover: SIGKILL primary detected in %v (%s); ejection (if still out for it) ended %v after it answered; restarted primary up %v after it answered; failback %v after it answered and any ejection ended, %v after up (hold %v)",
 		detect.Round(time.Millisecond), down.Node.OutReason, ready.Sub(answered).Round(time.Millisecond),
 		up.Node.Since.Sub(answered).Round(time.Millisecond), failback.Round(time.Millisecond),
 		back.at.Sub(back.Node.Since).Round(time.Millisecond), hold)
