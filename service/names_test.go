@@ -1,12 +1,11 @@
 package service
 
 import (
-	"regexp"
 	"strings"
 	"testing"
-)
 
-var nameRE = regexp.MustCompile(NamePattern)
+	nsq "github.com/nsqio/go-nsq"
+)
 
 func TestValidName(t *testing.T) {
 	good := []string{"a", "t", "a#ephemeral", "A.b_c-d", strings.Repeat("x", 64), strings.Repeat("x", 54) + "#ephemeral", "..", "-"}
@@ -24,16 +23,18 @@ func TestValidName(t *testing.T) {
 	}
 }
 
-// FuzzValidName checks the hand-written validator against nsqd's rule: the
-// regexp and the length limit.
+// FuzzValidName checks the hand-written validator against go-nsq's, which
+// implements nsqd's rule on its own (a regexp and the length limit): a name
+// ValidName accepts must be one nsqd accepts for a topic and a channel, and
+// the other way round.
 func FuzzValidName(f *testing.F) {
 	for _, s := range []string{"a", "a#ephemeral", "#ephemeral", "a#ephemeral#ephemeral", strings.Repeat("x", 65), "é"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		want := len(s) >= 1 && len(s) <= 64 && nameRE.MatchString(s)
-		if got := ValidName(s); got != want {
-			t.Errorf("ValidName(%q) = %v, nsqd's rule says %v", s, got, want)
+		topic, channel := nsq.IsValidTopicName(s), nsq.IsValidChannelName(s)
+		if got := ValidName(s); got != topic || got != channel {
+			t.Errorf("ValidName(%q) = %v, go-nsq says topic %v, channel %v", s, got, topic, channel)
 		}
 	})
 }

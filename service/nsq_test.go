@@ -310,7 +310,7 @@ func TestNSQBadInputHarmsNobody(t *testing.T) {
 				continue
 			}
 			sent.Add(1)
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // pacing: steady good traffic, not a flood
 		}
 	}()
 	waitFor(t, "good traffic", func() bool { return received.Load() > 5 })

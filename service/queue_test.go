@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,13 +105,21 @@ func TestBadSendsNeverReachBackend(t *testing.T) {
 
 // TestSendStreamWindow: with the backend stuck, the server processes exactly
 // window requests and reads no more than one beyond; once released, every
-// request gets exactly one response with its id.
+// request gets exactly one response with its id. The sends are released one
+// at a time: request k+window may start only after request k was released,
+// and the test waits for it to start before it releases the next, so a
+// server that reads ahead is caught by the order of events, not by how
+// long the test waited.
 func TestSendStreamWindow(t *testing.T) {
 	const window, total = 4, 40
 	b := newFaultBackend()
-	release := make(chan struct{})
-	var running, peak atomic.Int64
-	b.send = func(ctx context.Context, _ string, _ []*backends.Message, _ backends.SendOptions) error {
+	release := make([]chan struct{}, total)
+	for i := range release {
+		release[i] = make(chan struct{})
+	}
+	started := make(chan int, total)
+	var running, peak, released atomic.Int64
+	b.send = func(ctx context.Context, _ string, ms []*backends.Message, _ backends.SendOptions) error {
 		n := running.Add(1)
 		defer running.Add(-1)
 		for {
@@ -119,8 +128,17 @@ func TestSendStreamWindow(t *testing.T) {
 				break
 			}
 		}
+		id, err := strconv.Atoi(string(ms[0].Body))
+		if err != nil {
+			t.Errorf("body %q: %v", ms[0].Body, err)
+			return err
+		}
+		if r := released.Load(); int64(id) >= r+window {
+			t.Errorf("request %d started with %d of the first requests released, window %d", id, r, window)
+		}
+		started <- id
 		select {
-		case <-release:
+		case <-release[id]:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -132,27 +150,45 @@ func TestSendStreamWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sent atomic.Int64
 	sendDone := make(chan error, 1)
 	go func() {
 		for i := range total {
-			if err := stream.Send(&qgatev1.SendStreamRequest{RequestId: uint64(i), Send: &qgatev1.SendRequest{Topic: "t", Messages: msgs("x")}}); err != nil {
+			if err := stream.Send(&qgatev1.SendStreamRequest{RequestId: uint64(i), Send: &qgatev1.SendRequest{Topic: "t", Messages: msgs(strconv.Itoa(i))}}); err != nil {
 				sendDone <- err
 				return
 			}
-			sent.Add(1)
 		}
 		sendDone <- stream.CloseSend()
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for running.Load() < window && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	nextStart := func() int {
+		t.Helper()
+		select {
+		case id := <-started:
+			return id
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no send started within 10s (%d released)", released.Load())
+			return -1
+		}
 	}
-	time.Sleep(100 * time.Millisecond) // give an unbounded server time to misbehave
-	if got := b.sends.Load(); got != window {
-		t.Errorf("backend has %d sends in progress with a full window, want %d", got, window)
+	first := map[int]bool{}
+	for range window {
+		first[nextStart()] = true
 	}
-	close(release)
+	for i := range window {
+		if !first[i] {
+			t.Errorf("first sends started %v, want 0 to %d", first, window-1)
+			break
+		}
+	}
+	for k := range total {
+		released.Add(1)
+		close(release[k])
+		if k+window < total {
+			if id := nextStart(); id != k+window {
+				t.Errorf("after releasing request %d, request %d started, want %d", k, id, k+window)
+			}
+		}
+	}
 	seen := make(map[uint64]int)
 	for {
 		resp, err := stream.Recv()

@@ -63,29 +63,37 @@ func TestCoalescedCancelWritesNothing(t *testing.T) {
 		c.Check.Interval = 5 * time.Second // the send path, not the checker, meets the frozen node
 	})
 	send(t, p, "cancel", "warm")
-	procs[0].Stop()
-	t.Cleanup(procs[0].Cont)
-	time.Sleep(50 * time.Millisecond) // SIGSTOP takes effect
+	n := p.nodes["p0"]
+	written := n.mpubs.Load()
+	freeze(t, procs[0])
+	sendFails := func(i int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		if err := p.Send(ctx, "cancel", []*backends.Message{msg(fmt.Sprint("m", i))}, backends.SendOptions{}); err == nil {
+			t.Errorf("send %d to a frozen node succeeded", i)
+		}
+	}
 	var wg sync.WaitGroup
-	for i := range 5 {
+	wg.Add(1)
+	go func() { defer wg.Done(); sendFails(0) }()
+	// The others go behind the first once its PUB is on the wire: the
+	// topic has an outstanding command until the node answers it.
+	for deadline := time.Now().Add(10 * time.Second); n.mpubs.Load() == written; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first send was not written within 10s")
+		}
+	}
+	for i := 1; i < 5; i++ {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if i > 0 {
-				time.Sleep(50 * time.Millisecond) // behind the first
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			defer cancel()
-			err := p.Send(ctx, "cancel", []*backends.Message{msg(fmt.Sprint("m", i))}, backends.SendOptions{})
-			if err == nil {
-				t.Errorf("send %d to a frozen node succeeded", i)
-			}
-		}()
+		go func() { defer wg.Done(); sendFails(i) }()
 	}
 	wg.Wait()
 	procs[0].Cont()
-	time.Sleep(300 * time.Millisecond) // the stuck PUB lands
-	if got := nsqdtest.Stats(t, procs[0].HTTPAddr()).Topic("cancel").MessageCount; got != 2 {
-		t.Errorf("topic has %d messages, want 2 (warm-up and the stuck PUB)", got)
+	// A marker sent after the thaw is written after the stuck PUB and
+	// after anything still queued for the topic: once it is acknowledged,
+	// everything that would land has landed.
+	send(t, p, "cancel", "marker")
+	if got := nsqdtest.Stats(t, procs[0].HTTPAddr()).Topic("cancel").MessageCount; got != 3 {
+		t.Errorf("topic has %d messages, want 3 (warm-up, the stuck PUB and the marker)", got)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,43 @@ func startProcs(t *testing.T, n int, opts ...nsqdtest.ProcessOption) []*nsqdtest
 	return procs
 }
 
+// freeze freezes pr with SIGSTOP and waits until every thread of it is
+// stopped (kill returns before they all are, and a thread still running
+// could answer), as /proc shows; it fails the test after 10s.
+func freeze(t *testing.T, pr *nsqdtest.Process) {
+	t.Helper()
+	pr.Stop()
+	t.Cleanup(pr.Cont)
+	deadline := time.Now().Add(10 * time.Second)
+	for !allStopped(pr.Pid()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nsqd %d: not every thread stopped 10s after SIGSTOP", pr.Pid())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStopped reports whether every thread of process pid is in state T
+// (stopped) according to /proc/pid/task/*/stat.
+func allStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if len(stats) == 0 {
+		return false
+	}
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false
+		}
+		// "pid (comm) S ...": the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
 func nodeState(p *Pool, name string) backends.NodeStatus {
 	for _, st := range p.Nodes() {
 		if st.Name == name {
@@ -53,11 +92,7 @@ func TestSendFrozenNode(t *testing.T) {
 	for i := range 6 { // connect every producer
 		send(t, p, "frozen", fmt.Sprint("warm", i))
 	}
-	procs[1].Stop()
-	t.Cleanup(procs[1].Cont)
-	// kill(SIGSTOP) returns before every thread of nsqd has stopped; a
-	// send in the next moment could still be answered.
-	time.Sleep(50 * time.Millisecond)
+	freeze(t, procs[1])
 	frozenAt := time.Now()
 	var worst time.Duration
 	for i := range 6 {
@@ -88,10 +123,17 @@ func TestSendFrozenNode(t *testing.T) {
 // no node is marked down and the pool keeps working.
 func TestProtocolErrorKeepsNodeUp(t *testing.T) {
 	nodes := nsqdtest.StartNodes(t, 2)
-	p := newPool(t, ModeCluster, localNodes(nodes), nil)
+	obs := &ejectObserver{}
+	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.Observer = obs })
 	send(t, p, "big", "a", "b", "c") // connect
 	send(t, p, "big", "d")
 	before := producerConns(t, nodes[0].HTTPAddr) + producerConns(t, nodes[1].HTTPAddr)
+	// From here on every change of a node's state is seen, also one that
+	// recovers before the test looks: the watch reports each change (a
+	// flap a slow reader missed still arrives, coalesced, as an event),
+	// and the observer is told of every ejection as it happens.
+	watchFrom := time.Now()
+	ev := watchEvents(t, p)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -109,19 +151,62 @@ func TestProtocolErrorKeepsNodeUp(t *testing.T) {
 	if !errors.Is(err, ErrRejected) || !errors.Is(err, backends.ErrRejected) {
 		t.Errorf("bad topic: got %v, want ErrRejected (and backends.ErrRejected)", err)
 	}
-	time.Sleep(3 * fastCheck.Interval)
+	// Give the active checks a chance to react too: wait until each node
+	// was checked Fall+1 more times after the bad sends.
+	waitChecks(t, p, time.Now(), fastCheck.Fall+1, 10*time.Second)
+	for i := range 4 {
+		send(t, p, "big", fmt.Sprint("after", i))
+	}
 	for _, st := range p.Nodes() {
 		if st.State != backends.NodeUp {
 			t.Errorf("node %s: %v (%s), want up", st.Name, st.State, st.LastError)
 		}
 	}
-	for i := range 4 {
-		send(t, p, "big", fmt.Sprint("after", i))
+	if out, capped := obs.snapshot(); len(out)+len(capped) > 0 {
+		t.Errorf("nodes went out %v (ejections refused: %v), want none", out, capped)
 	}
+	seen := map[string]bool{}
+	ev.mu.Lock()
+	for _, e := range ev.evs {
+		first := !seen[e.Node.Name] // Watch's snapshot of the node
+		seen[e.Node.Name] = true
+		if e.Node.State != backends.NodeUp || !first {
+			t.Errorf("node event %v after the watch began: %s %v->%v (%s)",
+				e.at.Sub(watchFrom).Round(time.Millisecond), e.Node.Name, e.Previous, e.Node.State, e.Node.LastError)
+		}
+	}
+	ev.mu.Unlock()
 	after := producerConns(t, nodes[0].HTTPAddr) + producerConns(t, nodes[1].HTTPAddr)
 	t.Logf("producer connections before %d, after %d (nsqd closes the connection on a protocol error; the pool redials)", before, after)
 	if after != before {
 		t.Errorf("producer connections: %d before, %d after", before, after)
+	}
+}
+
+// waitChecks waits until every node of p finished n checks after since, as
+// its status's LastCheck shows, and fails the test at timeout.
+func waitChecks(t *testing.T, p *Pool, since time.Time, n int, timeout time.Duration) {
+	t.Helper()
+	checks := map[string]map[time.Time]bool{}
+	deadline := time.Now().Add(timeout)
+	for {
+		done := true
+		for _, st := range p.Nodes() {
+			if checks[st.Name] == nil {
+				checks[st.Name] = map[time.Time]bool{}
+			}
+			if st.LastCheck.After(since) {
+				checks[st.Name][st.LastCheck] = true
+			}
+			done = done && len(checks[st.Name]) >= n
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every node checked %d times within %v after %v", n, timeout, since)
+		}
+		time.Sleep(fastCheck.Interval / 10)
 	}
 }
 
@@ -141,16 +226,18 @@ func producerConns(t *testing.T, httpAddr string) int {
 // the node answers, and the node is not ejected over a slow moment.
 func TestOnlyNodeSlowNotEjected(t *testing.T) {
 	procs := startProcs(t, 1)
+	obs := &ejectObserver{}
 	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
 		c.Check = health.Config{Interval: 5 * time.Second, Timeout: 500 * time.Millisecond, Fall: 2, Rise: 2}
 		c.AttemptTimeout = 300 * time.Millisecond
+		c.Observer = obs
 	})
 	send(t, p, "slow", "warm")
-	procs[0].Stop()
-	t.Cleanup(procs[0].Cont)
-	time.Sleep(50 * time.Millisecond)
+	freeze(t, procs[0])
 	go func() {
-		time.Sleep(time.Second) // > AttemptTimeout
+		// The fault: frozen for longer than AttemptTimeout. Slept, as a
+		// longer freeze on a slow machine only makes the test stricter.
+		time.Sleep(time.Second)
 		procs[0].Cont()
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -163,5 +250,10 @@ func TestOnlyNodeSlowNotEjected(t *testing.T) {
 	}
 	if st := nodeState(p, "p0"); st.State != backends.NodeUp {
 		t.Errorf("only node state %v (last error %q), want up", st.State, st.LastError)
+	}
+	// Also not ejected for a moment and back by now: the observer is told
+	// of every ejection as it happens.
+	if out, _ := obs.snapshot(); len(out) > 0 {
+		t.Errorf("the only node went out %v, want never", out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"sync"
@@ -254,19 +255,65 @@ func (ne *nodeEvents) downs(from, to time.Time) (at []time.Time, reasons []backe
 	return at, reasons
 }
 
-// attemptObserver records when attempts timed out.
+// attemptObserver records when attempts timed out, and counts the
+// answered ones per node.
 type attemptObserver struct {
 	nopObserver
 	mu    sync.Mutex
 	times []time.Time
+	ok    map[string]int
 }
 
-func (o *attemptObserver) SendAttempt(_, _ string, _ int, err error) {
-	if errors.Is(err, errAttemptTimeout) {
-		o.mu.Lock()
+func (o *attemptObserver) SendAttempt(node, _ string, _ int, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case err == nil:
+		if o.ok == nil {
+			o.ok = map[string]int{}
+		}
+		o.ok[node]++
+	case errors.Is(err, errAttemptTimeout):
 		o.times = append(o.times, time.Now())
-		o.mu.Unlock()
 	}
+}
+
+// warm waits until each of nodes answered 32 attempts, the samples the
+// adaptive attempt timeout needs before it leaves its maximum (latency.go),
+// and fails the test after 30s.
+func (o *attemptObserver) warm(t *testing.T, nodes ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o.mu.Lock()
+		done := true
+		for _, n := range nodes {
+			done = done && o.ok[n] >= 32
+		}
+		counts := maps.Clone(o.ok)
+		o.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answered attempts per node after 30s: %v, want 32 on each of %v", counts, nodes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// outs returns the node's status of each of its events in [from, to] that
+// has it down or out of the send path.
+func (ne *nodeEvents) outs(from, to time.Time) []backends.NodeStatus {
+	ne.mu.Lock()
+	defer ne.mu.Unlock()
+	var out []backends.NodeStatus
+	for _, e := range ne.evs {
+		if !e.at.Before(from) && !e.at.After(to) && (e.ev.Node.State == backends.NodeDown || e.ev.Node.OutReason != backends.OutNone) {
+			out = append(out, e.ev.Node)
+		}
+	}
+	return out
 }
 
 // timeouts counts the attempts that timed out in [from, to+1s] (an attempt
@@ -312,7 +359,7 @@ func TestGrayDataPathBlackholed(t *testing.T) {
 	lg, stopSubs := subscribeAck(t, p, topic, 2)
 	ev := watchNode(t, p, "p1")
 	ld := startGrayLoad(p, topic, sc.rate)
-	time.Sleep(time.Second) // warm: latency samples for the adaptive timeout
+	obs.warm(t, "p0", "p1", "p2") // latency samples for the adaptive timeout
 
 	port, err := faultnet.Port(procs[1].TCPAddr())
 	if err != nil {
@@ -323,18 +370,19 @@ func TestGrayDataPathBlackholed(t *testing.T) {
 	if err := fw.Blackhole(ctx, port); err != nil {
 		t.Fatal(err)
 	}
-	var sawOut backends.NodeStatus
-	for time.Since(faultAt) < sc.window {
-		if st := nodeState(p, "p1"); st.OutReason == backends.OutDataPath && sawOut.OutReason == backends.OutNone {
-			sawOut = st
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	time.Sleep(sc.window) // the fault lasts the window; the watch sees what happens in it
 	healAt := time.Now()
 	if err := fw.Heal(ctx, port); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	var sawOut backends.NodeStatus
+	for _, st := range ev.outs(faultAt, healAt) {
+		if st.OutReason == backends.OutDataPath {
+			sawOut = st
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // pacing: the load runs on past the heal; nothing after healAt is measured
 	recs := ld.finish()
 	missing := lg.waitDelivered(okIDs(recs), 30*time.Second)
 	stopSubs()
@@ -400,7 +448,7 @@ func TestGrayHealthPortBlackholed(t *testing.T) {
 	lg, stopSubs := subscribeAck(t, p, topic, 2)
 	ev := watchNode(t, p, "p1")
 	ld := startGrayLoad(p, topic, sc.rate)
-	time.Sleep(time.Second)
+	obs.warm(t, "p0", "p1", "p2")
 
 	port, err := faultnet.Port(procs[1].HTTPAddr())
 	if err != nil {
@@ -411,16 +459,16 @@ func TestGrayHealthPortBlackholed(t *testing.T) {
 	if err := fw.Blackhole(ctx, port); err != nil {
 		t.Fatal(err)
 	}
-	sawHealth := false
-	for time.Since(faultAt) < sc.window {
-		sawHealth = sawHealth || nodeState(p, "p1").OutReason == backends.OutHealthCheck
-		time.Sleep(50 * time.Millisecond)
-	}
+	time.Sleep(sc.window) // the fault lasts the window; the watch sees what happens in it
 	healAt := time.Now()
 	if err := fw.Heal(ctx, port); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	sawHealth := false
+	for _, st := range ev.outs(faultAt, healAt) {
+		sawHealth = sawHealth || st.OutReason == backends.OutHealthCheck
+	}
+	time.Sleep(500 * time.Millisecond) // pacing: the load runs on past the heal; nothing after healAt is measured
 	recs := ld.finish()
 	missing := lg.waitDelivered(okIDs(recs), 30*time.Second)
 	stopSubs()
@@ -471,7 +519,7 @@ func TestGrayFailoverPrimaryBlackholed(t *testing.T) {
 	lg, stopSubs := subscribeAck(t, p, topic, 2)
 	ev := watchNode(t, p, "p0")
 	ld := startGrayLoad(p, topic, sc.rate)
-	time.Sleep(time.Second)
+	obs.warm(t, "p0") // the primary takes every send
 
 	var ports []int
 	for _, a := range []string{procs[0].TCPAddr(), procs[0].HTTPAddr()} {
@@ -488,7 +536,7 @@ func TestGrayFailoverPrimaryBlackholed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(min(sc.window, 3*time.Second))
+	time.Sleep(min(sc.window, 3*time.Second)) // the fault's duration; the watch sees what happens in it
 	healAt := time.Now()
 	for _, port := range ports {
 		if err := fw.Heal(ctx, port); err != nil {

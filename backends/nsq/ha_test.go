@@ -20,12 +20,20 @@ import (
 // killed (SIGKILL), frozen (SIGSTOP) and restarted. Checks run every 100ms
 // with a 200ms timeout, fall 2 and rise 2, so a node is expected down
 // within Fall×Interval+Timeout = 400ms and up again within
-// Rise×Interval = 200ms after it answers, each plus slack for a loaded
-// machine running -race.
+// Rise×Interval = 200ms after it answers. The tests log the times they
+// measure against these bounds but fail only past bound + slack: on a
+// loaded 2-core machine under -race timers and checks fire late by
+// hundreds of milliseconds (issue 10), so the slack is wide. It still
+// tells detection by the checks from a slower path (go-nsq's 60s read
+// timeout, a 5s check interval). Times come from the pool (NodeStatus.
+// Since), not from when the watch reader got around to an event.
 const (
 	detectBound = 2*100*time.Millisecond + 200*time.Millisecond
 	riseBound   = 2 * 100 * time.Millisecond
-	slack       = 700 * time.Millisecond
+	slack       = 2 * time.Second
+	// eventWait is how long a test waits for an expected event or count
+	// before it gives up: generous, as only a hang should reach it.
+	eventWait = 15 * time.Second
 )
 
 // load sends messages with unique ids from several goroutines, each Send
@@ -73,7 +81,7 @@ func startLoadOpts(t *testing.T, p *Pool, topic string, workers int, pause time.
 					l.ackedAt = append(l.ackedAt, time.Now())
 				}
 				l.mu.Unlock()
-				time.Sleep(pause)
+				time.Sleep(pause) // pacing of the load, not a wait
 			}
 		}()
 	}
@@ -199,6 +207,37 @@ func topicCount(httpAddr, topic string) int64 {
 	return 0
 }
 
+// waitTopicCount waits until the node at httpAddr took at least n more
+// messages of topic than from, and returns its count then; it fails the
+// test after eventWait.
+func waitTopicCount(t *testing.T, httpAddr, topic string, from, n int64, what string) int64 {
+	t.Helper()
+	deadline := time.Now().Add(eventWait)
+	for {
+		c := topicCount(httpAddr, topic)
+		if c-from >= n {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d messages after %v", what, c-from, n, eventWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readyAt is when node name of p, killed and answering again since
+// answered, may come up: then, or when its data-path ejection ends if it is
+// still out for the send path (which often sees a SIGKILL first; an
+// ejection lasts health.DefaultBaseEjection, 5s, whatever the checks say,
+// unless the checks took the node down meanwhile: that ends it). Call it
+// right after the restart.
+func readyAt(p *Pool, name string, answered time.Time) time.Time {
+	if st := nodeState(p, name); st.OutReason == backends.OutDataPath && st.OutUntil.After(answered) {
+		return st.OutUntil
+	}
+	return answered
+}
+
 func checkNoErrors(t *testing.T, l *load) int {
 	t.Helper()
 	acked, errs := l.result()
@@ -223,42 +262,41 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	sub := subscribe(t, p, topic, "c", 100)
 	consumeAll(t, sub)
 	l := startLoad(t, p, topic, 4, 2*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
+	for i, pr := range procs { // warm: every node takes sends
+		waitTopicCount(t, pr.HTTPAddr(), topic, 0, 10, fmt.Sprintf("p%d before the kill", i))
+	}
 
 	killed := time.Now()
 	procs[1].Kill()
-	down := ev.wait(t, killed, detectBound+slack, "p1 down", isState("p1", backends.NodeDown))
-	detect := down.at.Sub(killed)
+	down := ev.wait(t, killed, eventWait, "p1 down", isState("p1", backends.NodeDown))
+	detect := down.Node.Since.Sub(killed)
 	t.Logf("cluster: SIGKILL p1 detected in %v (bound %v + slack): %s", detect.Round(time.Millisecond), detectBound, down.Node.LastError)
 
 	c0, c2 := topicCount(procs[0].HTTPAddr(), topic), topicCount(procs[2].HTTPAddr(), topic)
-	time.Sleep(500 * time.Millisecond)
-	if d0, d2 := topicCount(procs[0].HTTPAddr(), topic)-c0, topicCount(procs[2].HTTPAddr(), topic)-c2; d0 <= 0 || d2 <= 0 {
-		t.Errorf("survivors took %d and %d sends while p1 was down, want both > 0", d0, d2)
-	}
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, c0, 10, "p0 while p1 was down")
+	waitTopicCount(t, procs[2].HTTPAddr(), topic, c2, 10, "p2 while p1 was down")
 
 	restarted := time.Now()
 	procs[1].Restart()
-	up := ev.wait(t, restarted, 5*time.Second, "p1 up", isState("p1", backends.NodeUp))
 	answered := time.Now() // Restart returns once /ping answers
-	t.Logf("cluster: p1 restarted (nsqd start %v), up %v after it answered (bound %v + slack)",
-		answered.Sub(restarted).Round(time.Millisecond), up.at.Sub(answered).Round(time.Millisecond), riseBound)
-	if up.at.Sub(answered) > riseBound+slack {
-		t.Errorf("p1 up %v after it answered, want within %v", up.at.Sub(answered), riseBound+slack)
+	ready := readyAt(p, "p1", answered)
+	up := ev.wait(t, restarted, eventWait, "p1 up", isState("p1", backends.NodeUp))
+	rise := up.Node.Since.Sub(ready)
+	t.Logf("cluster: p1 restarted (nsqd start %v), up %v after it answered and any ejection ended (ejection ended %v after it answered; bound %v + slack)",
+		answered.Sub(restarted).Round(time.Millisecond), rise.Round(time.Millisecond), ready.Sub(answered).Round(time.Millisecond), riseBound)
+	if rise > riseBound+slack {
+		t.Errorf("p1 up %v after it answered and any ejection ended, want within %v", rise, riseBound+slack)
 	}
 	// The subscription reads the returning node again within about one
 	// check interval of it coming up.
 	for channelClients(procs[1].HTTPAddr(), topic, "c") < 1 {
-		if time.Since(up.at) > 5*time.Second {
+		if time.Since(up.at) > eventWait {
 			t.Fatal("subscription did not reconnect to the restarted node")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("cluster: subscription reading p1 again %v after it came up (check interval 100ms)", time.Since(up.at).Round(time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
-	if n := topicCount(procs[1].HTTPAddr(), topic); n <= 0 {
-		t.Errorf("restarted p1 took %d sends, want > 0", n)
-	}
+	t.Logf("cluster: subscription reading p1 again %v after it came up (check interval 100ms)", time.Since(up.Node.Since).Round(time.Millisecond))
+	waitTopicCount(t, procs[1].HTTPAddr(), topic, 0, 10, "restarted p1")
 	l.halt()
 	if detect > detectBound+slack {
 		t.Errorf("detection took %v, want within %v", detect, detectBound+slack)
@@ -347,45 +385,45 @@ func TestFailoverKillPrimary(t *testing.T) {
 	sub := subscribe(t, p, topic, "c", 50)
 	c, _ := consumeAll(t, sub)
 	l := startLoad(t, p, topic, 3, 2*time.Millisecond)
-	time.Sleep(500 * time.Millisecond)
-	if n := topicCount(procs[1].HTTPAddr(), topic); n > 0 {
+	// The backup takes nothing while the primary takes 100 sends.
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, 0, 100, "primary before the kill")
+	if n := topicCount(procs[1].HTTPAddr(), topic); n != 0 {
 		t.Errorf("backup took %d sends while the primary was up", n)
 	}
 
 	killed := time.Now()
 	procs[0].Kill()
-	down := ev.wait(t, killed, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
-	ev.wait(t, killed, detectBound+slack, "p1 active", becameActive("p1"))
-	detect := down.at.Sub(killed)
-	time.Sleep(700 * time.Millisecond)
-	onBackup := topicCount(procs[1].HTTPAddr(), topic)
-	if onBackup <= 0 {
-		t.Errorf("backup took %d sends during the outage, want > 0", onBackup)
-	}
+	down := ev.wait(t, killed, eventWait, "p0 down", isState("p0", backends.NodeDown))
+	ev.wait(t, killed, eventWait, "p1 active", becameActive("p1"))
+	detect := down.Node.Since.Sub(killed)
+	onBackup := waitTopicCount(t, procs[1].HTTPAddr(), topic, 0, 100, "backup during the outage")
 
 	restarted := time.Now()
 	procs[0].Restart()
 	answered := time.Now()
-	up := ev.wait(t, restarted, 5*time.Second, "p0 up", isState("p0", backends.NodeUp))
-	back := ev.wait(t, restarted, 5*time.Second, "p0 active", becameActive("p0"))
-	failback := back.at.Sub(answered)
-	t.Logf("failover: SIGKILL primary detected in %v; restarted primary up %v after it answered; failback %v after it answered, %v after up (hold %v)",
-		detect.Round(time.Millisecond), up.at.Sub(answered).Round(time.Millisecond), failback.Round(time.Millisecond),
-		back.at.Sub(up.at).Round(time.Millisecond), hold)
-	if d := back.at.Sub(up.at); d < hold-50*time.Millisecond {
+	ready := readyAt(p, "p0", answered)
+	up := ev.wait(t, restarted, eventWait, "p0 up", isState("p0", backends.NodeUp))
+	back := ev.wait(t, restarted, eventWait, "p0 active", becameActive("p0"))
+	// back.at is when the watch reader got the failback, never before the
+	// pool made it: a lower bound on the hold is safe with it.
+	failback := back.at.Sub(ready)
+	t.Logf("failover: SIGKILL primary detected in %v (%s); ejection (if still out for it) ended %v after it answered; restarted primary up %v after it answered; failback %v after it answered and any ejection ended, %v after up (hold %v)",
+		detect.Round(time.Millisecond), down.Node.OutReason, ready.Sub(answered).Round(time.Millisecond),
+		up.Node.Since.Sub(answered).Round(time.Millisecond), failback.Round(time.Millisecond),
+		back.at.Sub(back.Node.Since).Round(time.Millisecond), hold)
+	if d := back.at.Sub(back.Node.Since); d < hold-50*time.Millisecond { // Since and the pool's up time may differ by a moment
 		t.Errorf("failback %v after the primary came up, before the hold-down %v", d, hold)
 	}
 	if failback > riseBound+hold+slack {
-		t.Errorf("failback %v after the primary answered, want within %v", failback, riseBound+hold+slack)
+		t.Errorf("failback %v after the primary answered and any ejection ended, want within %v", failback, riseBound+hold+slack)
 	}
-	time.Sleep(100 * time.Millisecond) // sends picked before the failback finish
+	// Sends picked before the failback finish on the backup: let the
+	// primary take 30, then the backup takes nothing while it takes 100.
+	c0 := waitTopicCount(t, procs[0].HTTPAddr(), topic, 0, 30, "primary after failback")
 	b1 := topicCount(procs[1].HTTPAddr(), topic)
-	time.Sleep(500 * time.Millisecond)
-	if d := topicCount(procs[1].HTTPAddr(), topic) - b1; d > 0 {
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, c0, 100, "primary after failback")
+	if d := topicCount(procs[1].HTTPAddr(), topic) - b1; d != 0 {
 		t.Errorf("backup took %d sends after failback", d)
-	}
-	if n := topicCount(procs[0].HTTPAddr(), topic); n <= 0 {
-		t.Errorf("primary took %d sends after failback, want > 0", n)
 	}
 	l.halt()
 	if detect > detectBound+slack {
@@ -452,22 +490,19 @@ func TestHALoseGroup(t *testing.T) {
 	ev := watchEvents(t, p)
 	const topic = "ha"
 	l := startLoad(t, p, topic, 4, 2*time.Millisecond)
-	time.Sleep(400 * time.Millisecond)
-	if topicCount(procs[0].HTTPAddr(), topic) <= 0 || topicCount(procs[2].HTTPAddr(), topic) <= 0 {
-		t.Errorf("sends not spread over both groups' primaries")
-	}
+	// Sends spread over both groups' primaries.
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, 0, 10, "group a's primary")
+	waitTopicCount(t, procs[2].HTTPAddr(), topic, 0, 10, "group b's primary")
 
 	killed := time.Now()
 	procs[0].Kill()
 	procs[1].Kill()
-	d0 := ev.wait(t, killed, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
-	d1 := ev.wait(t, killed, detectBound+slack, "p1 down", isState("p1", backends.NodeDown))
-	detect := max(d0.at.Sub(killed), d1.at.Sub(killed))
+	d0 := ev.wait(t, killed, eventWait, "p0 down", isState("p0", backends.NodeDown))
+	d1 := ev.wait(t, killed, eventWait, "p1 down", isState("p1", backends.NodeDown))
+	detect := max(d0.Node.Since.Sub(killed), d1.Node.Since.Sub(killed))
+	// Group b's backup takes nothing while its primary takes 100 sends.
 	c2, c3 := topicCount(procs[2].HTTPAddr(), topic), topicCount(procs[3].HTTPAddr(), topic)
-	time.Sleep(500 * time.Millisecond)
-	if d := topicCount(procs[2].HTTPAddr(), topic) - c2; d <= 0 {
-		t.Errorf("group b's primary took %d sends while group a was down", d)
-	}
+	waitTopicCount(t, procs[2].HTTPAddr(), topic, c2, 100, "group b's primary while group a was down")
 	if d := topicCount(procs[3].HTTPAddr(), topic) - c3; d != 0 {
 		t.Errorf("group b's backup took %d sends while its primary was up", d)
 	}
@@ -475,14 +510,10 @@ func TestHALoseGroup(t *testing.T) {
 	restored := time.Now()
 	procs[0].Restart()
 	procs[1].Restart()
-	back := ev.wait(t, restored, 5*time.Second, "p0 active", becameActive("p0"))
+	back := ev.wait(t, restored, eventWait, "p0 active", becameActive("p0"))
 	t.Logf("ha: group a (2 nodes) SIGKILLed, both down in %v; restored, p0 active again %v after restart began (hold %v)",
 		detect.Round(time.Millisecond), back.at.Sub(restored).Round(time.Millisecond), hold)
-	c0 := topicCount(procs[0].HTTPAddr(), topic)
-	time.Sleep(400 * time.Millisecond)
-	if d := topicCount(procs[0].HTTPAddr(), topic) - c0; d <= 0 {
-		t.Errorf("restored primary of group a took %d sends", d)
-	}
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, 0, 10, "restored primary of group a")
 	for _, st := range p.Nodes() {
 		if wantActive := st.Priority == 0; st.Active != wantActive {
 			t.Errorf("node %s (group %s, priority %d): active %v", st.Name, st.Group, st.Priority, st.Active)
@@ -504,18 +535,21 @@ func TestFrozenNodeDetected(t *testing.T) {
 	ev := watchEvents(t, p)
 	const topic = "frozen2"
 	l := startLoad(t, p, topic, 3, 5*time.Millisecond)
-	time.Sleep(300 * time.Millisecond)
+	for i, pr := range procs { // warm: both nodes take sends
+		waitTopicCount(t, pr.HTTPAddr(), topic, 0, 10, fmt.Sprintf("p%d before the freeze", i))
+	}
 	frozen := time.Now()
 	procs[0].Stop()
-	down := ev.wait(t, frozen, detectBound+slack, "p0 down", isState("p0", backends.NodeDown))
-	time.Sleep(300 * time.Millisecond)
+	down := ev.wait(t, frozen, eventWait, "p0 down", isState("p0", backends.NodeDown))
+	// The load goes on while p0 stays frozen: 50 sends on p1.
+	waitTopicCount(t, procs[1].HTTPAddr(), topic, topicCount(procs[1].HTTPAddr(), topic), 50, "p1 while p0 was frozen")
 	thawed := time.Now()
 	procs[0].Cont()
-	up := ev.wait(t, thawed, 5*time.Second, "p0 up", isState("p0", backends.NodeUp))
+	up := ev.wait(t, thawed, eventWait, "p0 up", isState("p0", backends.NodeUp))
 	l.halt()
-	t.Logf("SIGSTOP: p0 down in %v (%s); SIGCONT: up in %v", down.at.Sub(frozen).Round(time.Millisecond),
-		down.Node.LastError, up.at.Sub(thawed).Round(time.Millisecond))
-	if d := down.at.Sub(frozen); d > detectBound+slack {
+	t.Logf("SIGSTOP: p0 down in %v (%s); SIGCONT: up in %v", down.Node.Since.Sub(frozen).Round(time.Millisecond),
+		down.Node.LastError, up.Node.Since.Sub(thawed).Round(time.Millisecond))
+	if d := down.Node.Since.Sub(frozen); d > detectBound+slack {
 		t.Errorf("detection took %v, want within %v", d, detectBound+slack)
 	}
 	checkNoErrors(t, l)
@@ -570,7 +604,7 @@ func TestFlappingPrimary(t *testing.T) {
 	sub := subscribe(t, p, topic, "c", 10)
 	c, stopConsume := consumeAll(t, sub)
 	l := startLoad(t, p, topic, 2, 5*time.Millisecond)
-	time.Sleep(300 * time.Millisecond)
+	waitTopicCount(t, procs[0].HTTPAddr(), topic, 0, 10, "primary before flapping")
 	// One producer and one consumer per node (the backup takes sends
 	// during the outages, so it has a producer then too).
 	baseConns := []int{2, 2}
@@ -578,6 +612,8 @@ func TestFlappingPrimary(t *testing.T) {
 	start := time.Now()
 	const cycles = 8
 	for range cycles {
+		// The fault schedule, not a wait for an outcome: what the test
+		// checks below is bounded by the measured flapping time.
 		procs[0].Kill()
 		time.Sleep(300 * time.Millisecond)
 		procs[0].Restart()
@@ -585,7 +621,7 @@ func TestFlappingPrimary(t *testing.T) {
 	}
 	flapped := time.Since(start)
 	// Settle: the primary stays up; it fails back after the hold.
-	ev.wait(t, start.Add(flapped), hold+riseBound+slack+time.Second, "p0 active after flapping", becameActive("p0"))
+	ev.wait(t, start.Add(flapped), eventWait, "p0 active after flapping", becameActive("p0"))
 	l.halt()
 	checkNoErrors(t, l)
 
@@ -598,18 +634,16 @@ func TestFlappingPrimary(t *testing.T) {
 	if limit := int(flapped/hold) + 2; failbacks > limit {
 		t.Errorf("%d failbacks in %v, want at most %d with hold %v", failbacks, flapped, limit, hold)
 	}
-	// Every failback came at least a hold after p0's last Up.
+	// Every failback came at least a hold after p0's last Up: Node.Since
+	// is when the pool saw it up, and e.at (when the reader got the event)
+	// is never before the failback.
 	ev.mu.Lock()
-	var lastUp time.Time
 	for _, e := range ev.evs {
 		if e.at.Before(start) || e.Node.Name != "p0" {
 			continue
 		}
-		if e.Node.State == backends.NodeUp && e.Previous != backends.NodeUp {
-			lastUp = e.at
-		}
-		if becameActive("p0")(e.NodeEvent) && e.at.Sub(lastUp) < hold-100*time.Millisecond {
-			t.Errorf("failback %v after p0 came up, before the hold %v", e.at.Sub(lastUp), hold)
+		if becameActive("p0")(e.NodeEvent) && e.at.Sub(e.Node.Since) < hold-50*time.Millisecond {
+			t.Errorf("failback %v after p0 came up, before the hold %v", e.at.Sub(e.Node.Since), hold)
 			for _, e := range ev.evs {
 				t.Logf("event at %v: %s %v->%v active %v %s", e.at.Sub(start), e.Node.Name, e.Previous, e.Node.State, e.Node.Active, e.Node.LastError)
 			}

@@ -24,9 +24,11 @@ func sendReplicas(ctx context.Context, p *Pool, topic string, replicas int, ids 
 	return p.Send(ctx, topic, msgs, backends.SendOptions{Replicas: replicas})
 }
 
-// rawIDs drains topic/channel on the nsqd at tcpAddr with a plain go-nsq
-// consumer until want messages arrived, and returns their qgate ids.
-func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
+// rawIDs drains topic/channel on nsqd nd with a plain go-nsq consumer
+// until want messages arrived and the channel holds nothing more (none
+// queued, in flight or deferred: every message it had was handed to the
+// handler and finished), and returns their qgate ids.
+func rawIDs(t *testing.T, nd *nsqd.Node, topic, channel string, want int) []string {
 	t.Helper()
 	c, err := gonsq.NewConsumer(topic, channel, gonsq.NewConfig())
 	if err != nil {
@@ -48,21 +50,24 @@ func rawIDs(t *testing.T, tcpAddr, topic, channel string, want int) []string {
 		mu.Unlock()
 		return nil
 	}))
-	if err := c.ConnectToNSQD(tcpAddr); err != nil {
+	if err := c.ConnectToNSQD(nd.TCPAddr); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { c.Stop(); <-c.StopChan }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
 		n := len(ids)
 		mu.Unlock()
-		if n >= want || time.Now().After(deadline) {
+		if n >= want && channelSettled(t, nd.HTTPAddr, topic, channel) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s/%s on %s: %d of %d messages, or some not finished, after 10s", topic, channel, nd.Name, n, want)
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // nothing more may come
 	mu.Lock()
 	defer mu.Unlock()
 	return append([]string(nil), ids...)
@@ -99,7 +104,7 @@ func TestReplicasTwo(t *testing.T) {
 		if tp == nil {
 			t.Fatalf("node %s has no topic %s", nd.Name, topic)
 		}
-		ids := rawIDs(t, nd.TCPAddr, topic, "raw", int(tp.MessageCount))
+		ids := rawIDs(t, nd, topic, "raw", int(tp.MessageCount))
 		t.Logf("node %s: %d messages (/stats message_count %d)", nd.Name, len(ids), tp.MessageCount)
 		onNode := map[string]bool{}
 		for _, id := range ids {
@@ -205,9 +210,15 @@ func TestReplicasSurviveKill(t *testing.T) {
 	sub := subscribe(t, p, topic, "c", 50)
 	c, _ := consumeAll(t, sub)
 	l := startLoadOpts(t, p, topic, 4, 2*time.Millisecond, backends.SendOptions{Replicas: 2})
-	time.Sleep(700 * time.Millisecond)
+	for i, pr := range procs { // every node holds copies when one is killed
+		waitTopicCount(t, pr.HTTPAddr(), topic, 0, 100, fmt.Sprintf("p%d before the kill", i))
+	}
 	procs[1].Kill()
-	time.Sleep(time.Second)
+	// The load goes on on the survivors, both copies of each message there.
+	for _, i := range []int{0, 2} {
+		pr := procs[i]
+		waitTopicCount(t, pr.HTTPAddr(), topic, topicCount(pr.HTTPAddr(), topic), 100, fmt.Sprintf("p%d after the kill", i))
+	}
 	l.halt()
 	acked, _ := l.result()
 	checkNoErrors(t, l)
@@ -223,6 +234,17 @@ func TestReplicasSurviveKill(t *testing.T) {
 	}
 	c.mu.Unlock()
 	t.Logf("replicas 2, one of three nodes killed for good: %d acknowledged, all delivered, %d delivered more than once", len(acked), dups)
+}
+
+// channelSettled reports whether topic/channel on the nsqd at httpAddr
+// holds no message: none queued, in flight or deferred.
+func channelSettled(t *testing.T, httpAddr, topic, channel string) bool {
+	tp := nsqdtest.Stats(t, httpAddr).Topic(topic)
+	if tp == nil {
+		return false
+	}
+	ch := tp.Channel(channel)
+	return ch != nil && ch.Depth == 0 && ch.InFlightCount == 0 && ch.DeferredCount == 0
 }
 
 // waitChannelEmpty waits until topic/channel holds nothing on any node

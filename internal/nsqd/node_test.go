@@ -236,33 +236,53 @@ func TestNewChannelDeferredOnTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Stop() })
-	time.Sleep(100 * time.Millisecond) // nsqd's first channel scan has run
 	base := "http://" + n.HTTPAddr
+	// Channel c must be created after nsqd listed its channels for a scan
+	// (else the first scan finds it and the test proves nothing): a
+	// deferred message on a probe channel becomes ready only in a scan of
+	// a channel list that holds the probe, so once it is ready, c comes
+	// after that list.
+	httpDo(t, http.MethodPost, base+"/topic/create?topic=probe", nil)
+	httpDo(t, http.MethodPost, base+"/channel/create?topic=probe&channel=c", nil)
+	httpDo(t, http.MethodPost, base+"/pub?topic=probe&defer=1", []byte("probe"))
+	for deadline := time.Now().Add(3 * DefaultQueueScanRefreshInterval); channelDepth(t, base, "probe") != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("probe's deferred message never ready: no channel scan")
+		}
+	}
 	httpDo(t, http.MethodPost, base+"/topic/create?topic=d", nil)
 	httpDo(t, http.MethodPost, base+"/channel/create?topic=d&channel=c", nil)
 	start := time.Now()
 	httpDo(t, http.MethodPost, base+"/pub?topic=d&defer=200", []byte("later"))
-	for {
-		var stats struct {
-			Topics []struct {
-				Channels []struct {
-					Depth int64 `json:"depth"`
-				} `json:"channels"`
-			} `json:"topics"`
-		}
-		body := httpDo(t, http.MethodGet, base+"/stats?format=json&topic=d", nil)
-		if err := json.Unmarshal([]byte(body), &stats); err != nil {
-			t.Fatal(err)
-		}
-		if len(stats.Topics) == 1 && len(stats.Topics[0].Channels) == 1 && stats.Topics[0].Channels[0].Depth == 1 {
-			break
-		}
-		if time.Since(start) > DefaultQueueScanRefreshInterval+time.Second {
-			t.Fatalf("deferred message not ready after %v: %s", time.Since(start), body)
+	for channelDepth(t, base, "d") != 1 {
+		if time.Since(start) > DefaultQueueScanRefreshInterval+2*time.Second { // nsqd's own default, 5s, would miss it
+			t.Fatalf("deferred message not ready after %v: %s", time.Since(start),
+				httpDo(t, http.MethodGet, base+"/stats?format=json&topic=d", nil))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("200ms deferred message ready after %v", time.Since(start))
+}
+
+// channelDepth is the depth (ready messages) of topic's only channel on
+// the nsqd at base, or -1 if it has not exactly one.
+func channelDepth(t *testing.T, base, topic string) int64 {
+	t.Helper()
+	var stats struct {
+		Topics []struct {
+			Channels []struct {
+				Depth int64 `json:"depth"`
+			} `json:"channels"`
+		} `json:"topics"`
+	}
+	body := httpDo(t, http.MethodGet, base+"/stats?format=json&topic="+topic, nil)
+	if err := json.Unmarshal([]byte(body), &stats); err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Topics) != 1 || len(stats.Topics[0].Channels) != 1 {
+		return -1
+	}
+	return stats.Topics[0].Channels[0].Depth
 }
 
 // Stop right after Start must wait for every nsqd goroutine (run with -race:

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,6 +96,14 @@ func tcpAddrs(nodes []Node) []string {
 	return s
 }
 
+// countingTransport counts the requests it carries.
+type countingTransport struct{ n atomic.Int64 }
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultTransport.RoundTrip(req)
+}
+
 // waitFor waits until the last report has exactly the TCP addresses want.
 func waitFor(t *testing.T, r *reports, d time.Duration, want ...string) []Node {
 	t.Helper()
@@ -122,7 +131,9 @@ func TestRunFollowsLookupd(t *testing.T) {
 		"--lookupd-tcp-address="+l.RealTCPAddr().String(),
 		"--broadcast-address=127.0.0.1"))
 
-	p, err := New([]string{l.RealHTTPAddr().String()}, 50*time.Millisecond, nil, nsqdtest.Logger(t, -4))
+	polls := &countingTransport{}
+	p, err := New([]string{l.RealHTTPAddr().String()}, 50*time.Millisecond,
+		&http.Client{Transport: polls, Timeout: time.Second}, nsqdtest.Logger(t, -4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,9 +168,16 @@ func TestRunFollowsLookupd(t *testing.T) {
 	waitFor(t, &r, 5*time.Second, a.TCPAddr)
 	t.Logf("stopped node gone after %v", time.Since(start))
 
-	// An unchanged set is not reported again.
+	// An unchanged set is not reported again: polls go on (a poll ends
+	// before the next begins, so once 4 more began, 3 more ended and would
+	// have reported), and the reports do not.
 	_, calls2 := r.last()
-	time.Sleep(200 * time.Millisecond)
+	polled := polls.n.Load()
+	for deadline := time.Now().Add(10 * time.Second); polls.n.Load() < polled+4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d polls in 10s, want 4", polls.n.Load()-polled)
+		}
+	}
 	if _, calls3 := r.last(); calls3 != calls2 || calls2 != calls+1 {
 		t.Errorf("reports: %d with both nodes, %d after the stop, %d later; want n, n+1, n+1", calls, calls2, calls3)
 	}

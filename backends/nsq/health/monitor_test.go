@@ -155,12 +155,18 @@ func TestDown(t *testing.T) {
 			case <-time.After(time.Second):
 				t.Fatal("change made by Probe before Start not delivered after Start")
 			}
-			time.Sleep(200 * time.Millisecond) // more failed checks change nothing
+			// More failed checks change nothing: wait for Fall+1 more of them
+			// (Probe's and Start's first are already counted).
+			for deadline := time.Now().Add(10 * time.Second); m.Snapshot().Fails < 1+3+1; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("snapshot %+v: want 5 fails within 10s", m.Snapshot())
+				}
+			}
 			if got := rec.list(); len(got) != 1 || got[0] != [2]backends.NodeState{backends.NodeUnknown, backends.NodeDown} {
 				t.Errorf("changes %v, want [unknown down]", got)
 			}
-			if s := m.Snapshot(); s.Fails < 2 || s.LastError == nil {
-				t.Errorf("snapshot %+v: want several fails and an error", s)
+			if s := m.Snapshot(); s.LastError == nil {
+				t.Errorf("snapshot %+v: want an error", s)
 			}
 		})
 	}
@@ -174,13 +180,15 @@ func TestProcessFrozenKilledRestarted(t *testing.T) {
 	rec := newRecorder()
 	m := newMonitor(t, p.HTTPAddr(), fast, rec)
 	m.Start(context.Background())
-	waitState(t, m, backends.NodeUp, 2*time.Second)
+	waitState(t, m, backends.NodeUp, 10*time.Second)
 	bound := time.Duration(fast.Fall)*fast.Interval + fast.Timeout
-	// The slack absorbs scheduling delays of a loaded CI machine under -race.
-	const slack = 500 * time.Millisecond
+	// The slack absorbs scheduling delays of a loaded 2-core machine under
+	// -race (issue 10): wide, yet it tells the checks' detection from a
+	// hang or a fallback to some longer timeout.
+	const slack = 2 * time.Second
 
 	p.Stop()
-	took := waitState(t, m, backends.NodeDown, bound+3*time.Second)
+	took := waitState(t, m, backends.NodeDown, bound+10*time.Second)
 	t.Logf("SIGSTOPped node down after %v (bound fall×interval+timeout = %v)", took, bound)
 	if took > bound+slack {
 		t.Errorf("frozen: down after %v, want within %v + %v slack", took, bound, slack)
@@ -189,17 +197,17 @@ func TestProcessFrozenKilledRestarted(t *testing.T) {
 		t.Errorf("last error %v, want the timeout", err)
 	}
 	p.Cont()
-	took = waitState(t, m, backends.NodeUp, 3*time.Second)
+	took = waitState(t, m, backends.NodeUp, 10*time.Second)
 	t.Logf("SIGCONTinued node up after %v", took)
 
 	p.Kill()
-	took = waitState(t, m, backends.NodeDown, bound+3*time.Second)
+	took = waitState(t, m, backends.NodeDown, bound+10*time.Second)
 	t.Logf("SIGKILLed node down after %v", took)
 	if took > bound+slack {
 		t.Errorf("killed: down after %v, want within %v + %v slack", took, bound, slack)
 	}
 	p.Restart()
-	took = waitState(t, m, backends.NodeUp, 3*time.Second)
+	took = waitState(t, m, backends.NodeUp, 10*time.Second)
 	t.Logf("restarted node up after %v (rise×interval = %v)", took, time.Duration(fast.Rise)*fast.Interval)
 }
 
@@ -212,7 +220,7 @@ func TestEject(t *testing.T) {
 	base := 400 * time.Millisecond
 	m := newMonitor(t, n.HTTPAddr, fast, rec, WithEjection(EjectConfig{Consecutive: 2, BaseEjection: base, MaxEjection: time.Second}))
 	m.Start(context.Background())
-	waitState(t, m, backends.NodeUp, 2*time.Second)
+	waitState(t, m, backends.NodeUp, 10*time.Second)
 
 	cause := errors.New("publish: connection reset")
 	if m.DataFailure() {
@@ -227,8 +235,9 @@ func TestEject(t *testing.T) {
 	}
 	start := time.Now()
 	until, ok := m.Eject(cause)
-	if !ok || until.Sub(start) < base-10*time.Millisecond || until.Sub(start) > base+50*time.Millisecond {
-		t.Fatalf("Eject: until %v after, ejected %v; want %v", until.Sub(start), ok, base)
+	end := time.Now()
+	if !ok || until.Before(start.Add(base)) || until.After(end.Add(base)) {
+		t.Fatalf("Eject: until %v after, ejected %v; want %v after the call (it took %v)", until.Sub(start), ok, base, end.Sub(start))
 	}
 	s := m.Snapshot()
 	if s.State != backends.NodeDown || s.Reason != backends.OutDataPath || s.LastError != cause || !s.EjectedUntil.Equal(until) {
@@ -237,9 +246,10 @@ func TestEject(t *testing.T) {
 	if _, again := m.Eject(cause); again {
 		t.Error("ejecting an ejected node ejected it again")
 	}
-	took := waitState(t, m, backends.NodeUp, 3*time.Second)
+	waitState(t, m, backends.NodeUp, 10*time.Second)
+	took := time.Since(start) // not before the node came up: a lower bound holds on any machine
 	t.Logf("ejected node up again after %v (ejection %v; checks every %v passed meanwhile)", took, base, fast.Interval)
-	if took < base-20*time.Millisecond {
+	if took < base {
 		t.Errorf("up again after %v: passed checks ended an ejection of %v early", took, base)
 	}
 	if s := m.Snapshot(); s.CheckState != backends.NodeUp || s.Ejections != 1 {
@@ -251,8 +261,9 @@ func TestEject(t *testing.T) {
 	}
 	start = time.Now()
 	until, _ = m.Eject(cause)
-	if d := until.Sub(start); d < 2*base-10*time.Millisecond || d > 2*base+50*time.Millisecond {
-		t.Errorf("second ejection lasts %v, want %v", d, 2*base)
+	end = time.Now()
+	if until.Before(start.Add(2*base)) || until.After(end.Add(2*base)) {
+		t.Errorf("second ejection lasts %v, want %v after the call (it took %v)", until.Sub(start), 2*base, end.Sub(start))
 	}
 }
 
@@ -300,7 +311,18 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 		resp.Body.Close()
 	}
 	http.DefaultClient.CloseIdleConnections()
-	time.Sleep(50 * time.Millisecond)
+	// The warm-up connection's goroutines (client and nsqd's server side)
+	// end after the close: a baseline taken before would hide a leak.
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "net/http.(*persistConn)") && !strings.Contains(stacks, "net/http.(*conn).serve") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the warm-up connection's goroutines still run after 5s:\n%s", stacks)
+		}
+	}
 	before := runtime.NumGoroutine()
 
 	var ms []*Monitor
@@ -313,7 +335,7 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 		ms = append(ms, m)
 	}
 	for _, m := range ms {
-		waitState(t, m, backends.NodeUp, 2*time.Second)
+		waitState(t, m, backends.NodeUp, 10*time.Second)
 	}
 	for _, m := range ms {
 		m.Stop()
@@ -330,7 +352,6 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	buf := make([]byte, 1<<20)
 	t.Errorf("goroutines: %d before, %d after Stop\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
 
@@ -372,11 +393,11 @@ func TestExitedInProcessNSQDGoesDown(t *testing.T) {
 	cfg := Config{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Fall: 2, Rise: 2}
 	m := newMonitor(t, n.HTTPAddr, cfg, newRecorder())
 	m.Start(context.Background())
-	waitState(t, m, backends.NodeUp, 2*time.Second)
+	waitState(t, m, backends.NodeUp, 10*time.Second)
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	bound := time.Duration(cfg.Fall)*cfg.Interval + cfg.Timeout
-	took := waitState(t, m, backends.NodeDown, bound+time.Second)
+	took := waitState(t, m, backends.NodeDown, bound+10*time.Second) // a check on a kept-alive connection never ends
 	t.Logf("exited in-process nsqd marked down after %v (bound %v)", took, bound)
 }
