@@ -122,6 +122,7 @@ const holdPrecision = 100 * time.Millisecond
 // copyInfo is what the envelope says about a copy beyond the message.
 type copyInfo struct {
 	replicated bool      // a copy of a replicated send: deduplicated by id
+	replicas   int       // copies written by its send (1 when not replicated)
 	standby    bool      // a standby copy (deferred once on arrival)
 	notBefore  time.Time // not deliverable before; zero: at once
 }
@@ -132,7 +133,7 @@ type copyInfo struct {
 func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 	if e, ok := envelope.Decode(m.Body); ok {
 		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime},
-			copyInfo{replicated: e.Replicas > 1, standby: e.Standby, notBefore: e.NotBefore}
+			copyInfo{replicated: e.Replicas > 1, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
 	}
-	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{}
+	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{replicas: 1}
 }

@@ -68,7 +68,9 @@ func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	msg.Attributes = attrs
 	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
 	defer cancel()
-	err := s.p.Send(ctx, s.opts.DeadLetterTopic, []*backends.Message{&msg}, backends.SendOptions{})
+	// As many copies as the message had: a dead letter is as durable as
+	// the message it replaces.
+	err := s.p.Send(ctx, s.opts.DeadLetterTopic, []*backends.Message{&msg}, backends.SendOptions{Replicas: info.replicas})
 	if err != nil {
 		s.log.Warn("nsq dead-letter write failed; requeued", "id", msg.ID,
 			"dead_letter_topic", s.opts.DeadLetterTopic, "err", err)
