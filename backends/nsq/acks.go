@@ -44,8 +44,16 @@ const (
 	// AckChannelExpiry is how long an instance's channel on the ack topic
 	// may have no consumer on a node before another instance deletes it
 	// there (its instance is gone: killed rather than stopped, or it would
-	// have deleted the channel itself).
-	AckChannelExpiry = 5 * time.Minute
+	// have deleted the channel itself). It is short because every record is
+	// copied, and written, to every channel of the topic: the channels of
+	// killed instances multiply the ack topic's disk writes (a 5-minute
+	// nemesis with a qgate SIGKILL every ~10 s and a 5-minute expiry left
+	// ~30 of them per node). Deleting the channel of an instance that is
+	// only cut off from a node costs at most duplicates: records are
+	// written to two nodes, and its channel comes back when it reconnects.
+	AckChannelExpiry = 30 * time.Second
+	// ackSweepEvery is how often the expiry sweep looks at each node.
+	ackSweepEvery = AckChannelExpiry / 6
 )
 
 // ackChannel is the channel on the ack topic of the instance id.
@@ -443,10 +451,10 @@ func (b *ackBus) readLoop() {
 	}
 }
 
-// sweepLoop deletes, every AckChannelExpiry/5, the ack channels of other
+// sweepLoop deletes, every ackSweepEvery, the ack channels of other
 // instances that have had no consumer on a node for AckChannelExpiry.
 func (b *ackBus) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(AckChannelExpiry / 5)
+	t := time.NewTicker(ackSweepEvery)
 	defer t.Stop()
 	for {
 		select {

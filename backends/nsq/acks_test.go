@@ -171,8 +171,9 @@ func TestAckChannelSweep(t *testing.T) {
 		}
 		return out
 	}
-	// A bus of its own with the pool's identity: the pool's sweep loop
-	// (every AckChannelExpiry/5) does not run within this test.
+	// A bus of its own with the pool's identity and a clock of the test's:
+	// the pool's own sweep (every ackSweepEvery) could not delete anything
+	// within this test, which takes far less than AckChannelExpiry.
 	b := &ackBus{p: p, topic: DefaultAckTopic, channel: ackChannel(p.cfg.InstanceID), idle: map[string]map[string]time.Time{}}
 	nc := localNodes(nodes)[0]
 	t0 := time.Now()
