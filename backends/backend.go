@@ -62,6 +62,39 @@ type SendOptions struct {
 	Replicas int
 }
 
+// Sizer is implemented by a Backend that stores more than a message's body
+// (an envelope, framing), so that requests are checked against the store's
+// size limits before anything is written.
+type Sizer interface {
+	// MessageSize returns the most bytes m takes in the store, whatever its
+	// publish time and SendOptions (m.ID has the length of the ids sent).
+	MessageSize(m *Message) int
+	// BatchSize returns the bytes of one write of n messages whose
+	// MessageSizes add up to total.
+	BatchSize(n, total int) int
+}
+
+// MessageSize is b's MessageSize when b is a Sizer, else the size of m's
+// body and attributes.
+func MessageSize(b Backend, m *Message) int {
+	if s, ok := b.(Sizer); ok {
+		return s.MessageSize(m)
+	}
+	n := len(m.Body)
+	for k, v := range m.Attributes {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// BatchSize is b's BatchSize when b is a Sizer, else total.
+func BatchSize(b Backend, n, total int) int {
+	if s, ok := b.(Sizer); ok {
+		return s.BatchSize(n, total)
+	}
+	return total
+}
+
 // Backend stores messages and delivers them to subscriptions.
 //
 // All methods are safe for concurrent use.

@@ -13,10 +13,11 @@
 // nothing invalid is passed on: topic and channel names must match
 // ^[.a-zA-Z0-9_-]+(#ephemeral)?$ and be 1 to 64 bytes long (checked by hand,
 // without regexp); bodies must be 1 byte to Limits.MaxBodyBytes long counted
-// with qgate's envelope (backends/nsq/envelope); a batch may hold at most
-// Limits.MaxBatchMessages messages and Limits.MaxBatchBytes bytes (the size
-// of the nsqd MPUB command body: 4 bytes, plus 4 bytes and the enveloped body
-// per message). A bad request fails with INVALID_ARGUMENT and an
+// as the backend stores them (backends.Sizer: for NSQ, with qgate's
+// envelope); a batch may hold at most Limits.MaxBatchMessages messages and
+// Limits.MaxBatchBytes bytes as the backend writes them (for NSQ, the body
+// of the MPUB command: 4 bytes, plus 4 bytes and the enveloped body per
+// message). A bad request fails with INVALID_ARGUMENT and an
 // errdetails.BadRequest detail with one field violation per bad field, named
 // by its path ("topic", "messages[3].body", "messages[0].attributes[\"k\"]",
 // "open.channel", "nack.delay"); at most 100 violations are listed.

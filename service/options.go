@@ -9,15 +9,17 @@ import (
 // a limit above what the nsqd nodes are configured for lets requests through
 // that nsqd rejects by closing the connection, so raise both together.
 type Limits struct {
-	// MaxBodyBytes is the largest message body, counted after qgate's
-	// envelope (id, attributes, publish time) is added: nsqd's
-	// --max-msg-size. Default 1 MiB.
+	// MaxBodyBytes is the largest message body as the backend stores it
+	// (backends.Sizer; for NSQ after qgate's envelope with the id,
+	// attributes and publish time is added): nsqd's --max-msg-size.
+	// Default 1 MiB.
 	MaxBodyBytes int
 	// MaxBatchMessages is the most messages in one Send. Default 1000.
 	MaxBatchMessages int
-	// MaxBatchBytes bounds a Send's messages together, as the body of nsqd's
-	// MPUB command: 4 bytes plus, per message, 4 bytes and its enveloped
-	// size. nsqd's --max-body-size. Default 5 MiB.
+	// MaxBatchBytes bounds a Send's messages together as the backend
+	// writes them (for NSQ the body of the MPUB command: 4 bytes plus, per
+	// message, 4 bytes and its enveloped size). nsqd's --max-body-size.
+	// Default 5 MiB.
 	MaxBatchBytes int
 	// MaxDelay bounds Send's delay and Nack's delay: nsqd's
 	// --max-req-timeout. Default 1 h.

@@ -109,7 +109,7 @@ func (q *Queue) Send(ctx context.Context, req *qgatev1.SendRequest) (*qgatev1.Se
 // send validates req, assigns ids and writes the messages. Errors are status
 // errors.
 func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, error) {
-	delay, err := checkSend(&q.opts.limits, req)
+	delay, err := checkSend(&q.opts.limits, backendSizer{q.backend}, req)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/qgate/qgate/backends"
+	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
 
@@ -84,11 +85,18 @@ func TestSendAssignsIDs(t *testing.T) {
 	}
 }
 
+// nsqSized is a backend that sizes messages as the NSQ pool does.
+type nsqSized struct{ backends.Backend }
+
+func (nsqSized) MessageSize(m *backends.Message) int { return nsq.Sizer{}.MessageSize(m) }
+func (nsqSized) BatchSize(n, total int) int          { return nsq.Sizer{}.BatchSize(n, total) }
+
 // TestBadSendsNeverReachBackend runs the bad-request table over gRPC: each
 // gets INVALID_ARGUMENT naming its fields, and the backend never sees it.
 func TestBadSendsNeverReachBackend(t *testing.T) {
 	b := newFaultBackend()
-	client := qgatev1.NewQueueServiceClient(serve(t, New(b), nil))
+	// Sized as NSQ stores messages, as the table's limits are.
+	client := qgatev1.NewQueueServiceClient(serve(t, New(nsqSized{b}), nil))
 	for _, tc := range badSendRequests() {
 		if tc.fields == nil {
 			continue

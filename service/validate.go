@@ -12,29 +12,19 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/backends/nsq/envelope"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
 
-// idPlaceholder has the length of every message id; the envelope size
-// depends only on the id's length, so requests are sized before ids are
-// assigned.
+// idPlaceholder has the length of every message id the service assigns;
+// requests are sized before ids are.
 const idPlaceholder = "00000000000000000000000000000000"
 
-// sizingTime stands for the publish time when a request is sized. The
-// encoded size of a time varies by a few bytes with its nanoseconds; sizing
-// with the largest (for the next thousand years) makes the limit the same at
-// every moment, at most 6 bytes stricter than needed.
-var sizingTime = time.Unix(1<<35-1, 999_999_999)
+// backendSizer sizes messages as a backend stores them (backends.Sizer, or
+// body and attributes for a backend that is not one).
+type backendSizer struct{ b backends.Backend }
 
-// sizingEnvelope is the envelope of body with attrs as the largest it can be
-// when stored: the id's length, the largest publish time, and the replica
-// count, due time and standby mark a copy carries, so a body that passes
-// fits nsqd with any replicas and any delay.
-func sizingEnvelope(attrs map[string]string, body []byte) *envelope.Message {
-	return &envelope.Message{ID: idPlaceholder, Attributes: attrs, PublishTime: sizingTime, Body: body,
-		Replicas: MaxReplicas, NotBefore: sizingTime, Standby: true}
-}
+func (s backendSizer) MessageSize(m *backends.Message) int { return backends.MessageSize(s.b, m) }
+func (s backendSizer) BatchSize(n, total int) int          { return backends.BatchSize(s.b, n, total) }
 
 // violations collects the bad fields of one request.
 type violations struct {
@@ -108,8 +98,9 @@ func (v *violations) checkDuration(field string, d *durationpb.Duration, def, lo
 	return got
 }
 
-// checkSend validates a Send request against l and returns its delay.
-func checkSend(l *Limits, req *qgatev1.SendRequest) (time.Duration, error) {
+// checkSend validates a Send request against l, with messages sized by sz
+// as the backend stores them, and returns its delay.
+func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Duration, error) {
 	var v violations
 	v.checkName("topic", req.GetTopic())
 	delay := v.checkDuration("delay", req.GetDelay(), 0, 0, l.MaxDelay)
@@ -124,7 +115,7 @@ func checkSend(l *Limits, req *qgatev1.SendRequest) (time.Duration, error) {
 	case len(msgs) > l.MaxBatchMessages:
 		v.addf("messages", "has %d messages; at most %d are allowed", len(msgs), l.MaxBatchMessages)
 	}
-	batch := 4 // MPUB: message count, then size and body per message
+	total := 0
 	for i, m := range msgs {
 		if m == nil {
 			m = &qgatev1.Message{}
@@ -135,15 +126,15 @@ func checkSend(l *Limits, req *qgatev1.SendRequest) (time.Duration, error) {
 			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
 			continue
 		}
-		size := envelope.Size(sizingEnvelope(m.GetAttributes(), body))
+		size := sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: m.GetAttributes(), Body: body})
 		if size > l.MaxBodyBytes {
-			v.addf(msgField(i, "body"), "is %d bytes with qgate's envelope (%d of body); at most %d are allowed",
+			v.addf(msgField(i, "body"), "is %d bytes as stored, with qgate's envelope (%d of body); at most %d are allowed",
 				size, len(body), l.MaxBodyBytes)
 		}
-		batch += 4 + size
+		total += size
 	}
-	if batch > l.MaxBatchBytes {
-		v.addf("messages", "are %d bytes in all with qgate's envelope and nsqd's framing; at most %d are allowed",
+	if batch := sz.BatchSize(len(msgs), total); batch > l.MaxBatchBytes {
+		v.addf("messages", "are %d bytes in all as stored, with qgate's envelope and the store's framing; at most %d are allowed",
 			batch, l.MaxBatchBytes)
 	}
 	return delay, v.err("send request")

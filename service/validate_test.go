@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/qgate/qgate/backends"
-	"github.com/qgate/qgate/backends/nsq/envelope"
+	"github.com/qgate/qgate/backends/nsq"
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
 
@@ -43,7 +43,7 @@ func msgs(bodies ...string) []*qgatev1.Message {
 // maxBody is the largest body that fits the default limit with no
 // attributes.
 func maxBody() int {
-	over := envelope.Size(sizingEnvelope(nil, make([]byte, DefaultMaxBodyBytes))) - DefaultMaxBodyBytes
+	over := nsq.Sizer{}.MessageSize(&backends.Message{ID: idPlaceholder, Body: make([]byte, DefaultMaxBodyBytes)}) - DefaultMaxBodyBytes
 	return DefaultMaxBodyBytes - over
 }
 
@@ -114,7 +114,7 @@ func TestCheckSend(t *testing.T) {
 	l := DefaultLimits()
 	for _, tc := range badSendRequests() {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := checkSend(&l, tc.req)
+			_, err := checkSend(&l, nsq.Sizer{}, tc.req)
 			code, fields := violationFields(err)
 			if tc.fields == nil {
 				if err != nil {
@@ -135,7 +135,7 @@ func TestCheckSendInvalidUTF8(t *testing.T) {
 	l := DefaultLimits()
 	for _, attrs := range []map[string]string{{"\xff": "v"}, {"k": "a\xc3"}} {
 		req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: []byte("x"), Attributes: attrs}}}
-		_, err := checkSend(&l, req)
+		_, err := checkSend(&l, nsq.Sizer{}, req)
 		code, fields := violationFields(err)
 		if code != codes.InvalidArgument || len(fields) != 1 || !strings.HasPrefix(fields[0], "messages[0].attributes[") {
 			t.Errorf("%q: got %v %q, want InvalidArgument on the attribute", attrs, code, fields)
@@ -146,7 +146,7 @@ func TestCheckSendInvalidUTF8(t *testing.T) {
 func TestViolationsCapped(t *testing.T) {
 	l := DefaultLimits()
 	req := &qgatev1.SendRequest{Topic: "t", Messages: msgs(slices.Repeat([]string{""}, 1000)...)}
-	_, err := checkSend(&l, req)
+	_, err := checkSend(&l, nsq.Sizer{}, req)
 	code, fields := violationFields(err)
 	if code != codes.InvalidArgument || len(fields) != maxViolations+1 {
 		t.Fatalf("got %v with %d violations, want %d", code, len(fields), maxViolations+1)

@@ -22,6 +22,11 @@ type backend struct {
 	m *Metrics
 }
 
+// MessageSize and BatchSize are b's backend's (backends.Sizer).
+func (b *backend) MessageSize(m *backends.Message) int { return backends.MessageSize(b.Backend, m) }
+
+func (b *backend) BatchSize(n, total int) int { return backends.BatchSize(b.Backend, n, total) }
+
 func (b *backend) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
 	start := time.Now()
 	err := b.Backend.Send(ctx, topic, msgs, opts)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -195,4 +196,30 @@ func TestAckRecordIsProto(t *testing.T) {
 	if _, err := DecodeAckRecord([]byte{0x0a, 0x05, 'x'}); err == nil {
 		t.Error("truncated record decoded")
 	}
+}
+
+// FuzzEnvelopeRoundTrip checks that what Send would store decodes to what
+// was sent, and that Size is the encoded size.
+func FuzzEnvelopeRoundTrip(f *testing.F) {
+	f.Add("id", "k", "v", int64(1_700_000_000), int64(5), []byte("body"))
+	f.Add("", "", "", int64(0), int64(0), []byte{})
+	f.Fuzz(func(t *testing.T, id, k, v string, secs, nanos int64, body []byte) {
+		if !utf8.ValidString(id) || !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return // qgate's service rejects these before encoding
+		}
+		attrs := map[string]string{k: v}
+		publish := time.Unix(secs, nanos%1e9)
+		in := &Message{ID: id, Attributes: attrs, PublishTime: publish, Body: body}
+		enc := Append(nil, in)
+		if size := Size(in); size != len(enc) {
+			t.Fatalf("Size = %d, encoded %d bytes", size, len(enc))
+		}
+		m, ok := Decode(enc)
+		if !ok || m.ID != id || !maps.Equal(m.Attributes, attrs) || !bytes.Equal(m.Body, body) {
+			t.Fatalf("decoded %+v, ok=%v, from id %q attrs %q body %q", m, ok, id, attrs, body)
+		}
+		if !publish.IsZero() && !m.PublishTime.Equal(publish) {
+			t.Fatalf("publish time %v came back as %v", publish, m.PublishTime)
+		}
+	})
 }
