@@ -544,7 +544,15 @@ func (p *Pool) nsqdPost(ctx context.Context, httpAddr, path, topic, channel stri
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", u, resp.Status)
+		return &nsqdStatusError{url: u, status: resp.Status, code: resp.StatusCode}
 	}
 	return nil
 }
+
+// nsqdStatusError is an answer of nsqd's HTTP API other than 200 OK.
+type nsqdStatusError struct {
+	url, status string
+	code        int
+}
+
+func (e *nsqdStatusError) Error() string { return e.url + ": " + e.status }

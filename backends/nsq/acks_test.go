@@ -208,12 +208,8 @@ func TestLateAckAfterConnectionLoss(t *testing.T) {
 			ev := watchEvents(t, p)
 			const topic = "late"
 			createChannels(t, p, localHTTP(nodes), topic, "c")
-			sub, err := p.Subscribe(context.Background(), backends.SubscribeOptions{
+			sub := subscribeOpts(t, p, backends.SubscribeOptions{
 				Topic: topic, Channel: "c", MaxInFlight: 10, AckDeadline: 4 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { sub.Close() })
 			if err := sendReplicas(context.Background(), p, topic, 2, "m1"); err != nil {
 				t.Fatal(err)
 			}

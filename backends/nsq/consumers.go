@@ -7,9 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -132,25 +130,11 @@ func (p *Pool) consumeTargets() []NodeConfig {
 func (p *Pool) createChannel(ctx context.Context, httpAddr, topic, channel string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Check.Timeout)
 	defer cancel()
-	u := "http://" + httpAddr + "/channel/create?" + url.Values{"topic": {topic}, "channel": {channel}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return err
+	err := p.nsqdPost(ctx, httpAddr, "/channel/create", topic, channel)
+	if se := (*nsqdStatusError)(nil); errors.As(err, &se) && se.code == http.StatusNotFound {
+		return fmt.Errorf("%s: %w", se.url, errTopicNotFound) // nsqd's TOPIC_NOT_FOUND
 	}
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return nil
-	case http.StatusNotFound: // nsqd's TOPIC_NOT_FOUND
-		return fmt.Errorf("%s: %w", u, errTopicNotFound)
-	default:
-		return fmt.Errorf("%s: %s", u, resp.Status)
-	}
+	return err
 }
 
 // errTopicNotFound is nsqd's answer to a channel create on a topic it does

@@ -67,8 +67,14 @@ func send(t testing.TB, p *Pool, topic string, bodies ...string) {
 
 func subscribe(t testing.TB, p *Pool, topic, channel string, maxInFlight int) backends.Subscription {
 	t.Helper()
-	s, err := p.Subscribe(context.Background(), backends.SubscribeOptions{
+	return subscribeOpts(t, p, backends.SubscribeOptions{
 		Topic: topic, Channel: channel, MaxInFlight: maxInFlight, AckDeadline: 10 * time.Second})
+}
+
+// subscribeOpts opens a subscription with opts, closed at cleanup.
+func subscribeOpts(t testing.TB, p *Pool, opts backends.SubscribeOptions) backends.Subscription {
+	t.Helper()
+	s, err := p.Subscribe(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

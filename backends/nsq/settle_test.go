@@ -21,13 +21,9 @@ func TestDeadLetterFinishesStandby(t *testing.T) {
 	const topic, dlq = "dl", "dl.dead"
 	createChannels(t, p, localHTTP(nodes), topic, "c")
 	createChannels(t, p, localHTTP(nodes), dlq, "raw")
-	sub, err := p.Subscribe(context.Background(), backends.SubscribeOptions{
+	sub := subscribeOpts(t, p, backends.SubscribeOptions{
 		Topic: topic, Channel: "c", MaxInFlight: 10, AckDeadline: 10 * time.Second,
 		MaxAttempts: 1, DeadLetterTopic: dlq})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sub.Close() })
 	if err := sendReplicas(context.Background(), p, topic, 2, "m1"); err != nil {
 		t.Fatal(err)
 	}
@@ -67,12 +63,8 @@ func TestExtendHoldsStandby(t *testing.T) {
 	b := newPool(t, ModeFailover, localNodes(nodes), tweak)
 	waitAckReaders(t, nodes, b.cfg.InstanceID)
 	const topic = "ext"
-	sub, err := a.Subscribe(context.Background(), backends.SubscribeOptions{
+	sub := subscribeOpts(t, a, backends.SubscribeOptions{
 		Topic: topic, Channel: "c", MaxInFlight: 10, AckDeadline: ackDeadline})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sub.Close() })
 	if err := sendReplicas(context.Background(), a, topic, 2, "m1"); err != nil {
 		t.Fatal(err)
 	}
