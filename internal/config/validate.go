@@ -4,16 +4,17 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	gonsq "github.com/nsqio/go-nsq"
-	"github.com/qgate/qgate/service"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
+	gonsq "github.com/nsqio/go-nsq"
+
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/backends/nsq/discovery"
 	"github.com/qgate/qgate/backends/nsq/health"
+	"github.com/qgate/qgate/service"
 )
 
 // checker turns a rawFile into a File, collecting errors with the lines the
