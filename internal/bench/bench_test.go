@@ -140,8 +140,10 @@ func TestRunAgainstAddr(t *testing.T) {
 	}
 	defer target.close()
 	rep, err := Run(ctx, Config{
-		Workloads:   []string{"send1-c64", "sub100", MemoryWorkload},
-		Duration:    200 * time.Millisecond,
+		Workloads: []string{"send1-c64", "sub100", MemoryWorkload},
+		// Long enough that a loaded machine gets sends through: at 200 ms a
+		// run at load ~30 measured no message at all (send1-c64).
+		Duration:    time.Second,
 		Rounds:      1,
 		Backlog:     1000,
 		Addr:        target.addr,
