@@ -87,6 +87,7 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
 		}
 		if idle >= stuck {
+			h.drainStuck = true
 			return time.Since(start), fmt.Sprintf("nodes not empty, nothing delivered for %v", stuck)
 		}
 	}

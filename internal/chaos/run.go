@@ -272,5 +272,6 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 	if h.Sc.Measure != nil {
 		h.Sc.Measure(h, r)
 	}
+	h.addQueued(ctx, r, res) // last: it stops the gateways and nodes when it has to look
 	return nil
 }
