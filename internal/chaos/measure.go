@@ -228,3 +228,43 @@ func (h *Harness) checkReplicas(ctx context.Context) string {
 	}
 	return ""
 }
+
+// addDuplicateExamples shows the first few ids delivered (acked) more than
+// once: each delivery's subscriber, time from the first fault (or the
+// load's start) and attempt, and how its send ended. That is where to
+// start when a duplicate budget breaks.
+func (h *Harness) addDuplicateExamples(r *Report, from time.Time) {
+	acked := make(map[string][]DeliveryRecord)
+	var order []string
+	for _, d := range h.ledger.Deliveries() {
+		if !d.Acked {
+			continue
+		}
+		if len(acked[d.ID]) == 1 {
+			order = append(order, d.ID)
+		}
+		acked[d.ID] = append(acked[d.ID], d)
+	}
+	if len(order) == 0 {
+		return
+	}
+	sent := make(map[string]SendRecord)
+	for _, s := range h.ledger.Sends() {
+		for _, id := range s.IDs {
+			if o, ok := sent[id]; !ok || rank(s.Outcome) < rank(o.Outcome) {
+				sent[id] = s
+			}
+		}
+	}
+	rel := func(t time.Time) string { return fmt.Sprintf("%+.2fs", t.Sub(from).Seconds()) }
+	var parts []string
+	for _, id := range order[:min(3, len(order))] {
+		s := sent[id]
+		var ds []string
+		for _, d := range acked[id] {
+			ds = append(ds, fmt.Sprintf("%s %s attempt %d", d.Subscriber, rel(d.At), d.Attempt))
+		}
+		parts = append(parts, fmt.Sprintf("%s (send %s %s…%s): %s", id, s.Outcome, rel(s.Start), rel(s.End), strings.Join(ds, ", ")))
+	}
+	r.AddText("duplicates, first ids", float64(len(order)), "", strings.Join(parts, "; "))
+}

@@ -21,14 +21,17 @@ import (
 	"github.com/qgate/qgate/internal/nsqd"
 )
 
-// standbyDelay is the harness's nsq.Config.StandbyDelay: shorter than
-// qgate serve's default (30s) so that a drain need not wait long for the
-// standby copies of what a killed node held, and long enough that a first
-// copy reaches a subscriber (and its ack or hold reaches the other qgate,
-// through nsqd, which syncs every message) before the standby is due on a
-// loaded 2-core machine: at 2s, S16 delivered 1-22% twice there (load
-// average 17-25); at 5s S16 none, but S14's burst left first copies 5s
-// in nsqd's queues, due together with their standbys.
+// standbyDelay is the harness's default nsq.Config.StandbyDelay: shorter
+// than qgate serve's default (30s) so that a drain need not wait long for
+// the standby copies of what a killed node held, and long enough that a
+// first copy reaches a subscriber (and its ack or hold reaches the other
+// qgate, through nsqd, which syncs every message) before the standby is
+// due on a loaded 2-core machine: at 2s, S16 delivered 1-22% twice there
+// (load average 17-25); at 5s S16 none, but S14's burst left first copies
+// 5s in nsqd's queues, due together with their standbys. At 10s, S14
+// delivered 1.1-4.7% twice at load 25-46 (0-0.1% at load 8): the scenarios
+// that promise a duplicate rate (S14, S16) run with qgate serve's default
+// (Scenario.StandbyDelay), as users do.
 const standbyDelay = 10 * time.Second
 
 // Run runs sc with p and returns its report; the report's Err is set when
@@ -52,6 +55,9 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	}
 	if sc.CheckInterval == 0 {
 		sc.CheckInterval = 100 * time.Millisecond
+	}
+	if sc.StandbyDelay == 0 {
+		sc.StandbyDelay = standbyDelay
 	}
 	counter := newCountingHandler(p.Logger.Handler())
 	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos"}
@@ -79,8 +85,8 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.Streams {
 		senders = "unary Send and SendStream"
 	}
-	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s (%s), %d qgate × %d subscribers, ack deadline %v, checks every %v, nsqd args %v",
-		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, sc.Subscribers, sc.AckDeadline, sc.CheckInterval, sc.NodeArgs)
+	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s (%s), %d qgate × %d subscribers, ack deadline %v, checks every %v, standby delay %v, nsqd args %v",
+		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, sc.Subscribers, sc.AckDeadline, sc.CheckInterval, sc.StandbyDelay, sc.NodeArgs)
 	if sc.Child {
 		r.Setup += ", qgate as child processes"
 	}
@@ -141,7 +147,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			Addr: addr, Groups: groups,
 			CheckInterval: h.Sc.CheckInterval, CheckTimeout: 250 * time.Millisecond,
 			Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
-			StandbyDelay: standbyDelay, AckTopic: nsq.DefaultAckTopic,
+			StandbyDelay: h.Sc.StandbyDelay, AckTopic: nsq.DefaultAckTopic,
 		}}
 		h.inst = append(h.inst, in)
 		if in.gw, err = h.startGateway(ctx, in.gc); err != nil {
@@ -259,6 +265,11 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 		faultAt = first.At
 	}
 	r.addResult(res, faultAt)
+	if faultAt.IsZero() {
+		h.addDuplicateExamples(r, loadStart)
+	} else {
+		h.addDuplicateExamples(r, faultAt)
+	}
 	r.AddText("load", loadEnd.Sub(loadStart).Seconds(), "s", fmt.Sprintf("%.1f s", loadEnd.Sub(loadStart).Seconds()))
 	r.AddText("drain", ms(drained), "ms", fmt.Sprintf("%.1f s (%s)", drained.Seconds(), why))
 	h.addFaultMetrics(r)
