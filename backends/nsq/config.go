@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -225,34 +226,18 @@ func nodeName(n NodeConfig) string {
 // withDefaults returns cfg with defaults filled in and node names set.
 func (cfg Config) withDefaults() Config {
 	cfg.Check = cfg.Check.WithDefaults()
-	if cfg.FailbackHold == 0 {
-		cfg.FailbackHold = DefaultFailbackHold
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = DefaultAttemptTimeout
-	}
+	cfg.FailbackHold = cmp.Or(cfg.FailbackHold, DefaultFailbackHold)
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, DefaultAttemptTimeout)
 	if cfg.AttemptTimeoutMin == 0 {
 		cfg.AttemptTimeoutMin = min(DefaultAttemptTimeoutMin, cfg.AttemptTimeout)
 	}
 	cfg.Eject = cfg.Eject.WithDefaults()
-	if cfg.LookupdPollInterval == 0 {
-		cfg.LookupdPollInterval = DefaultLookupdPollInterval
-	}
-	if cfg.DedupWindow == 0 {
-		cfg.DedupWindow = DefaultDedupWindow
-	}
-	if cfg.DedupMaxIDs == 0 {
-		cfg.DedupMaxIDs = DefaultDedupMaxIDs
-	}
-	if cfg.StandbyDelay == 0 {
-		cfg.StandbyDelay = DefaultStandbyDelay
-	}
+	cfg.LookupdPollInterval = cmp.Or(cfg.LookupdPollInterval, DefaultLookupdPollInterval)
+	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, DefaultDedupWindow)
+	cfg.DedupMaxIDs = cmp.Or(cfg.DedupMaxIDs, DefaultDedupMaxIDs)
+	cfg.StandbyDelay = cmp.Or(cfg.StandbyDelay, DefaultStandbyDelay)
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = randomID()
 	}
