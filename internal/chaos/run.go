@@ -6,6 +6,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,27 +39,13 @@ const standbyDelay = 10 * time.Second
 // the run could not be carried out.
 func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	p = p.withDefaults()
-	if sc.Nodes == 0 {
-		sc.Nodes = 3
-	}
-	if sc.MaxInFlight == 0 {
-		sc.MaxInFlight = 200
-	}
-	if sc.Subscribers == 0 {
-		sc.Subscribers = 2
-	}
-	if sc.AckDeadline == 0 {
-		sc.AckDeadline = 3 * time.Second
-	}
-	if sc.Gateways == 0 {
-		sc.Gateways = 1
-	}
-	if sc.CheckInterval == 0 {
-		sc.CheckInterval = 100 * time.Millisecond
-	}
-	if sc.StandbyDelay == 0 {
-		sc.StandbyDelay = standbyDelay
-	}
+	sc.Nodes = cmp.Or(sc.Nodes, 3)
+	sc.MaxInFlight = cmp.Or(sc.MaxInFlight, 200)
+	sc.Subscribers = cmp.Or(sc.Subscribers, 2)
+	sc.AckDeadline = cmp.Or(sc.AckDeadline, 3*time.Second)
+	sc.Gateways = cmp.Or(sc.Gateways, 1)
+	sc.CheckInterval = cmp.Or(sc.CheckInterval, 100*time.Millisecond)
+	sc.StandbyDelay = cmp.Or(sc.StandbyDelay, standbyDelay)
 	counter := newCountingHandler(p.Logger.Handler())
 	h := &Harness{P: p, Sc: sc, log: slog.New(counter), counter: counter, ledger: NewLedger(), topic: "chaos"}
 	h.rate = p.Rate
