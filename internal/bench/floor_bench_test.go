@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/grpctest"
 	"github.com/qgate/qgate/internal/server"
 )
 
@@ -68,13 +68,7 @@ func benchFloorBare(b *testing.B, opts ...grpc.ServerOption) {
 // sendParallel measures unary Sends of one message from 32×GOMAXPROCS
 // goroutines to the server at addr.
 func sendParallel(b *testing.B, addr string) {
-	conn, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := qgatev1.NewQueueServiceClient(conn)
+	client := qgatev1.NewQueueServiceClient(grpctest.Dial(b, addr))
 	req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, DefaultSize)}}}
 	b.ReportAllocs()
 	b.SetParallelism(32)
