@@ -51,7 +51,7 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 // deadline + 2 s instead of 1 s; the nodes must still be empty. While the
 // nodes hold messages the drain goes on as long as deliveries come (a
 // backlog on slow, fsyncing nodes), and gives up when none came for the
-// ack deadline + 10 s (stuck) or at the limit (1 min, 5 min long). Past
+// ack deadline + 10 s (+ the standby delay with replicas: stuck) or at the limit (1 min, 5 min long). Past
 // the limit it goes on while what the nodes hold keeps shrinking (checked
 // every 30 s), up to three times the limit: with per-message fsync a
 // node's topic pump can take minutes to move a nemesis's backlog into the
@@ -60,7 +60,13 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
 	limit := start.Add(h.d(time.Minute, 5*time.Minute))
 	hardLimit := start.Add(3 * h.d(time.Minute, 5*time.Minute))
+	// Stuck: no delivery for the ack deadline + 10 s; with replicas, plus
+	// the standby delay, while standbys of acked messages surface and are
+	// finished without a delivery.
 	stuck := h.Sc.AckDeadline + 10*time.Second
+	if h.replicas() > 1 {
+		stuck += h.Sc.StandbyDelay
+	}
 	lastLeft := int64(-1)
 	for ctx.Err() == nil {
 		if now := time.Now(); !now.Before(limit) {
