@@ -107,6 +107,15 @@ type Config struct {
 	// deferred messages held by nsqd (rate × StandbyDelay). At most 1h
 	// (nsqd's --max-req-timeout). Default 30s.
 	StandbyDelay time.Duration
+	// ClaimSettle is the least time a copy that arrives in a backlog (its
+	// twin may be live at another gateway) waits before it is delivered,
+	// while other instances share the ack topic: a claim another gateway
+	// made at the same moment arrives meanwhile, and the earlier claim
+	// delivers (see "One delivery per message"). The wait is twice the
+	// measured delay of the ack topic when that is longer, at most an
+	// eighth of StandbyDelay. Default 250ms; negative: no wait (two
+	// gateways draining one backlog may then each deliver a copy).
+	ClaimSettle time.Duration
 	// MinReplicas is the fewest copies a replicated send may write when
 	// fewer usable nodes than asked for exist (fewer: ErrUnavailable). 0
 	// (the default) means every copy asked for: an acknowledged replicated
@@ -190,6 +199,7 @@ const (
 	DefaultDedupWindow         = 10 * time.Minute
 	DefaultDedupMaxIDs         = 200_000
 	DefaultStandbyDelay        = 30 * time.Second
+	DefaultClaimSettle         = 250 * time.Millisecond
 	// DefaultAckTopic is the ack topic qgate serve uses.
 	DefaultAckTopic = "qgate.acks"
 )
@@ -238,6 +248,7 @@ func (cfg Config) withDefaults() Config {
 	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, DefaultDedupWindow)
 	cfg.DedupMaxIDs = cmp.Or(cfg.DedupMaxIDs, DefaultDedupMaxIDs)
 	cfg.StandbyDelay = cmp.Or(cfg.StandbyDelay, DefaultStandbyDelay)
+	cfg.ClaimSettle = cmp.Or(cfg.ClaimSettle, DefaultClaimSettle)
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = randomID()
 	}
