@@ -63,8 +63,10 @@ type busPeers struct {
 }
 
 // peerTTL: an instance not heard of for this long (heartbeats come every
-// ackHeartbeat) is taken to be gone.
-const peerTTL = 5 * ackHeartbeat
+// ackHeartbeat) is taken to be gone. Long, because records trail their
+// events by seconds when the nodes are starved of disk or CPU, which is
+// when backlogs, and claims, happen.
+const peerTTL = AckChannelExpiry
 
 // seen records a record of another instance read at now, written at sent
 // (zero: an older version's record, no lag known).
