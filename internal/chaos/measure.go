@@ -50,8 +50,9 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 // messages missing (or WaitRedelivery), the quiet period is the ack
 // deadline + 2 s instead of 1 s; the nodes must still be empty. While the
 // nodes hold messages the drain goes on as long as deliveries come (a
-// backlog on slow, fsyncing nodes), and gives up when none came for the
-// ack deadline + 10 s (+ the standby delay with replicas: stuck) or at the limit (1 min, 5 min long). Past
+// backlog on slow, fsyncing nodes), and gives up when none came and what
+// the nodes hold did not shrink for the ack deadline + 10 s (+ the standby
+// delay with replicas: stuck) or at the limit (1 min, 5 min long). Past
 // the limit it goes on while what the nodes hold keeps shrinking (checked
 // every 30 s), up to three times the limit: with per-message fsync a
 // node's topic pump can take minutes to move a nemesis's backlog into the
@@ -68,6 +69,7 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 		stuck += h.Sc.StandbyDelay
 	}
 	lastLeft := int64(-1)
+	stuckLeft, stuckSince := int64(-1), start
 	for ctx.Err() == nil {
 		if now := time.Now(); !now.Before(limit) {
 			left, ok := h.nodesLeft(ctx)
@@ -89,29 +91,27 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 		if idle < quiet {
 			continue
 		}
-		if h.nodesEmpty(ctx) {
+		left, ok := h.nodesLeft(ctx)
+		if ok && left == 0 {
 			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
 		}
-		if idle >= stuck {
+		if ok && (stuckLeft < 0 || left < stuckLeft) {
+			// The nodes still move messages (standbys and copies of acked
+			// messages finished without a delivery): not stuck.
+			stuckLeft, stuckSince = left, time.Now()
+		}
+		if time.Since(stuckSince) >= stuck && idle >= stuck {
 			h.drainStuck = true
-			return time.Since(start), fmt.Sprintf("nodes not empty, nothing delivered for %v", stuck)
+			return time.Since(start), fmt.Sprintf("nodes not empty (%d messages), nothing delivered and nothing left them for %v", left, stuck)
 		}
 	}
 	left, _ := h.nodesLeft(ctx)
 	return time.Since(start), fmt.Sprintf("time limit, nodes not empty (%d messages on them)", left)
 }
 
-// nodesEmpty reports whether every running node holds nothing for the
-// run's topic and channel (not yet copied to the channel, ready, in flight
-// or deferred). A node that does not answer is not empty.
-func (h *Harness) nodesEmpty(ctx context.Context) bool {
-	n, ok := h.nodesLeft(ctx)
-	return ok && n == 0
-}
-
 // nodesLeft returns how many messages the running nodes hold for the
-// run's topic and channel (as nodesEmpty counts them); ok is false when a
-// node does not answer.
+// run's topic and channel: not yet copied to the channel, ready, in flight
+// or deferred; ok is false when a node does not answer.
 func (h *Harness) nodesLeft(ctx context.Context) (total int64, ok bool) {
 	for _, p := range h.cluster.procs {
 		if !p.Running() {
