@@ -172,6 +172,9 @@ func (s *subscription) settleClaim(d *delivery) {
 	wait := min(max(until.Sub(now), 0)+notBeforePrecision, maxRequeueDelay)
 	d.msg.RequeueWithoutBackoff(wait)
 	requeue(dups, wait)
+	// End this claim wherever it was kept (an instance that heard it
+	// before the winner's): only this instance's own hold ends.
+	s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, now, d.arrived, now)
 }
 
 // notBeforePrecision: a message that arrives at most this much before its
