@@ -28,9 +28,10 @@
 //
 // Topic and channel names are labels, bounded so that a gateway with very
 // many topics does not have as many series. A topic's series, and a topic
-// and channel's, are removed at the first Gather (scrape) after they went
-// unused for the idle time (WithLabelIdle, default 10 min); an open
-// subscription pins its topic and channel. At most WithMaxLabelValues
+// and channel's, are removed by a Gather (scrape) once they went unused for
+// the idle time (WithLabelIdle, default 10 min), counted from the first
+// Gather after the last use; an open subscription pins its topic and
+// channel. At most WithMaxLabelValues
 // (default 1000) distinct topics, and separately as many topic/channel
 // pairs, have series of their own; uses beyond are counted under
 // OtherLabel ("#other") until idle ones make room.

@@ -131,16 +131,21 @@ func TestMetricsIdleRemoved(t *testing.T) {
 	if n := len(scrape(t, m)); n != before {
 		t.Fatalf("before the idle time: %d qgate_ series, want %d", n, before)
 	}
+	touch(m, "t5") // used again: its idle time starts anew
 	clock.Advance(2 * time.Second)
 	lines := scrape(t, m)
 	for _, l := range lines {
+		if strings.Contains(l, `topic="t5"`) {
+			continue
+		}
 		if strings.Contains(l, `topic="t`) || strings.Contains(l, metrics.OtherLabel) {
 			t.Errorf("idle series still reported: %s", l)
 		}
 	}
+	wantValue(t, m, "qgate_sends_total", map[string]string{"node": "n0", "topic": "t5"}, 2)
 	wantValue(t, m, "qgate_deliveries_total", map[string]string{"topic": "kept", "channel": "open"}, 1)
 	wantValue(t, m, "qgate_in_flight", map[string]string{"topic": "kept", "channel": "open"}, 1)
-	t.Logf("qgate_ series: %d before the idle time, %d after", before, len(lines))
+	t.Logf("qgate_ series: %d before the idle time, %d after (one topic used again)", before, len(lines))
 
 	// The room is free again: the next topic has its own series.
 	touch(m, "fresh")

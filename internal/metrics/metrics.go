@@ -49,7 +49,8 @@ type options struct {
 
 // WithLabelIdle sets how long a topic, or a topic and channel, may go
 // unused (no send, delivery, ack, nack or dead letter, and no open
-// subscription) before its series are removed at the next scrape.
+// subscription) before its series are removed by a scrape (counted from
+// the first scrape after the last use).
 // Default DefaultLabelIdle (10 min).
 func WithLabelIdle(d time.Duration) Option { return func(o *options) { o.idle = d } }
 
