@@ -184,3 +184,33 @@ func TestMetricsTenThousandTopics(t *testing.T) {
 	}
 	t.Logf("10,000 topics touched once: %d qgate_ series (at most %d), %d after %v idle", peak, limit, after, metrics.DefaultLabelIdle)
 }
+
+// TestMetricsSubscriptionsBeyondCap: a subscription opened when the cap is
+// reached counts its deliveries and in-flight messages under OtherLabel.
+func TestMetricsSubscriptionsBeyondCap(t *testing.T) {
+	m := metrics.New(metrics.WithMaxLabelValues(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := m.Backend(newPool(t, nsq.ModeCluster, 1))
+	for _, ch := range []string{"first", "second"} {
+		sub, err := b.Subscribe(ctx, backends.SubscribeOptions{Topic: "capped", Channel: ch, MaxInFlight: 1, AckDeadline: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := b.Send(ctx, "capped", []*backends.Message{{ID: "m-" + ch, Body: []byte("x"), PublishTime: time.Now()}}, backends.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sub.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := map[string]string{"topic": "capped", "channel": "first"}
+	other := map[string]string{"topic": metrics.OtherLabel, "channel": metrics.OtherLabel}
+	wantValue(t, m, "qgate_in_flight", first, 1)
+	wantValue(t, m, "qgate_in_flight", other, 1)
+	wantValue(t, m, "qgate_deliveries_total", other, 1)
+	if _, ok := value(t, m, "qgate_in_flight", map[string]string{"channel": "second"}); ok {
+		t.Error("the subscription beyond the cap has an in-flight series of its own")
+	}
+}
