@@ -134,7 +134,7 @@ type acker struct {
 func (a *acker) Ack() error {
 	err := a.Acker.Ack()
 	if err == nil {
-		a.s.m.Acked(a.s.topic, a.s.channel)
+		a.s.m.acks.WithLabelValues(a.s.settleLabels()...).Inc()
 	}
 	a.s.settle(a)
 	return err
@@ -143,10 +143,25 @@ func (a *acker) Ack() error {
 func (a *acker) Nack(delay time.Duration) error {
 	err := a.Acker.Nack(delay)
 	if err == nil {
-		a.s.m.Nacked(a.s.topic, a.s.channel)
+		a.s.m.nacks.WithLabelValues(a.s.settleLabels()...).Inc()
 	}
 	a.s.settle(a)
 	return err
+}
+
+// settleLabels returns the label values an ack or nack is counted under:
+// the subscription's pinned ones while it is open (the same as its
+// deliveries', also when they are OtherLabel), else through the limiter,
+// which marks the use (a settlement after Close).
+func (s *subscription) settleLabels() []string {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		return []string{s.labels.topic, s.labels.channel}
+	}
+	t, c := s.m.labels.pair(s.topic, s.channel)
+	return []string{t, c}
 }
 
 func (a *acker) Extend() error {

@@ -186,12 +186,17 @@ func TestMetricsTenThousandTopics(t *testing.T) {
 }
 
 // TestMetricsSubscriptionsBeyondCap: a subscription opened when the cap is
-// reached counts its deliveries and in-flight messages under OtherLabel.
+// reached counts its deliveries, in-flight messages and acks under
+// OtherLabel, also once room was made meanwhile (one subscription's
+// numbers stay in one series).
 func TestMetricsSubscriptionsBeyondCap(t *testing.T) {
-	m := metrics.New(metrics.WithMaxLabelValues(1))
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	m := metrics.New(metrics.WithClock(clock.Now), metrics.WithMaxLabelValues(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b := m.Backend(newPool(t, nsq.ModeCluster, 1))
+	var subs []backends.Subscription
+	var ds []*backends.Delivery
 	for _, ch := range []string{"first", "second"} {
 		sub, err := b.Subscribe(ctx, backends.SubscribeOptions{Topic: "capped", Channel: ch, MaxInFlight: 1, AckDeadline: 10 * time.Second})
 		if err != nil {
@@ -201,9 +206,11 @@ func TestMetricsSubscriptionsBeyondCap(t *testing.T) {
 		if err := b.Send(ctx, "capped", []*backends.Message{{ID: "m-" + ch, Body: []byte("x"), PublishTime: time.Now()}}, backends.SendOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := sub.Receive(ctx); err != nil {
+		d, err := sub.Receive(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		subs, ds = append(subs, sub), append(ds, d)
 	}
 	first := map[string]string{"topic": "capped", "channel": "first"}
 	other := map[string]string{"topic": metrics.OtherLabel, "channel": metrics.OtherLabel}
@@ -212,5 +219,19 @@ func TestMetricsSubscriptionsBeyondCap(t *testing.T) {
 	wantValue(t, m, "qgate_deliveries_total", other, 1)
 	if _, ok := value(t, m, "qgate_in_flight", map[string]string{"channel": "second"}); ok {
 		t.Error("the subscription beyond the cap has an in-flight series of its own")
+	}
+
+	// The first subscription ends and goes idle: room for a pair.
+	_ = subs[0].Close()
+	clock.Advance(metrics.DefaultLabelIdle + time.Second)
+	if _, err := m.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[1].Acker.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, m, "qgate_acks_total", other, 1)
+	if _, ok := value(t, m, "qgate_acks_total", map[string]string{"channel": "second"}); ok {
+		t.Error("an ack of the subscription beyond the cap was counted apart from its deliveries")
 	}
 }
