@@ -128,8 +128,7 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 		}
 		size := sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: m.GetAttributes(), Body: body})
 		if size > l.MaxBodyBytes {
-			v.addf(msgField(i, "body"), "is %d bytes as stored, with qgate's envelope (%d of body); at most %d are allowed",
-				size, len(body), l.MaxBodyBytes)
+			v.add(msgField(i, "body"), tooBig(l, sz, m.GetAttributes(), body, size))
 		}
 		total += size
 	}
@@ -138,6 +137,32 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			batch, l.MaxBatchBytes)
 	}
 	return delay, v.err("send request")
+}
+
+// tooBig says why a body of size bytes as stored is refused: the store's
+// own limit counts qgate's envelope, so a body of exactly nsqd's
+// --max-msg-size never fits; it gives the largest body that would, with
+// these attributes, and which two settings to raise together.
+func tooBig(l *Limits, sz backends.Sizer, attrs map[string]string, body []byte, size int) string {
+	largest := largestBody(l.MaxBodyBytes, sz, attrs, body, size)
+	return fmt.Sprintf("is %d bytes as stored: %d of body and %d of qgate's envelope (message id, attributes, times); "+
+		"at most %d are allowed (the nodes' --max-msg-size, which qgate's --max-body-size must equal), "+
+		"so with these attributes a body may have at most %d bytes; for larger bodies raise both",
+		size, len(body), size-len(body), l.MaxBodyBytes, largest)
+}
+
+// largestBody is the longest prefix of body that fits limit once sized,
+// found from the envelope's size for this body (the body's length prefix
+// may be a byte shorter for a shorter body); 0 if no body fits.
+func largestBody(limit int, sz backends.Sizer, attrs map[string]string, body []byte, size int) int {
+	n := len(body) - (size - limit)
+	for n > 0 && sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: attrs, Body: body[:n]}) > limit {
+		n--
+	}
+	for n+1 < len(body) && sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: attrs, Body: body[:n+1]}) <= limit {
+		n++
+	}
+	return max(n, 0)
 }
 
 func msgField(i int, name string) string {

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -124,6 +125,49 @@ func TestCheckSend(t *testing.T) {
 			}
 			if code != codes.InvalidArgument || !slices.Equal(fields, tc.fields) {
 				t.Errorf("got %v %q, want InvalidArgument %q (%v)", code, fields, tc.fields, err)
+			}
+		})
+	}
+}
+
+// TestTooBigNamesLargestBody: the error for a body too big with the
+// envelope gives the largest body that fits with the same attributes, and
+// that body fits exactly (one byte more does not), whatever the attributes
+// and however far over the limit the body was.
+func TestTooBigNamesLargestBody(t *testing.T) {
+	l := DefaultLimits()
+	for _, tc := range []struct {
+		name  string
+		attrs map[string]string
+		size  int
+	}{
+		{"1 MiB, no attributes", nil, DefaultMaxBodyBytes},
+		{"1 MiB, attributes", manyAttrs(40), DefaultMaxBodyBytes},
+		{"2 MiB", map[string]string{"k": strings.Repeat("v", 4000)}, 2 << 20},
+		{"a byte over", nil, maxBody() + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, tc.size), Attributes: tc.attrs}}}
+			_, err := checkSend(&l, nsq.Sizer{}, req)
+			var desc string
+			for _, d := range status.Convert(err).Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+					desc = br.GetFieldViolations()[0].GetDescription()
+				}
+			}
+			_, rest, ok := strings.Cut(desc, "a body may have at most ")
+			if !ok {
+				t.Fatalf("description %q names no largest body", desc)
+			}
+			var largest int
+			if _, err := fmt.Sscanf(rest, "%d bytes", &largest); err != nil {
+				t.Fatalf("description %q: %v", desc, err)
+			}
+			size := func(n int) int {
+				return nsq.Sizer{}.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: tc.attrs, Body: make([]byte, n)})
+			}
+			if size(largest) > l.MaxBodyBytes || size(largest+1) <= l.MaxBodyBytes {
+				t.Errorf("largest body %d: sized %d, and %d one byte more; limit %d", largest, size(largest), size(largest+1), l.MaxBodyBytes)
 			}
 		})
 	}

@@ -549,7 +549,8 @@ func (b *ackBus) sweepLoop(ctx context.Context) {
 func (b *ackBus) sweep(ctx context.Context, nc NodeConfig, now time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, b.p.cfg.Check.Timeout)
 	defer cancel()
-	u := "http://" + nc.HTTPAddr + "/stats?" + url.Values{"format": {"json"}, "topic": {b.topic}, "include_clients": {"false"}}.Encode()
+	u := "http://" + nc.HTTPAddr + "/stats?" + url.Values{"format": {"json"}, "topic": {b.topic},
+		"include_clients": {"false"}, "include_mem": {"false"}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return

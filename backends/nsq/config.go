@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	gonsq "github.com/nsqio/go-nsq"
@@ -150,6 +151,10 @@ type Config struct {
 	// (nsqd's --auth-http-address). Use it with TLS: nsqd sees it in clear
 	// otherwise.
 	AuthSecret string
+
+	// wrapHTTP, if set, wraps the transport of the pool's calls to nsqd's
+	// HTTP API: tests count those calls and make one time out.
+	wrapHTTP func(http.RoundTripper) http.RoundTripper
 }
 
 // Observer is told of the pool's writes. Its methods are called on the

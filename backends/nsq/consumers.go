@@ -4,10 +4,7 @@
 package nsq
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -74,7 +71,7 @@ func (s *subscription) connect(nc NodeConfig) {
 	if err == nil && c.Stats().Connections > 0 {
 		err = gonsq.ErrAlreadyConnected // connected, or a lost connection not yet cleaned up
 	} else if err == nil {
-		cerr := s.p.createChannel(s.ctx, nc.HTTPAddr, s.opts.Topic, s.opts.Channel)
+		cerr := s.p.ensureChannel(s.ctx, nc, s.opts.Topic, s.opts.Channel)
 		switch {
 		case cerr == nil, s.ctx.Err() != nil:
 		case errors.Is(cerr, errTopicNotFound):
@@ -83,9 +80,10 @@ func (s *subscription) connect(nc NodeConfig) {
 			// first channel exists, so nothing is missed.
 			s.log.Debug("nsq channel create: no topic yet", "node", nc.Name)
 		default:
-			// Worth a Warn: until SUB lands, messages sent to the topic on
-			// this node are not this channel's (nsqd gives a new channel
-			// only what comes after). s.log carries topic and channel.
+			// Every attempt failed. Worth a Warn: until SUB lands, messages
+			// sent to the topic on this node are not this channel's (nsqd
+			// gives a new channel only what comes after). s.log carries
+			// topic and channel.
 			s.log.Warn("nsq channel create failed", "node", nc.Name, "addr", nc.HTTPAddr, "err", cerr)
 		}
 		err = c.ConnectToNSQD(addr)
@@ -124,22 +122,6 @@ func (p *Pool) consumeTargets() []NodeConfig {
 	}
 	return out
 }
-
-// createChannel creates topic/channel on the nsqd at httpAddr (POST
-// /channel/create), bounded by the check timeout.
-func (p *Pool) createChannel(ctx context.Context, httpAddr, topic, channel string) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Check.Timeout)
-	defer cancel()
-	err := p.nsqdPost(ctx, httpAddr, "/channel/create", topic, channel)
-	if se := (*nsqdStatusError)(nil); errors.As(err, &se) && se.code == http.StatusNotFound {
-		return fmt.Errorf("%s: %w", se.url, errTopicNotFound) // nsqd's TOPIC_NOT_FOUND
-	}
-	return err
-}
-
-// errTopicNotFound is nsqd's answer to a channel create on a topic it does
-// not have.
-var errTopicNotFound = errors.New("nsq: topic not found")
 
 // consumerOf returns addr's consumer, making it if needed.
 //
@@ -187,6 +169,7 @@ func (s *subscription) current(addr string, c *gonsq.Consumer) bool {
 // failed health check, which says nothing of this connection.
 func (s *subscription) lost(addr string, c *gonsq.Consumer) {
 	c.Stop() // no connection left: the consumer stops at once
+	s.p.channels.forgetNode(addr)
 	s.mu.Lock()
 	if s.consumers[addr] == c {
 		delete(s.consumers, addr)

@@ -23,6 +23,8 @@ type Pool struct {
 	log  *slog.Logger
 	http *http.Client // nsqd's HTTP API (channel creation); see newHTTPClient
 
+	channels *channelCreates // channels created per node (channels.go)
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the pool starts
@@ -64,6 +66,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		http:     newHTTPClient(cfg),
+		channels: newChannelCreates(),
 		ctx:      ctx,
 		cancel:   cancel,
 		nodes:    make(map[string]*node),
@@ -120,14 +123,18 @@ func New(cfg Config) (*Pool, error) {
 // DefaultTransport user in the process. Each request is also bounded by its
 // context (createChannel: Check.Timeout).
 func newHTTPClient(cfg Config) *http.Client {
-	return &http.Client{Transport: &http.Transport{
+	var tr http.RoundTripper = &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: cfg.Check.Timeout,
 		DisableCompression:    true,
-	}}
+	}
+	if cfg.wrapHTTP != nil {
+		tr = cfg.wrapHTTP(tr)
+	}
+	return &http.Client{Transport: tr}
 }
 
 // newNode creates a node's producer and monitor; nothing runs yet.

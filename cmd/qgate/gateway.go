@@ -104,7 +104,15 @@ func (g *gateway) startNodes(ctx context.Context) error {
 		}
 		g.tempDir, dir = tmp, tmp
 	}
-	nodes, err := nsqd.StartN(ctx, g.embeddedNodes, dir, g.log)
+	// The embedded nodes take whatever the limits let through, so that
+	// raising --max-body-size and --max-batch-size alone is enough for them
+	// (nodes of one's own need nsqd's --max-msg-size and --max-body-size
+	// raised with them). Never below nsqd's defaults: qgate's own writes
+	// (ack records, dead letters) count on those.
+	def := service.DefaultLimits()
+	nodes, err := nsqd.StartNWith(ctx, g.embeddedNodes, dir, nsqd.Options{Logger: g.log,
+		MaxMsgSize:  int64(max(g.limits.MaxBodyBytes, def.MaxBodyBytes)),
+		MaxBodySize: int64(max(g.limits.MaxBatchBytes, def.MaxBatchBytes))})
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ func (b *backend) Subscribe(ctx context.Context, opts backends.SubscribeOptions)
 		deadline:     opts.AckDeadline,
 		held:         make(map[*acker]time.Time),
 	}
+	s.labels.topic, s.labels.channel = b.m.labels.pin(opts.Topic, opts.Channel)
 	b.m.inFlight.add(s)
 	return s, nil
 }
@@ -57,6 +58,7 @@ type subscription struct {
 	backends.Subscription
 	m              *Metrics
 	topic, channel string
+	labels         labelKey // pinned while the subscription is open
 	deadline       time.Duration
 	mu             sync.Mutex
 	held           map[*acker]time.Time // unsettled deliveries and their deadlines
@@ -68,7 +70,7 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 	if err != nil {
 		return nil, err
 	}
-	s.m.Delivered(s.topic, s.channel, d.Attempt)
+	s.m.delivered(s.labels, d.Attempt) // pinned: no need to mark a use
 	a := &acker{Acker: d.Acker, s: s}
 	s.mu.Lock()
 	if !s.closed {
@@ -80,12 +82,18 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 	return &dd, nil
 }
 
+// Close unpins the subscription's labels once (Close may be called more
+// than once) and closes the subscription.
 func (s *subscription) Close() error {
 	s.m.inFlight.remove(s)
 	s.mu.Lock()
+	wasClosed := s.closed
 	s.closed = true
 	clear(s.held)
 	s.mu.Unlock()
+	if !wasClosed {
+		s.m.labels.unpin(s.labels.topic, s.labels.channel)
+	}
 	return s.Subscription.Close()
 }
 
@@ -126,7 +134,7 @@ type acker struct {
 func (a *acker) Ack() error {
 	err := a.Acker.Ack()
 	if err == nil {
-		a.s.m.Acked(a.s.topic, a.s.channel)
+		a.s.m.acks.WithLabelValues(a.s.settleLabels()...).Inc()
 	}
 	a.s.settle(a)
 	return err
@@ -135,10 +143,25 @@ func (a *acker) Ack() error {
 func (a *acker) Nack(delay time.Duration) error {
 	err := a.Acker.Nack(delay)
 	if err == nil {
-		a.s.m.Nacked(a.s.topic, a.s.channel)
+		a.s.m.nacks.WithLabelValues(a.s.settleLabels()...).Inc()
 	}
 	a.s.settle(a)
 	return err
+}
+
+// settleLabels returns the label values an ack or nack is counted under:
+// the subscription's pinned ones while it is open (the same as its
+// deliveries', also when they are OtherLabel), else through the limiter,
+// which marks the use (a settlement after Close).
+func (s *subscription) settleLabels() []string {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		return []string{s.labels.topic, s.labels.channel}
+	}
+	t, c := s.m.labels.pair(s.topic, s.channel)
+	return []string{t, c}
 }
 
 func (a *acker) Extend() error {
@@ -185,9 +208,9 @@ func (c *inFlightCollector) remove(s *subscription) {
 func (c *inFlightCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect implements prometheus.Collector: one series per topic and
-// channel with an open subscription.
+// channel with an open subscription (by their pinned label values, so
+// subscriptions beyond the cap share the OtherLabel series).
 func (c *inFlightCollector) Collect(ch chan<- prometheus.Metric) {
-	type key struct{ topic, channel string }
 	c.mu.Lock()
 	subs := make([]*subscription, 0, len(c.subs))
 	for s := range c.subs {
@@ -195,9 +218,9 @@ func (c *inFlightCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.mu.Unlock()
 	now := time.Now()
-	sums := make(map[key]int)
+	sums := make(map[labelKey]int)
 	for _, s := range subs {
-		sums[key{s.topic, s.channel}] += s.inFlight(now)
+		sums[s.labels] += s.inFlight(now)
 	}
 	for k, n := range sums {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k.topic, k.channel)

@@ -24,8 +24,17 @@
 //	                                            for failed sends) or health_check (/ping failed)
 //	qgate_node_ejections_capped_total{node}     data-path ejections refused by the max ejection share
 //
-// Topic and channel names are labels: a gateway with very many topics has
-// as many series.
+// # Bounded labels
+//
+// Topic and channel names are labels, bounded so that a gateway with very
+// many topics does not have as many series. A topic's series, and a topic
+// and channel's, are removed by a Gather (scrape) once they went unused for
+// the idle time (WithLabelIdle, default 10 min), counted from the first
+// Gather after the last use; an open subscription pins its topic and
+// channel. At most WithMaxLabelValues
+// (default 1000) distinct topics, and separately as many topic/channel
+// pairs, have series of their own; uses beyond are counted under
+// OtherLabel ("#other") until idle ones make room.
 //
 // # Where the numbers come from
 //

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -27,7 +28,7 @@ const DefaultAddr = "127.0.0.1:7071"
 // ready nil means always ready.
 func (m *Metrics) Handler(ready func() bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.GathererFunc(m.Gather), promhttp.HandlerOpts{
 		Registry:          m.reg, // promhttp_metric_handler_errors_total
 		EnableOpenMetrics: true,
 	}))

@@ -6,6 +6,7 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 )
 
@@ -34,7 +35,34 @@ type Metrics struct {
 	nodesOut     *prometheus.CounterVec
 	capped       *prometheus.CounterVec
 	inFlight     *inFlightCollector
+	labels       *labelLimiter
 }
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	now       func() time.Time
+	idle      time.Duration
+	maxLabels int
+}
+
+// WithLabelIdle sets how long a topic, or a topic and channel, may go
+// unused (no send, delivery, ack, nack or dead letter, and no open
+// subscription) before its series are removed by a scrape (counted from
+// the first scrape after the last use).
+// Default DefaultLabelIdle (10 min).
+func WithLabelIdle(d time.Duration) Option { return func(o *options) { o.idle = d } }
+
+// WithMaxLabelValues sets how many distinct topics, and separately how many
+// distinct topic/channel pairs, get series of their own; the ones beyond
+// are counted under OtherLabel until idle ones make room. Default
+// DefaultMaxLabelValues (1000).
+func WithMaxLabelValues(n int) Option { return func(o *options) { o.maxLabels = n } }
+
+// WithClock sets the clock that idle times are measured by (tests).
+// Default time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // SendBuckets are the buckets of qgate_send_duration_seconds: a write to a
 // local nsqd takes well under a millisecond, a failover about an attempt
@@ -42,7 +70,11 @@ type Metrics struct {
 var SendBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // New returns a Metrics with a new registry holding every collector.
-func New() *Metrics {
+func New(opts ...Option) *Metrics {
+	o := options{now: time.Now, idle: DefaultLabelIdle, maxLabels: DefaultMaxLabelValues}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
 	}
@@ -77,6 +109,7 @@ func New() *Metrics {
 			"Data-path ejections refused because the max ejection share of nodes was out already (or the node was the last usable one).",
 			"node"),
 		inFlight: newInFlightCollector(),
+		labels:   newLabelLimiter(o.now, o.idle, o.maxLabels),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -90,8 +123,36 @@ func New() *Metrics {
 }
 
 // Registry is the registry every collector is registered in; register more
-// collectors here, or gather it in tests.
+// collectors here. Gather it through Gather, which first removes idle
+// series.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Gather removes the series of topics and channels idle for longer than
+// the idle time (WithLabelIdle), then gathers the registry. /metrics is
+// served from it, so idle series go at the next scrape, with no goroutine
+// of their own.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	m.labels.sweep(m.drop)
+	return m.reg.Gather()
+}
+
+// drop deletes the series of an idle key: a topic's from the vectors
+// labelled by topic (one series per node for some), a topic/channel pair's
+// from those labelled by both.
+func (m *Metrics) drop(k labelKey) {
+	if k.channel == "" {
+		l := prometheus.Labels{"topic": k.topic}
+		for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+			m.sends, m.sendErrors, m.retries, m.sendDuration,
+		} {
+			v.DeletePartialMatch(l)
+		}
+		return
+	}
+	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters} {
+		v.DeleteLabelValues(k.topic, k.channel)
+	}
+}
 
 // GRPC is the go-grpc-middleware server metrics collector.
 func (m *Metrics) GRPC() *grpcprom.ServerMetrics { return m.grpc }
@@ -139,6 +200,7 @@ func (m *Metrics) EjectionCapped(node string) { m.capped.WithLabelValues(node).I
 
 // SendAttempt implements PoolObserver.
 func (m *Metrics) SendAttempt(node, topic string, _ int, err error) {
+	topic = m.labels.topic(topic)
 	if err != nil {
 		m.sendErrors.WithLabelValues(node, topic).Inc()
 		return
@@ -147,29 +209,44 @@ func (m *Metrics) SendAttempt(node, topic string, _ int, err error) {
 }
 
 // SendRetry implements PoolObserver.
-func (m *Metrics) SendRetry(topic string) { m.retries.WithLabelValues(topic).Inc() }
+func (m *Metrics) SendRetry(topic string) { m.retries.WithLabelValues(m.labels.topic(topic)).Inc() }
 
 // DeadLettered implements PoolObserver.
 func (m *Metrics) DeadLettered(topic, channel string) {
-	m.deadLetters.WithLabelValues(topic, channel).Inc()
+	m.deadLetters.WithLabelValues(m.labels.pair(topic, channel)).Inc()
 }
 
 // SendDone records the latency of a Send as the service sees it.
 func (m *Metrics) SendDone(topic string, d time.Duration) {
-	m.sendDuration.WithLabelValues(topic).Observe(d.Seconds())
+	m.sendDuration.WithLabelValues(m.labels.topic(topic)).Observe(d.Seconds())
 }
 
 // Delivered counts a delivery of attempt (1 = first) handed to a
 // subscriber of topic/channel.
 func (m *Metrics) Delivered(topic, channel string, attempt int) {
-	m.deliveries.WithLabelValues(topic, channel).Inc()
-	if attempt > 1 {
-		m.redeliveries.WithLabelValues(topic, channel).Inc()
-	}
+	m.delivered(m.pairLabels(topic, channel), attempt)
 }
 
 // Acked counts an acked delivery of topic/channel.
-func (m *Metrics) Acked(topic, channel string) { m.acks.WithLabelValues(topic, channel).Inc() }
+func (m *Metrics) Acked(topic, channel string) {
+	m.acks.WithLabelValues(m.labels.pair(topic, channel)).Inc()
+}
 
 // Nacked counts a nacked delivery of topic/channel.
-func (m *Metrics) Nacked(topic, channel string) { m.nacks.WithLabelValues(topic, channel).Inc() }
+func (m *Metrics) Nacked(topic, channel string) {
+	m.nacks.WithLabelValues(m.labels.pair(topic, channel)).Inc()
+}
+
+// pairLabels marks topic/channel used and returns its label values.
+func (m *Metrics) pairLabels(topic, channel string) labelKey {
+	t, c := m.labels.pair(topic, channel)
+	return labelKey{t, c}
+}
+
+// delivered counts a delivery under the label values k.
+func (m *Metrics) delivered(k labelKey, attempt int) {
+	m.deliveries.WithLabelValues(k.topic, k.channel).Inc()
+	if attempt > 1 {
+		m.redeliveries.WithLabelValues(k.topic, k.channel).Inc()
+	}
+}

@@ -197,16 +197,19 @@ func (n *Node) NSQD() *nsqio.NSQD { return n.nsqd }
 // baseDir/nsqd-<i>, distinct node ids and default options. On error the
 // nodes already started are stopped.
 func StartN(ctx context.Context, n int, baseDir string, logger *slog.Logger) ([]*Node, error) {
+	return StartNWith(ctx, n, baseDir, Options{Logger: logger})
+}
+
+// StartNWith is StartN with the options of every node taken from tmpl;
+// its Name, DataDir and ID are set per node.
+func StartNWith(ctx context.Context, n int, baseDir string, tmpl Options) ([]*Node, error) {
 	base := rand.Int64N(1024)
 	nodes := make([]*Node, 0, n)
 	for i := range n {
 		name := fmt.Sprintf("nsqd-%d", i)
-		node, err := Start(ctx, Options{
-			Name:    name,
-			DataDir: filepath.Join(baseDir, name),
-			Logger:  logger,
-			ID:      (base+int64(i))%1023 + 1,
-		})
+		opts := tmpl
+		opts.Name, opts.DataDir, opts.ID = name, filepath.Join(baseDir, name), (base+int64(i))%1023+1
+		node, err := Start(ctx, opts)
 		if err != nil {
 			StopAll(nodes)
 			return nil, err
