@@ -2,8 +2,12 @@ package main
 
 import (
 	"github.com/qgate/qgate/backends/nsq"
+	"github.com/qgate/qgate/internal/metrics"
 	"github.com/qgate/qgate/internal/tlsutil"
 )
+
+// The metrics count the pool's yielded claims (an optional observer method).
+var _ nsq.ClaimObserver = (*metrics.Metrics)(nil)
 
 // nsqdSecurity sets the pool's TLS and AUTH secret for its connections to
 // nsqd, and its observer (per-node send metrics).

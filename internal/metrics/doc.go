@@ -19,6 +19,7 @@
 //	qgate_acks_total{topic,channel}             acked deliveries
 //	qgate_nacks_total{topic,channel}            nacked deliveries
 //	qgate_dead_letters_total{topic,channel}     messages moved to a dead-letter topic
+//	qgate_claims_yielded_total{topic,channel}   late copies that gave way to another instance's claim
 //	qgate_in_flight{topic,channel}              deliveries handed out and not yet settled
 //	qgate_node_out_total{node,reason}           a node went out of the send path; reason data_path (ejected
 //	                                            for failed sends) or health_check (/ping failed)

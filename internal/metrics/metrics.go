@@ -32,6 +32,7 @@ type Metrics struct {
 	acks         *prometheus.CounterVec
 	nacks        *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
+	yielded      *prometheus.CounterVec
 	nodesOut     *prometheus.CounterVec
 	capped       *prometheus.CounterVec
 	inFlight     *inFlightCollector
@@ -102,6 +103,9 @@ func New(opts ...Option) *Metrics {
 		acks:         counter("acks_total", "Acked deliveries.", "topic", "channel"),
 		nacks:        counter("nacks_total", "Nacked deliveries.", "topic", "channel"),
 		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic after max attempts.", "topic", "channel"),
+		yielded: counter("claims_yielded_total",
+			"Late copies of a message that gave way to another qgate instance's earlier claim on the channel: each a duplicate delivery avoided.",
+			"topic", "channel"),
 		nodesOut: counter("node_out_total",
 			"Times a node went out of the send path, by reason: data_path (ejected for failed sends), health_check (/ping failed).",
 			"node", "reason"),
@@ -117,7 +121,7 @@ func New(opts ...Option) *Metrics {
 		m.grpc,
 		m.sends, m.sendErrors, m.retries, m.sendDuration,
 		m.failovers, m.failbacks, m.nodeState, m.nodeActive,
-		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.nodesOut, m.capped, m.inFlight,
+		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.nodesOut, m.capped, m.inFlight,
 	)
 	return m
 }
@@ -149,7 +153,7 @@ func (m *Metrics) drop(k labelKey) {
 		}
 		return
 	}
-	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters} {
+	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded} {
 		v.DeleteLabelValues(k.topic, k.channel)
 	}
 }
@@ -214,6 +218,12 @@ func (m *Metrics) SendRetry(topic string) { m.retries.WithLabelValues(m.labels.t
 // DeadLettered implements PoolObserver.
 func (m *Metrics) DeadLettered(topic, channel string) {
 	m.deadLetters.WithLabelValues(m.labels.pair(topic, channel)).Inc()
+}
+
+// ClaimLost counts a late copy of topic/channel that gave way to another
+// instance's earlier claim (nsq.ClaimObserver).
+func (m *Metrics) ClaimLost(topic, channel string, _ bool) {
+	m.yielded.WithLabelValues(m.labels.pair(topic, channel)).Inc()
 }
 
 // SendDone records the latency of a Send as the service sees it.
