@@ -101,9 +101,10 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		}
 		s.byID[msg.ID] = d
 	}
-	d.holdSent = !claimed.IsZero()
+	held := !claimed.IsZero() // d is shared once s.mu is released
+	d.holdSent = held
 	var settle time.Duration
-	if d.holdSent {
+	if held {
 		settle = s.p.settleFor(now)
 	}
 	if settle > 0 {
@@ -112,7 +113,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		s.queue = append(s.queue, d)
 	}
 	s.mu.Unlock()
-	if d.holdSent {
+	if held {
 		s.p.noteHeld(s.opts.Topic, s.opts.Channel, msg.ID, claimed, now, now) // share it
 	}
 	if settle > 0 {

@@ -80,14 +80,7 @@ func TestReplicasTwo(t *testing.T) {
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.StandbyDelay = 300 * time.Millisecond })
 	const topic, n = "repl", 60
 	for _, nd := range nodes { // the raw channel keeps every copy for inspection
-		resp, err := p.http.Post("http://"+nd.HTTPAddr+"/topic/create?topic="+topic, "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if err := p.createChannel(context.Background(), nd.HTTPAddr, topic, "raw"); err != nil {
-			t.Fatal(err)
-		}
+		nsqdtest.Create(t, nd.HTTPAddr, topic, "raw")
 	}
 	sub := subscribe(t, p, topic, "c", 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

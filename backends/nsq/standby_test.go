@@ -161,15 +161,10 @@ func receiveOrEmpty(t *testing.T, sub backends.Subscription, httpAddrs []string,
 }
 
 // createChannels creates topic and topic/channel on every node.
-func createChannels(t *testing.T, p *Pool, httpAddrs []string, topic, channel string) {
+func createChannels(t *testing.T, _ *Pool, httpAddrs []string, topic, channel string) {
 	t.Helper()
 	for _, addr := range httpAddrs {
-		if err := p.nsqdPost(context.Background(), addr, "/topic/create", topic, ""); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.createChannel(context.Background(), addr, topic, channel); err != nil {
-			t.Fatal(err)
-		}
+		nsqdtest.Create(t, addr, topic, channel)
 	}
 }
 

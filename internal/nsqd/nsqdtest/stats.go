@@ -2,6 +2,9 @@ package nsqdtest
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -19,4 +22,37 @@ func Stats(t testing.TB, httpAddr string) *nsqd.NodeStats {
 		t.Fatalf("nsqdtest: %v", err)
 	}
 	return s
+}
+
+// Create creates topic on the nsqd at httpAddr and, if channel is not
+// empty, topic/channel, through nsqd's HTTP API, failing the test on
+// error. It allows 10s per call: a test's setup must not fail because a
+// loaded machine answered slowly.
+func Create(t testing.TB, httpAddr, topic, channel string) {
+	t.Helper()
+	post := func(path string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		u := "http://" + httpAddr + path + "?" + url.Values{"topic": {topic}, "channel": {channel}}.Encode()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := &http.Client{Transport: &http.Transport{}} // no proxy, nothing shared
+		defer client.CloseIdleConnections()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("nsqdtest: %v", err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("nsqdtest: %s: %s", u, resp.Status)
+		}
+	}
+	post("/topic/create")
+	if channel != "" {
+		post("/channel/create")
+	}
 }
