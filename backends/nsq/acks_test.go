@@ -53,9 +53,7 @@ func TestAckRecordsWrittenToTwoNodes(t *testing.T) {
 	p := newPool(t, ModeCluster, localNodes(nodes), func(c *Config) { c.AckTopic = DefaultAckTopic })
 	waitAckReaders(t, nodes, p.cfg.InstanceID)
 	for _, nd := range nodes { // a raw reader's channel, to read the records back
-		if err := p.createChannel(context.Background(), nd.HTTPAddr, DefaultAckTopic, "raw"); err != nil {
-			t.Fatal(err)
-		}
+		nsqdtest.Create(t, nd.HTTPAddr, DefaultAckTopic, "raw")
 	}
 	p.noteAcked("orders", "billing", "m-1", time.Now())
 	counts := waitAckRecords(t, nodes, 2, 10*time.Second)
@@ -148,9 +146,7 @@ func TestAckChannelSweep(t *testing.T) {
 	addr := nodes[0].HTTPAddr
 	gone, live, other := ackChannel("gone"), ackChannel("live"), "audit"
 	for _, ch := range []string{gone, live, other} {
-		if err := p.createChannel(context.Background(), addr, DefaultAckTopic, ch); err != nil {
-			t.Fatal(err)
-		}
+		nsqdtest.Create(t, addr, DefaultAckTopic, ch)
 	}
 	stop := consumeRaw(t, nodes[0].TCPAddr, DefaultAckTopic, live, func([]byte) {})
 	defer stop()

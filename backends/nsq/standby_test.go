@@ -62,9 +62,7 @@ func TestStandbyDeliveredWhenFirstCopyLost(t *testing.T) {
 	if err := sendReplicas(context.Background(), p, topic, 2, "m1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.nsqdPost(context.Background(), nodes[0].HTTPAddr, "/channel/empty", topic, "c"); err != nil {
-		t.Fatal(err)
-	}
+	nsqdtest.Post(t, nodes[0].HTTPAddr, "/channel/empty", topic, "c")
 	sub := subscribe(t, p, topic, "c", 10)
 	d := receive(t, sub, 10*time.Second)
 	if got := time.Since(sent); d.ID != "m1" || got < delay {
