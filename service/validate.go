@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"time"
@@ -116,9 +117,14 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 		v.addf("messages", "has %d messages; at most %d are allowed", len(msgs), l.MaxBatchMessages)
 	}
 	total := 0
+	var seen map[string]int // client-chosen ids: index of the first with each
 	for i, m := range msgs {
 		if m == nil {
 			m = &qgatev1.Message{}
+		}
+		id := m.GetId()
+		if id != "" {
+			seen = checkMessageID(&v, i, id, seen)
 		}
 		checkAttributes(&v, i, m.GetAttributes())
 		body := m.GetBody()
@@ -126,7 +132,7 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
 			continue
 		}
-		size := sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: m.GetAttributes(), Body: body})
+		size := sz.MessageSize(&backends.Message{ID: cmp.Or(id, idPlaceholder), Attributes: m.GetAttributes(), Body: body, ClientID: id != ""})
 		if size > l.MaxBodyBytes {
 			v.addf(msgField(i, "body"), "is %d bytes as stored, with qgate's envelope (%d of body); at most %d are allowed",
 				size, len(body), l.MaxBodyBytes)
@@ -138,6 +144,45 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			batch, l.MaxBatchBytes)
 	}
 	return delay, v.err("send request")
+}
+
+// checkMessageID validates the client-chosen id of message i (not empty):
+// its length, its charset, and that no earlier message of the request has
+// it (seen: id -> first index; allocated on first use and returned).
+func checkMessageID(v *violations, i int, id string, seen map[string]int) map[string]int {
+	switch {
+	case len(id) > maxMessageIDLen:
+		v.addf(msgField(i, "id"), "is %d bytes; at most %d are allowed", len(id), maxMessageIDLen)
+		return seen
+	case !validMessageID(id):
+		v.add(msgField(i, "id"), "has a character outside [A-Za-z0-9._:-]")
+		return seen
+	}
+	if first, ok := seen[id]; ok {
+		v.addf(msgField(i, "id"), "duplicates messages[%d].id; ids must be distinct within a request", first)
+		return seen
+	}
+	if seen == nil {
+		seen = make(map[string]int)
+	}
+	seen[id] = i
+	return seen
+}
+
+// validMessageID reports whether id is made of [A-Za-z0-9._:-] only:
+// printable ASCII that needs no escaping in logs, URLs or headers, and
+// compares byte for byte (no Unicode normalization to disagree on).
+func validMessageID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func msgField(i int, name string) string {

@@ -38,6 +38,7 @@ type delivery struct {
 	// that copy's outcome: finished with it when it is acked, handed back
 	// with it otherwise.
 	rid     string
+	anyTwin bool        // rid is client-chosen: a twin may be live at any time
 	dups    []*delivery // parked copies of this held delivery
 	primary *delivery   // the held copy this parked copy waits for
 }
