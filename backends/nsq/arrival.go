@@ -101,7 +101,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		}
 		s.byID[msg.ID] = d
 	}
-	d.holdSent = !claimed.IsZero()
+	d.holdSent, d.heldTo = !claimed.IsZero(), claimed
 	s.queue = append(s.queue, d)
 	s.mu.Unlock()
 	if !claimed.IsZero() {
