@@ -330,3 +330,59 @@ func TestClientIDNotAckedIsDelivered(t *testing.T) {
 		})
 	}
 }
+
+// TestClientIDHeldCopyLost: a copy deferred because its twin is held is
+// never finished for it. Instance A (node n0 only) holds the first send's
+// copy; its retry, written to n1 only, reaches instance B's subscription
+// and is deferred there. The held copy is then lost (n0's channel
+// emptied, as when a node dies with it in flight) and its delivery
+// nacked: the retry's copy must be delivered. Were a held twin finished,
+// the message would be lost.
+func TestClientIDHeldCopyLost(t *testing.T) {
+	nodes := nsqdtest.StartNodes(t, 2)
+	all := localNodes(nodes)
+	bus := func(c *Config) { c.AckTopic = DefaultAckTopic }
+	a := newPool(t, ModeCluster, all[:1], bus)
+	b := newPool(t, ModeCluster, all, bus)
+	onN1 := newPool(t, ModeCluster, all[1:], nil) // writes the retry to n1 only
+	waitAckReaders(t, nodes[:1], a.cfg.InstanceID)
+	waitAckReaders(t, nodes, b.cfg.InstanceID)
+	const topic = "idemlost"
+	createChannels(t, b, localHTTP(nodes), topic, "c")
+	open := backends.SubscribeOptions{Topic: topic, Channel: "c", MaxInFlight: 10, AckDeadline: 2 * time.Second}
+	subA := subscribeOpts(t, a, open)
+	sendClientIDs(t, a, topic, 1, "first", "k1")
+	first := receive(t, subA, 10*time.Second)
+	subB := subscribeOpts(t, b, open)
+	waitKnown(t, "k1 held at B", func(now time.Time) bool {
+		_, until := b.acked.state(topic, "c", "k1", now)
+		return until.After(now)
+	})
+	sendClientIDs(t, onN1, topic, 1, "retry", "k1")
+	// B handled the retry's copy: nothing of it queued or in flight at n1
+	// (deferred for the hold; finishing it would lose the message).
+	waitKnown(t, "the retry handled at B", func(time.Time) bool {
+		tp := nsqdtest.Stats(t, nodes[1].HTTPAddr).Topic(topic)
+		if tp == nil {
+			return false
+		}
+		ch := tp.Channel("c")
+		return ch != nil && ch.MessageCount >= 1 && ch.Depth == 0 && ch.InFlightCount == 0
+	})
+	if err := b.nsqdPost(context.Background(), nodes[0].HTTPAddr, "/channel/empty", topic, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Acker.Nack(0); err != nil { // its REQ finds nothing at n0
+		t.Fatal(err)
+	}
+	d := receive(t, subB, 15*time.Second)
+	if d.ID != "k1" || string(d.Body) != "k1 retry" {
+		t.Fatalf("delivered %s %q, want the retry of k1", d.ID, d.Body)
+	}
+	if err := d.Acker.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if extra := receiveOrEmpty(t, subB, localHTTP(nodes), topic, "c", 15*time.Second); extra != nil {
+		t.Errorf("delivered again: %s %q attempt %d", extra.ID, extra.Body, extra.Attempt)
+	}
+}
