@@ -137,7 +137,9 @@ type copyInfo struct {
 // with nsqd's id and timestamp, and is never deduplicated.
 func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 	if e, ok := envelope.Decode(m.Body); ok {
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime},
+		// ClientID is kept, so that a dead letter written twice (a write
+		// retried after a timeout) is deduplicated in its topic too.
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime, ClientID: e.ClientID},
 			copyInfo{dedup: e.Replicas > 1 || e.ClientID, anyTwin: e.ClientID, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
 	}
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{replicas: 1}
