@@ -54,6 +54,10 @@ const (
 	AckChannelExpiry = 30 * time.Second
 	// ackSweepEvery is how often the expiry sweep looks at each node.
 	ackSweepEvery = AckChannelExpiry / 6
+	// ackHeartbeat is how often an instance with nothing else to publish
+	// writes an empty record: the others know it is there (peerTTL) and
+	// keep measuring how far records trail their events.
+	ackHeartbeat = 2 * time.Second
 )
 
 // ackChannel is the channel on the ack topic of the instance id.
@@ -72,7 +76,25 @@ type chanKey struct{ topic, channel string }
 // channel: the ids acked within the window, and the ids held until a time.
 type chanIDs struct {
 	acked *idWindow
-	holds map[string]time.Time
+	holds map[string]holdEntry
+}
+
+// holdEntry is a message held on a channel: until when, since when the
+// holder has it, and which instance holds it. Of two instances' holds the
+// one that ranks first (before) is kept: two gateways that each took a
+// copy at the same moment agree which one delivers.
+type holdEntry struct {
+	until, since time.Time
+	by           string
+}
+
+// before reports whether h ranks before o: the earlier since (zero, from
+// an older version's record, first), then the smaller instance id.
+func (h holdEntry) before(o holdEntry) bool {
+	if !h.since.Equal(o.since) {
+		return h.since.Before(o.since)
+	}
+	return h.by < o.by
 }
 
 // ackedIDs is, per topic and channel, the replicated message ids acked
@@ -104,28 +126,49 @@ func (a *ackedIDs) state(topic, channel, id string, now time.Time) (acked bool, 
 	if c.acked.has(id, now) {
 		return true, time.Time{}
 	}
-	return false, c.holds[id]
+	return false, c.holds[id].until
 }
 
 // claim is state, and when id is neither acked nor held (beyond
-// precision), holds it until until, atomically: of two copies arriving at
-// two subscriptions of this pool at once, one claims and the other sees
-// the hold.
-func (a *ackedIDs) claim(topic, channel, id string, until, now time.Time, precision time.Duration) (acked bool, heldUntil time.Time, claimed bool) {
+// precision), holds it for instance by from now until until, atomically:
+// of two copies arriving at two subscriptions of this pool at once, one
+// claims and the other sees the hold. (Between instances, see owns.)
+func (a *ackedIDs) claim(topic, channel, id, by string, until, now time.Time, precision time.Duration) (acked bool, heldUntil time.Time, claimed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c := a.chanLocked(topic, channel)
 	if c.acked.has(id, now) {
 		return true, time.Time{}, false
 	}
-	if h := c.holds[id]; h.Sub(now) > precision {
+	if h := c.holds[id].until; h.Sub(now) > precision {
 		return false, h, false
 	}
 	if len(c.holds) >= a.max {
 		return false, time.Time{}, false
 	}
-	c.holds[id] = until
+	c.holds[id] = holdEntry{until: until, since: now, by: by}
 	return false, time.Time{}, true
+}
+
+// owns reports, for a message instance by claimed, whether it was acked
+// meanwhile, or whether the claim stands: no other instance's hold that
+// ranks before it (an earlier claim made at another gateway) has arrived;
+// if one has, until is when that hold ends.
+func (a *ackedIDs) owns(topic, channel, id, by string, now time.Time) (acked, won bool, until time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.chans[chanKey{topic, channel}]
+	if c == nil {
+		return false, true, time.Time{}
+	}
+	if c.acked.has(id, now) {
+		return true, false, time.Time{}
+	}
+	e, ok := c.holds[id]
+	if !ok || !e.until.After(now) || e.by == by {
+		return false, true, time.Time{}
+	}
+	return false, false, e.until
 }
 
 // has reports whether id was acked on topic/channel within the window.
@@ -138,7 +181,7 @@ func (a *ackedIDs) chanLocked(topic, channel string) *chanIDs {
 	k := chanKey{topic, channel}
 	c := a.chans[k]
 	if c == nil {
-		c = &chanIDs{acked: newIDWindow(a.ttl, a.max), holds: make(map[string]time.Time)}
+		c = &chanIDs{acked: newIDWindow(a.ttl, a.max), holds: make(map[string]holdEntry)}
 		a.chans[k] = c
 	}
 	return c
@@ -155,25 +198,40 @@ func (a *ackedIDs) add(topic, channel string, ids []string, now time.Time) {
 	}
 }
 
-// hold records each message as held on topic/channel until its time,
-// replacing an earlier hold (a time not after now ends it). Beyond max
-// holds per channel new ones are not kept: a hold only ever spares a
-// duplicate.
-func (a *ackedIDs) hold(topic, channel string, hs []envelope.Hold, now time.Time) {
+// hold records each message as held on topic/channel by instance by until
+// its time. A time not after now ends by's own hold (never another
+// instance's); a hold by the same instance is moved to the new time; of
+// two instances' holds the one that ranks first is kept. Beyond max holds
+// per channel new ones are not kept: a hold only ever spares a duplicate.
+func (a *ackedIDs) hold(topic, channel, by string, hs []envelope.Hold, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c := a.chanLocked(topic, channel)
 	for _, h := range hs {
+		e, ok := c.holds[h.ID]
+		if ok && !e.until.After(now) {
+			delete(c.holds, h.ID) // past: as if absent
+			ok = false
+		}
+		n := holdEntry{until: h.Until, since: h.Since, by: by}
 		switch {
 		case !h.Until.After(now):
-			delete(c.holds, h.ID)
-		case c.acked.has(h.ID, now):
-		case len(c.holds) < a.max:
-			c.holds[h.ID] = h.Until
-		default:
-			if _, ok := c.holds[h.ID]; ok {
-				c.holds[h.ID] = h.Until
+			if ok && e.by == by {
+				delete(c.holds, h.ID)
 			}
+		case c.acked.has(h.ID, now):
+		case !ok:
+			if len(c.holds) < a.max {
+				c.holds[h.ID] = n
+			}
+		case e.by == by:
+			e.until = h.Until
+			if n.since.Before(e.since) {
+				e.since = n.since
+			}
+			c.holds[h.ID] = e
+		case n.before(e):
+			c.holds[h.ID] = n
 		}
 	}
 }
@@ -185,8 +243,8 @@ func (a *ackedIDs) evict(now time.Time) {
 	defer a.mu.Unlock()
 	for k, c := range a.chans {
 		c.acked.evict(now)
-		for id, until := range c.holds {
-			if !until.After(now) {
+		for id, h := range c.holds {
+			if !h.until.After(now) {
 				delete(c.holds, id)
 			}
 		}
@@ -199,7 +257,7 @@ func (a *ackedIDs) evict(now time.Time) {
 // ackNote is one acked (until zero) or held id waiting to be published.
 type ackNote struct {
 	topic, channel, id string
-	until              time.Time
+	until, since       time.Time
 }
 
 // ackBus shares acked ids between the qgate instances of a pool through
@@ -241,9 +299,9 @@ func (p *Pool) startAckBus() {
 
 // note queues an acked id (until zero) or a hold for the other
 // instances. It never blocks.
-func (b *ackBus) note(topic, channel, id string, until time.Time) {
+func (b *ackBus) note(topic, channel, id string, until, since time.Time) {
 	select {
-	case b.in <- ackNote{topic, channel, id, until}:
+	case b.in <- ackNote{topic, channel, id, until, since}:
 	default:
 		if b.dropped.Add(1)%1000 == 1 {
 			b.p.log.Warn("nsq ack records dropped: queue full (standby copies of these messages may be delivered twice)",
@@ -279,20 +337,30 @@ func (b *ackBus) publishLoop() {
 	n := 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// A record's Sent is when its batch began: readers measure from it how
+	// far records trail their events (see busPeers).
+	var batchStart time.Time
 	add := func(a ackNote) {
+		if n == 0 {
+			batchStart = time.Now()
+		}
 		k := chanKey{a.topic, a.channel}
 		r := batch[k]
 		if r == nil {
-			r = &envelope.AckRecord{Instance: b.instance, Topic: a.topic, Channel: a.channel}
+			r = &envelope.AckRecord{Instance: b.instance, Topic: a.topic, Channel: a.channel, Sent: batchStart}
 			batch[k] = r
 		}
-		if a.until.IsZero() {
+		switch {
+		case a.id == "": // a heartbeat: the record alone says this instance is there
+		case a.until.IsZero():
 			r.IDs = append(r.IDs, a.id)
-		} else {
-			r.Held = append(r.Held, envelope.Hold{ID: a.id, Until: a.until})
+		default:
+			r.Held = append(r.Held, envelope.Hold{ID: a.id, Until: a.until, Since: a.since})
 		}
 		n++
 	}
+	heartbeat := time.NewTicker(ackHeartbeat)
+	defer heartbeat.Stop()
 	// pending holds written-out batches not yet acknowledged by a node:
 	// while no node takes them (every node out, under load) they are
 	// retried with backoff, for at most ackRetryFor, so that a short outage
@@ -356,6 +424,11 @@ func (b *ackBus) publishLoop() {
 			}
 		case <-timer.C:
 			flush()
+		case <-heartbeat.C:
+			if n == 0 && len(pending) == 0 {
+				add(ackNote{})
+				flush()
+			}
 		case <-b.stop:
 			for {
 				select {
@@ -444,8 +517,13 @@ func (b *ackBus) readLoop() {
 			b.p.log.Warn("nsq ack record not understood; skipped", "topic", b.topic, "err", err)
 		} else if rec.Instance != b.instance {
 			now := time.Now()
-			b.p.acked.add(rec.Topic, rec.Channel, rec.IDs, now)
-			b.p.acked.hold(rec.Topic, rec.Channel, rec.Held, now)
+			b.p.peers.seen(now, rec.Sent)
+			if len(rec.IDs) > 0 {
+				b.p.acked.add(rec.Topic, rec.Channel, rec.IDs, now)
+			}
+			if len(rec.Held) > 0 {
+				b.p.acked.hold(rec.Topic, rec.Channel, rec.Instance, rec.Held, now)
+			}
 		}
 		_ = d.Acker.Ack()
 	}

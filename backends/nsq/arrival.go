@@ -34,17 +34,20 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		return nil
 	}
 	var claimed time.Time // a hold this copy took at arrival (see below)
+	// backlog: old enough that a replicated twin may be live too.
+	pub := msg.PublishTime
+	backlog := !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter()
 	if info.dedup {
 		var acked bool
 		var heldUntil time.Time
-		if pub := msg.PublishTime; info.anyTwin || !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter() {
+		if info.anyTwin || backlog {
 			// Its twin may be live too (a backlog, or another send of a
 			// client-chosen id): hold the id at once, so that the twin,
 			// arriving at another subscription or gateway meanwhile, waits
 			// for this copy's outcome instead of being delivered too.
 			until := now.Add(s.opts.AckDeadline + s.msgTimeout/4)
 			var ok bool
-			acked, heldUntil, ok = s.p.acked.claim(s.opts.Topic, s.opts.Channel, msg.ID, until, now, holdPrecision)
+			acked, heldUntil, ok = s.p.acked.claim(s.opts.Topic, s.opts.Channel, msg.ID, s.p.cfg.InstanceID, until, now, holdPrecision)
 			if ok {
 				claimed = until
 			}
@@ -79,7 +82,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	if len(s.held) >= s.opts.MaxInFlight*(len(s.consumers)+1)+16 {
 		s.mu.Unlock()
 		if !claimed.IsZero() {
-			s.p.acked.hold(s.opts.Topic, s.opts.Channel, []envelope.Hold{{ID: msg.ID, Until: now}}, now)
+			s.p.acked.hold(s.opts.Topic, s.opts.Channel, s.p.cfg.InstanceID, []envelope.Hold{{ID: msg.ID, Until: now}}, now)
 		}
 		m.RequeueWithoutBackoff(overflowDelay)
 		return nil
@@ -87,7 +90,7 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	// nsqd started the message's timeout when it wrote it to its output
 	// buffer, up to outputBufferTimeout before we read it: count from then,
 	// so an Ack that we accept reaches nsqd before its deadline.
-	d := &delivery{s: s, msg: m, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
+	d := &delivery{s: s, msg: m, arrived: now, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
 	d.d = backends.Delivery{Message: msg, Attempt: attempts, Acker: d}
 	s.held[d] = struct{}{}
 	if info.dedup {
@@ -102,13 +105,83 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		s.byID[msg.ID] = d
 	}
 	d.holdSent, d.heldTo = !claimed.IsZero(), claimed
-	s.queue = append(s.queue, d)
+	var settle time.Duration
+	if d.holdSent && backlog {
+		// A fresh client-id copy does not settle: that would delay every
+		// such message by the settle time while other instances are
+		// heard; two sends of one id racing through two gateways remain
+		// a documented duplicate.
+		settle = s.p.settleFor(now)
+	}
+	if settle > 0 {
+		d.settling = true // see settleClaim
+	} else {
+		s.queue = append(s.queue, d)
+	}
 	s.mu.Unlock()
-	if !claimed.IsZero() {
-		s.p.noteHeld(s.opts.Topic, s.opts.Channel, msg.ID, claimed, now) // share it
+	if d.holdSent {
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, msg.ID, claimed, now, now) // share it
+	}
+	if settle > 0 {
+		time.AfterFunc(settle, func() { s.settleClaim(d) })
+		return nil
 	}
 	wake(s.avail)
 	return nil
+}
+
+// ClaimObserver is an optional Observer method: an Observer that has it
+// is told of every copy that claimed its message at arrival and then gave
+// way to another gateway's earlier claim (acked: the message was acked
+// meanwhile, the copy finished; else it was deferred): each is a duplicate
+// delivery avoided.
+type ClaimObserver interface {
+	ClaimLost(topic, channel string, acked bool)
+}
+
+// settleClaim decides whether d, a copy that claimed its message at
+// arrival while other instances share the ack topic, is delivered. Its
+// claim was shared at once; another gateway may have claimed a twin at
+// the same moment, before either claim reached the other. After the
+// settle time both claims are known to both, and both agree: the claim
+// that ranks first (the earlier arrival) delivers. Otherwise d is
+// finished when the message was acked meanwhile, or deferred with its
+// parked twins until the winner's hold ends (then acked: finished; else
+// delivered: nothing is lost). A claim that arrives later than the settle
+// time can still let both deliver: a duplicate, as before.
+func (s *subscription) settleClaim(d *delivery) {
+	s.mu.Lock()
+	if d.settled || !d.settling {
+		s.mu.Unlock()
+		return
+	}
+	d.settling = false
+	now := time.Now()
+	acked, won, until := s.p.acked.owns(s.opts.Topic, s.opts.Channel, d.rid, s.p.cfg.InstanceID, now)
+	if won {
+		s.queue = append(s.queue, d)
+		s.mu.Unlock()
+		wake(s.avail)
+		return
+	}
+	dups := s.settleLocked(d)
+	s.mu.Unlock()
+	if o, ok := s.p.cfg.Observer.(ClaimObserver); ok {
+		o.ClaimLost(s.opts.Topic, s.opts.Channel, acked)
+	}
+	if acked {
+		d.msg.Finish()
+		for _, x := range dups {
+			x.msg.Finish()
+		}
+		return
+	}
+	wait := min(max(until.Sub(now), 0)+notBeforePrecision, maxRequeueDelay)
+	d.msg.RequeueWithoutBackoff(wait)
+	requeue(dups, wait)
+	// End this claim wherever it was kept (an instance that heard it
+	// before the winner's): only this instance's own hold ends.
+	s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, now, d.arrived, now)
 }
 
 // notBeforePrecision: a message that arrives at most this much before its

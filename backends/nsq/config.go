@@ -1,6 +1,7 @@
 package nsq
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -111,6 +112,15 @@ type Config struct {
 	// deferred messages held by nsqd (rate × StandbyDelay). At most 1h
 	// (nsqd's --max-req-timeout). Default 30s.
 	StandbyDelay time.Duration
+	// ClaimSettle is the least time a copy that arrives in a backlog (its
+	// twin may be live at another gateway) waits before it is delivered,
+	// while other instances share the ack topic: a claim another gateway
+	// made at the same moment arrives meanwhile, and the earlier claim
+	// delivers (see "One delivery per message"). The wait is twice the
+	// measured delay of the ack topic when that is longer, at most an
+	// eighth of StandbyDelay. Default 250ms; negative: no wait (two
+	// gateways draining one backlog may then each deliver a copy).
+	ClaimSettle time.Duration
 	// MinReplicas is the fewest copies a replicated send may write when
 	// fewer usable nodes than asked for exist (fewer: ErrUnavailable). 0
 	// (the default) means every copy asked for: an acknowledged replicated
@@ -194,6 +204,7 @@ const (
 	DefaultDedupWindow         = 10 * time.Minute
 	DefaultDedupMaxIDs         = 200_000
 	DefaultStandbyDelay        = 30 * time.Second
+	DefaultClaimSettle         = 250 * time.Millisecond
 	// DefaultAckTopic is the ack topic qgate serve uses.
 	DefaultAckTopic = "qgate.acks"
 )
@@ -230,34 +241,19 @@ func nodeName(n NodeConfig) string {
 // withDefaults returns cfg with defaults filled in and node names set.
 func (cfg Config) withDefaults() Config {
 	cfg.Check = cfg.Check.WithDefaults()
-	if cfg.FailbackHold == 0 {
-		cfg.FailbackHold = DefaultFailbackHold
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
-	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = DefaultAttemptTimeout
-	}
+	cfg.FailbackHold = cmp.Or(cfg.FailbackHold, DefaultFailbackHold)
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, DefaultAttemptTimeout)
 	if cfg.AttemptTimeoutMin == 0 {
 		cfg.AttemptTimeoutMin = min(DefaultAttemptTimeoutMin, cfg.AttemptTimeout)
 	}
 	cfg.Eject = cfg.Eject.WithDefaults()
-	if cfg.LookupdPollInterval == 0 {
-		cfg.LookupdPollInterval = DefaultLookupdPollInterval
-	}
-	if cfg.DedupWindow == 0 {
-		cfg.DedupWindow = DefaultDedupWindow
-	}
-	if cfg.DedupMaxIDs == 0 {
-		cfg.DedupMaxIDs = DefaultDedupMaxIDs
-	}
-	if cfg.StandbyDelay == 0 {
-		cfg.StandbyDelay = DefaultStandbyDelay
-	}
+	cfg.LookupdPollInterval = cmp.Or(cfg.LookupdPollInterval, DefaultLookupdPollInterval)
+	cfg.DedupWindow = cmp.Or(cfg.DedupWindow, DefaultDedupWindow)
+	cfg.DedupMaxIDs = cmp.Or(cfg.DedupMaxIDs, DefaultDedupMaxIDs)
+	cfg.StandbyDelay = cmp.Or(cfg.StandbyDelay, DefaultStandbyDelay)
+	cfg.ClaimSettle = cmp.Or(cfg.ClaimSettle, DefaultClaimSettle)
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = randomID()
 	}

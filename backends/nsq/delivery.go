@@ -20,10 +20,13 @@ type delivery struct {
 	msg *gonsq.Message
 	d   backends.Delivery
 	// Guarded by s.mu.
+	arrived     time.Time // when the message reached the subscription
 	deadline    time.Time // the client's ack deadline, once handed out
 	nsqDeadline time.Time // when nsqd times the message out, absent a TOUCH
 	settled     bool
 	handed      bool
+	// settling: claimed at arrival, not queued until settleClaim decides.
+	settling bool
 	// released: settled because its node's connection was lost (see
 	// releaseDown). A client's Ack that comes later still counts for
 	// deduplication: the message's other copies are finished, not
@@ -88,7 +91,7 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 					d.msg.Touch()
 				}
 				if hold {
-					s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, now)
+					s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, d.arrived, now)
 				}
 				return &d.d, nil
 			}
@@ -228,7 +231,7 @@ func (d *delivery) Nack(delay time.Duration) error {
 		// Its other copies wait for the nack's delay too (or no longer,
 		// with none): a standby must not bring it back early.
 		now := time.Now()
-		d.s.p.noteHeld(d.s.opts.Topic, d.s.opts.Channel, d.rid, now.Add(delay), now)
+		d.s.p.noteHeld(d.s.opts.Topic, d.s.opts.Channel, d.rid, now.Add(delay), d.arrived, now)
 	}
 	return nil
 }
@@ -257,7 +260,7 @@ func (d *delivery) Extend() error {
 	s.mu.Unlock()
 	d.msg.Touch()
 	if hold {
-		s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, now)
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, d.arrived, now)
 	}
 	return nil
 }

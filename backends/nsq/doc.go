@@ -129,11 +129,22 @@
 // parked copies of such a delivery come back only after its ack deadline,
 // for the same reason.
 //
+// A copy that arrives a quarter of StandbyDelay or more after its send (a
+// backlog: its twin may be live too) claims its id at once (a hold, shared
+// with its arrival time as since). Two gateways may each claim a twin at
+// the same moment, before either claim has reached the other; so while
+// other instances are heard on the ack topic (they write a heartbeat
+// record every 2s), a claiming copy waits before it is delivered: twice
+// the measured delay of the ack topic, at least Config.ClaimSettle
+// (250ms), at most StandbyDelay/8. Then both claims are known to both
+// gateways, and both keep the one that ranks first (earlier since, then
+// smaller instance id): that copy is delivered, the other is deferred
+// until the winner's hold ends (or finished, if acked meanwhile).
+//
 // Not deduplicated: copies arriving after the window (or after their id
 // was evicted), e.g. when a channel's backlog on one node is older than
-// the window; a backlog drained through several gateways at once (a copy
-// arriving late holds its id, but the other gateway may take the twin
-// before the hold reaches it); ack records lost
+// the window; twins claimed at two gateways when the ack topic's delay
+// exceeds the settle wait (bounded by StandbyDelay/8); ack records lost
 // (the ack topic's write failed, or the reader fell behind: at most a
 // duplicate, never a loss); ordinary redeliveries (nack, expired deadline,
 // ended stream), which come with attempt + 1; and messages without the
@@ -148,7 +159,9 @@
 // claims a hold of its id when it arrives, atomically within the pool and
 // shared on the ack bus; a copy arriving at another subscription meanwhile
 // is deferred until the hold ends, and is finished on its next arrival if
-// the id was acked by then. Two sends of one id that reach subscriptions
+// the id was acked by then. Only a client-id copy in a backlog waits the
+// claim's settle time (Config.ClaimSettle); a fresh one is delivered at
+// once, or every such message would wait it. Two sends of one id that reach subscriptions
 // of two gateways before either gateway's hold reaches the other (a few
 // milliseconds, the ack bus's batching and an NSQ round trip) are both
 // delivered; so are sends more than DedupWindow apart (or past

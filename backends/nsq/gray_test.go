@@ -14,6 +14,7 @@ import (
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq/health"
 	"github.com/qgate/qgate/internal/faultnet"
+	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
 
 // Gray failures (issue 15): one nsqd of a pool whose health check and data
@@ -341,40 +342,82 @@ func okIDs(recs []sendRec) []string {
 	return ids
 }
 
+// grayRig is the setup every gray-failure test shares: nsqd processes
+// behind a pool with the gray settings, two acking subscribers, a watch on
+// the faulted node, the Send load and an attempt observer warmed on the
+// nodes that take sends.
+type grayRig struct {
+	sc       grayScale
+	fw       *faultnet.Firewall
+	obs      *attemptObserver
+	procs    []*nsqdtest.Process
+	lg       *ledger
+	stopSubs func()
+	ev       *nodeEvents
+	ld       *grayLoad
+}
+
+func startGrayRig(t *testing.T, longWindow time.Duration, mode Mode, nodes int, topic, watch string, warm ...string) *grayRig {
+	r := &grayRig{sc: grayScaleFor(t, longWindow), fw: faultnet.ForTest(t), obs: &attemptObserver{}}
+	r.procs = startProcs(t, nodes)
+	p := newPool(t, mode, processNodes(r.procs), func(c *Config) {
+		c.Check, c.Eject, c.Observer = grayCheck, r.sc.eject, r.obs
+	})
+	send(t, p, topic, "warm") // topic exists everywhere
+	r.lg, r.stopSubs = subscribeAck(t, p, topic, 2)
+	r.ev = watchNode(t, p, watch)
+	r.ld = startGrayLoad(p, topic, r.sc.rate)
+	r.obs.warm(t, warm...) // latency samples for the adaptive timeout
+	return r
+}
+
+// blackhole black-holes the ports of addrs for d and heals them; it
+// returns when the fault began and ended.
+func (r *grayRig) blackhole(t *testing.T, d time.Duration, addrs ...string) (faultAt, healAt time.Time) {
+	t.Helper()
+	var ports []int
+	for _, a := range addrs {
+		port, err := faultnet.Port(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, port)
+	}
+	ctx := context.Background()
+	faultAt = time.Now()
+	for _, port := range ports {
+		if err := r.fw.Blackhole(ctx, port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(d) // the fault's duration; the watch sees what happens in it
+	healAt = time.Now()
+	for _, port := range ports {
+		if err := r.fw.Heal(ctx, port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return faultAt, healAt
+}
+
+// finish stops the load, waits for every acknowledged send to be
+// delivered (30 s at most) and stops the subscribers.
+func (r *grayRig) finish() (recs []sendRec, missing []string) {
+	recs = r.ld.finish()
+	missing = r.lg.waitDelivered(okIDs(recs), 30*time.Second)
+	r.stopSubs()
+	return recs, missing
+}
+
 // TestGrayDataPathBlackholed black-holes the data (TCP) port of one nsqd
 // of three while its /ping keeps answering. Goals (issue 15): at most 2
 // DOWN/UP cycles over the window, at most 1% of its Sends wait out an
 // attempt timeout (in the short form, whose window is mostly detection,
 // 5%), no Send error with a 1s deadline, nothing lost.
 func TestGrayDataPathBlackholed(t *testing.T) {
-	sc := grayScaleFor(t, 20*time.Second)
-	fw := faultnet.ForTest(t)
-	obs := &attemptObserver{}
-	procs := startProcs(t, 3)
-	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
-		c.Check, c.Eject, c.Observer = grayCheck, sc.eject, obs
-	})
-	topic := "gray-data"
-	send(t, p, topic, "warm") // topic exists everywhere
-	lg, stopSubs := subscribeAck(t, p, topic, 2)
-	ev := watchNode(t, p, "p1")
-	ld := startGrayLoad(p, topic, sc.rate)
-	obs.warm(t, "p0", "p1", "p2") // latency samples for the adaptive timeout
-
-	port, err := faultnet.Port(procs[1].TCPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	faultAt := time.Now()
-	if err := fw.Blackhole(ctx, port); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(sc.window) // the fault lasts the window; the watch sees what happens in it
-	healAt := time.Now()
-	if err := fw.Heal(ctx, port); err != nil {
-		t.Fatal(err)
-	}
+	r := startGrayRig(t, 20*time.Second, ModeCluster, 3, "gray-data", "p1", "p0", "p1", "p2")
+	sc, obs, ev, lg := r.sc, r.obs, r.ev, r.lg
+	faultAt, healAt := r.blackhole(t, sc.window, r.procs[1].TCPAddr())
 	var sawOut backends.NodeStatus
 	for _, st := range ev.outs(faultAt, healAt) {
 		if st.OutReason == backends.OutDataPath {
@@ -383,9 +426,7 @@ func TestGrayDataPathBlackholed(t *testing.T) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // pacing: the load runs on past the heal; nothing after healAt is measured
-	recs := ld.finish()
-	missing := lg.waitDelivered(okIDs(recs), 30*time.Second)
-	stopSubs()
+	recs, missing := r.finish()
 
 	var inWindow, errs int
 	var worst time.Duration
@@ -436,42 +477,15 @@ func TestGrayDataPathBlackholed(t *testing.T) {
 // connections hold are not handed back. Goals (issue 15): no duplicate, no
 // refused ack, no Send error, nothing lost.
 func TestGrayHealthPortBlackholed(t *testing.T) {
-	sc := grayScaleFor(t, 15*time.Second)
-	fw := faultnet.ForTest(t)
-	obs := &attemptObserver{}
-	procs := startProcs(t, 3)
-	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
-		c.Check, c.Eject, c.Observer = grayCheck, sc.eject, obs
-	})
-	topic := "gray-health"
-	send(t, p, topic, "warm")
-	lg, stopSubs := subscribeAck(t, p, topic, 2)
-	ev := watchNode(t, p, "p1")
-	ld := startGrayLoad(p, topic, sc.rate)
-	obs.warm(t, "p0", "p1", "p2")
-
-	port, err := faultnet.Port(procs[1].HTTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	faultAt := time.Now()
-	if err := fw.Blackhole(ctx, port); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(sc.window) // the fault lasts the window; the watch sees what happens in it
-	healAt := time.Now()
-	if err := fw.Heal(ctx, port); err != nil {
-		t.Fatal(err)
-	}
+	r := startGrayRig(t, 15*time.Second, ModeCluster, 3, "gray-health", "p1", "p0", "p1", "p2")
+	sc, obs, ev, lg := r.sc, r.obs, r.ev, r.lg
+	faultAt, healAt := r.blackhole(t, sc.window, r.procs[1].HTTPAddr())
 	sawHealth := false
 	for _, st := range ev.outs(faultAt, healAt) {
 		sawHealth = sawHealth || st.OutReason == backends.OutHealthCheck
 	}
 	time.Sleep(500 * time.Millisecond) // pacing: the load runs on past the heal; nothing after healAt is measured
-	recs := ld.finish()
-	missing := lg.waitDelivered(okIDs(recs), 30*time.Second)
-	stopSubs()
+	recs, missing := r.finish()
 
 	errs := 0
 	for _, r := range recs {
@@ -507,45 +521,10 @@ func TestGrayHealthPortBlackholed(t *testing.T) {
 // detection (the primary marked Down) + 100ms; the short form allows
 // 400ms more for a loaded test machine and logs the margin.
 func TestGrayFailoverPrimaryBlackholed(t *testing.T) {
-	sc := grayScaleFor(t, 5*time.Second)
-	fw := faultnet.ForTest(t)
-	obs := &attemptObserver{}
-	procs := startProcs(t, 2)
-	p := newPool(t, ModeFailover, processNodes(procs), func(c *Config) {
-		c.Check, c.Eject, c.Observer = grayCheck, sc.eject, obs
-	})
-	topic := "gray-failover"
-	send(t, p, topic, "warm")
-	lg, stopSubs := subscribeAck(t, p, topic, 2)
-	ev := watchNode(t, p, "p0")
-	ld := startGrayLoad(p, topic, sc.rate)
-	obs.warm(t, "p0") // the primary takes every send
-
-	var ports []int
-	for _, a := range []string{procs[0].TCPAddr(), procs[0].HTTPAddr()} {
-		port, err := faultnet.Port(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, port)
-	}
-	ctx := context.Background()
-	faultAt := time.Now()
-	for _, port := range ports {
-		if err := fw.Blackhole(ctx, port); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(min(sc.window, 3*time.Second)) // the fault's duration; the watch sees what happens in it
-	healAt := time.Now()
-	for _, port := range ports {
-		if err := fw.Heal(ctx, port); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recs := ld.finish()
-	missing := lg.waitDelivered(okIDs(recs), 30*time.Second)
-	stopSubs()
+	r := startGrayRig(t, 5*time.Second, ModeFailover, 2, "gray-failover", "p0", "p0") // the primary takes every send
+	sc, obs, ev, lg := r.sc, r.obs, r.ev, r.lg
+	faultAt, healAt := r.blackhole(t, min(sc.window, 3*time.Second), r.procs[0].TCPAddr(), r.procs[0].HTTPAddr())
+	recs, missing := r.finish()
 
 	downs, reasons := ev.downs(faultAt, healAt)
 	if len(downs) == 0 {

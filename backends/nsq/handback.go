@@ -72,7 +72,7 @@ func (s *subscription) expire(now time.Time) {
 		switch {
 		case d.handed && now.After(d.deadline), !d.handed && now.After(d.nsqDeadline):
 			if d.holdSent && d.rid != "" {
-				holds = append(holds, envelope.Hold{ID: d.rid, Until: now}) // ends it
+				holds = append(holds, envelope.Hold{ID: d.rid, Until: now, Since: d.arrived}) // ends it
 			}
 			exp = append(exp, d)
 			exp = append(exp, s.settleLocked(d)...)
@@ -81,12 +81,12 @@ func (s *subscription) expire(now time.Time) {
 			touch = append(touch, d)
 		case d.handed && !d.holdSent && s.heldLong(d, now):
 			d.holdSent = true
-			holds = append(holds, envelope.Hold{ID: d.rid, Until: d.deadline})
+			holds = append(holds, envelope.Hold{ID: d.rid, Until: d.deadline, Since: d.arrived})
 		}
 	}
 	s.mu.Unlock()
 	for _, h := range holds {
-		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, now)
+		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, h.Since, now)
 	}
 	for _, d := range exp {
 		d.msg.RequeueWithoutBackoff(0)

@@ -41,7 +41,8 @@ type Pool struct {
 	// Config.AckTopic).
 	acked  *ackedIDs
 	bus    *ackBus
-	stalls stalls // the pool's own recent stalls (stall.go)
+	peers  busPeers // the other instances the bus hears of
+	stalls stalls   // the pool's own recent stalls (stall.go)
 
 	rr uint64 // round-robin counter over groups; guarded by rrMu
 	// rrMu is separate from mu so picking a group never waits on a writer.

@@ -254,7 +254,7 @@ func (s *subscription) close() {
 		s.mu.Unlock()
 		now := time.Now()
 		for _, id := range unhold {
-			s.p.noteHeld(s.opts.Topic, s.opts.Channel, id, now, now)
+			s.p.noteHeld(s.opts.Topic, s.opts.Channel, id, now, time.Time{}, now)
 		}
 		for _, m := range back {
 			m.RequeueWithoutBackoff(0)

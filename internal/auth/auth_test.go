@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -20,6 +18,7 @@ import (
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 	"github.com/qgate/qgate/internal/auth"
+	"github.com/qgate/qgate/internal/grpctest"
 )
 
 const (
@@ -109,17 +108,7 @@ func start(t *testing.T) *env {
 	qgatev1.RegisterAdminServiceServer(srv, fakeAdmin{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	reflection.Register(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := grpctest.Serve(t, srv)
 	return &env{store: store, conn: conn, queue: qgatev1.NewQueueServiceClient(conn), admin: qgatev1.NewAdminServiceClient(conn), fake: fake}
 }
 

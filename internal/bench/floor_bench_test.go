@@ -8,9 +8,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+	"github.com/qgate/qgate/internal/grpctest"
 	"github.com/qgate/qgate/internal/server"
 )
 
@@ -48,27 +48,7 @@ func BenchmarkGRPCFloorParallel(b *testing.B) {
 		cancel()
 		<-served
 	})
-	conn, err := grpc.NewClient("passthrough:///"+srv.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := qgatev1.NewQueueServiceClient(conn)
-	req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, DefaultSize)}}}
-	b.ReportAllocs()
-	b.SetParallelism(32)
-	c0 := cpuNow()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := client.Send(context.Background(), req); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	cpuReport(b, c0, b.N)
+	sendParallel(b, srv.Addr().String())
 }
 
 // benchFloorBare is BenchmarkGRPCFloorParallel on a bare grpc.Server built
@@ -82,13 +62,13 @@ func benchFloorBare(b *testing.B, opts ...grpc.ServerOption) {
 	qgatev1.RegisterQueueServiceServer(s, floorQueue{})
 	go s.Serve(lis)
 	b.Cleanup(s.Stop)
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	client := qgatev1.NewQueueServiceClient(conn)
+	sendParallel(b, lis.Addr().String())
+}
+
+// sendParallel measures unary Sends of one message from 32×GOMAXPROCS
+// goroutines to the server at addr.
+func sendParallel(b *testing.B, addr string) {
+	client := qgatev1.NewQueueServiceClient(grpctest.Dial(b, addr))
 	req := &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: make([]byte, DefaultSize)}}}
 	b.ReportAllocs()
 	b.SetParallelism(32)

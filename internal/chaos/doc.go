@@ -49,9 +49,17 @@
 // deferred: a copy still to come); with messages missing the quiet period
 // is the ack deadline + 2 s. While the nodes hold messages it waits as
 // long as deliveries come (a backlog on slow, fsyncing nodes), up to 1 min
-// (5 min long), and gives up after the ack deadline + 10 s without one. It
+// (5 min long; past it, up to three times as long while the nodes' queues
+// shrink), and gives up after the ack deadline + 10 s without one. It
 // never ends at once because lost is 0.
 // Finally it reads what the nodes still hold (/stats) and checks the ledger.
+// When a drain ended on its time limit with acked messages undelivered and
+// messages still on the nodes (a backlog still moving), it stops the
+// qgates and then each node cleanly and reads the run's topic and channel
+// disk queues (with nsqd's own disk queue reader): an undelivered message
+// found there is reported as "undelivered, still queued", not lost; lost
+// is what no node holds. After a drain that gave up because deliveries
+// had stopped, queued messages stay counted as lost.
 //
 // # Scenarios
 //

@@ -37,6 +37,9 @@ type Harness struct {
 	topic  string
 	rate   int
 	seed   int64
+	// drainStuck is set when the drain gave up because nothing was
+	// delivered for a long while although the nodes held messages.
+	drainStuck bool
 
 	mu     sync.Mutex
 	faults []*Fault

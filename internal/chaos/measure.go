@@ -50,8 +50,9 @@ func (h *Harness) addLeft(ctx context.Context, r *Report) {
 // messages missing (or WaitRedelivery), the quiet period is the ack
 // deadline + 2 s instead of 1 s; the nodes must still be empty. While the
 // nodes hold messages the drain goes on as long as deliveries come (a
-// backlog on slow, fsyncing nodes), and gives up when none came for the
-// ack deadline + 10 s (stuck) or at the limit (1 min, 5 min long). Past
+// backlog on slow, fsyncing nodes), and gives up when none came and what
+// the nodes hold did not shrink for the ack deadline + 10 s (+ the standby
+// delay with replicas: stuck) or at the limit (1 min, 5 min long). Past
 // the limit it goes on while what the nodes hold keeps shrinking (checked
 // every 30 s), up to three times the limit: with per-message fsync a
 // node's topic pump can take minutes to move a nemesis's backlog into the
@@ -60,8 +61,15 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 	start := time.Now()
 	limit := start.Add(h.d(time.Minute, 5*time.Minute))
 	hardLimit := start.Add(3 * h.d(time.Minute, 5*time.Minute))
+	// Stuck: no delivery for the ack deadline + 10 s; with replicas, plus
+	// the standby delay, while standbys of acked messages surface and are
+	// finished without a delivery.
 	stuck := h.Sc.AckDeadline + 10*time.Second
+	if h.replicas() > 1 {
+		stuck += h.Sc.StandbyDelay
+	}
 	lastLeft := int64(-1)
+	stuckLeft, stuckSince := int64(-1), start
 	for ctx.Err() == nil {
 		if now := time.Now(); !now.Before(limit) {
 			left, ok := h.nodesLeft(ctx)
@@ -83,28 +91,27 @@ func (h *Harness) drain(ctx context.Context) (time.Duration, string) {
 		if idle < quiet {
 			continue
 		}
-		if h.nodesEmpty(ctx) {
+		left, ok := h.nodesLeft(ctx)
+		if ok && left == 0 {
 			return time.Since(start), fmt.Sprintf("nodes empty, nothing delivered for %v", quiet)
 		}
-		if idle >= stuck {
-			return time.Since(start), fmt.Sprintf("nodes not empty, nothing delivered for %v", stuck)
+		if ok && (stuckLeft < 0 || left < stuckLeft) {
+			// The nodes still move messages (standbys and copies of acked
+			// messages finished without a delivery): not stuck.
+			stuckLeft, stuckSince = left, time.Now()
+		}
+		if time.Since(stuckSince) >= stuck && idle >= stuck {
+			h.drainStuck = true
+			return time.Since(start), fmt.Sprintf("nodes not empty (%d messages), nothing delivered and nothing left them for %v", left, stuck)
 		}
 	}
 	left, _ := h.nodesLeft(ctx)
 	return time.Since(start), fmt.Sprintf("time limit, nodes not empty (%d messages on them)", left)
 }
 
-// nodesEmpty reports whether every running node holds nothing for the
-// run's topic and channel (not yet copied to the channel, ready, in flight
-// or deferred). A node that does not answer is not empty.
-func (h *Harness) nodesEmpty(ctx context.Context) bool {
-	n, ok := h.nodesLeft(ctx)
-	return ok && n == 0
-}
-
 // nodesLeft returns how many messages the running nodes hold for the
-// run's topic and channel (as nodesEmpty counts them); ok is false when a
-// node does not answer.
+// run's topic and channel: not yet copied to the channel, ready, in flight
+// or deferred; ok is false when a node does not answer.
 func (h *Harness) nodesLeft(ctx context.Context) (total int64, ok bool) {
 	for _, p := range h.cluster.procs {
 		if !p.Running() {
@@ -226,4 +233,44 @@ func (h *Harness) checkReplicas(ctx context.Context) string {
 			res.Acked, h.replicas(), held)
 	}
 	return ""
+}
+
+// addDuplicateExamples shows the first few ids delivered (acked) more than
+// once: each delivery's subscriber, time from the first fault (or the
+// load's start) and attempt, and how its send ended. That is where to
+// start when a duplicate budget breaks.
+func (h *Harness) addDuplicateExamples(r *Report, from time.Time) {
+	acked := make(map[string][]DeliveryRecord)
+	var order []string
+	for _, d := range h.ledger.Deliveries() {
+		if !d.Acked {
+			continue
+		}
+		if len(acked[d.ID]) == 1 {
+			order = append(order, d.ID)
+		}
+		acked[d.ID] = append(acked[d.ID], d)
+	}
+	if len(order) == 0 {
+		return
+	}
+	sent := make(map[string]SendRecord)
+	for _, s := range h.ledger.Sends() {
+		for _, id := range s.IDs {
+			if o, ok := sent[id]; !ok || rank(s.Outcome) < rank(o.Outcome) {
+				sent[id] = s
+			}
+		}
+	}
+	rel := func(t time.Time) string { return fmt.Sprintf("%+.2fs", t.Sub(from).Seconds()) }
+	var parts []string
+	for _, id := range order[:min(3, len(order))] {
+		s := sent[id]
+		var ds []string
+		for _, d := range acked[id] {
+			ds = append(ds, fmt.Sprintf("%s %s attempt %d", d.Subscriber, rel(d.At), d.Attempt))
+		}
+		parts = append(parts, fmt.Sprintf("%s (send %s %s…%s): %s", id, s.Outcome, rel(s.Start), rel(s.End), strings.Join(ds, ", ")))
+	}
+	r.AddText("duplicates, first ids", float64(len(order)), "", strings.Join(parts, "; "))
 }

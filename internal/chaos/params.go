@@ -85,6 +85,10 @@ type Scenario struct {
 	MaxInFlight uint32
 	// AckDeadline of the subscriptions. Default 3s.
 	AckDeadline time.Duration
+	// StandbyDelay is the qgates' standby delay (default standbyDelay,
+	// 10 s; the scenarios that promise a duplicate rate use qgate serve's
+	// default, nsq.DefaultStandbyDelay).
+	StandbyDelay time.Duration
 	// Setup adjusts the harness before the subscribers and publishers
 	// start: more subscribers, the ack policy, deferred publishers.
 	Setup func(ctx context.Context, h *Harness) error

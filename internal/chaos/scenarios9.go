@@ -133,7 +133,7 @@ func s14() Scenario {
 	return issue9(Scenario{
 		Name:     "S14",
 		Title:    "SIGKILL 1 of 3 nodes at the peak of writes, never restarted (replicas=2, 2 qgates × 2 subscribers)",
-		Replicas: 2, Gateways: 2, NeedsReplicas: true,
+		Replicas: 2, Gateways: 2, NeedsReplicas: true, StandbyDelay: nsq.DefaultStandbyDelay,
 		Fault: func(ctx context.Context, h *Harness) error {
 			h.Burst(ctx, 0, h.burstSize())
 			h.Begin("SIGKILL for good", "n2")
@@ -206,7 +206,7 @@ func s16() Scenario {
 	return issue9(Scenario{
 		Name:     "S16",
 		Title:    "normal operation, no fault: 2 qgates × 2 subscribers on one channel (replicas=2)",
-		Replicas: 2, Gateways: 2, NeedsReplicas: true,
+		Replicas: 2, Gateways: 2, NeedsReplicas: true, StandbyDelay: nsq.DefaultStandbyDelay,
 		Fault: func(ctx context.Context, h *Harness) error {
 			return h.Sleep(ctx, h.d(4*time.Second, 60*time.Second))
 		},

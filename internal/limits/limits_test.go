@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -18,6 +16,7 @@ import (
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 	"github.com/qgate/qgate/internal/auth"
+	"github.com/qgate/qgate/internal/grpctest"
 	"github.com/qgate/qgate/internal/limits"
 	"github.com/qgate/qgate/service"
 )
@@ -78,17 +77,7 @@ func start(t *testing.T, cfg limits.Config, opts ...grpc.ServerOption) *grpc.Cli
 	srv := grpc.NewServer(opts...)
 	qgatev1.RegisterQueueServiceServer(srv, fakeQueue{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := grpctest.Serve(t, srv)
 	return conn
 }
 

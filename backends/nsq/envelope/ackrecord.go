@@ -17,12 +17,17 @@ type AckRecord struct {
 	Channel  string
 	IDs      []string // acknowledged
 	Held     []Hold   // held until a time
+	// Sent is when the record was written (zero: not said).
+	Sent time.Time
 }
 
 // Hold is qgate.v1.HeldMessage: a message held on a channel until a time.
 type Hold struct {
 	ID    string
 	Until time.Time
+	// Since is when the holder took the message (zero: not said, which
+	// ranks first).
+	Since time.Time
 }
 
 // Field numbers of qgate.v1.AckRecord.
@@ -32,9 +37,11 @@ const (
 	fieldRecChannel  = 3
 	fieldRecIDs      = 4
 	fieldRecHeld     = 5
+	fieldRecSent     = 6
 
 	fieldHoldID    = 1
 	fieldHoldUntil = 2
+	fieldHoldSince = 3
 )
 
 // AppendAckRecord appends the protobuf encoding of r to dst.
@@ -55,11 +62,20 @@ func AppendAckRecord(dst []byte, r *AckRecord) []byte {
 	for _, h := range r.Held {
 		size := protowire.SizeTag(fieldHoldID) + protowire.SizeBytes(len(h.ID)) +
 			protowire.SizeTag(fieldHoldUntil) + protowire.SizeBytes(timestampSize(h.Until))
+		if !h.Since.IsZero() {
+			size += protowire.SizeTag(fieldHoldSince) + protowire.SizeBytes(timestampSize(h.Since))
+		}
 		dst = protowire.AppendTag(dst, fieldRecHeld, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(size))
 		dst = protowire.AppendTag(dst, fieldHoldID, protowire.BytesType)
 		dst = protowire.AppendString(dst, h.ID)
 		dst = appendTimestamp(dst, fieldHoldUntil, h.Until)
+		if !h.Since.IsZero() {
+			dst = appendTimestamp(dst, fieldHoldSince, h.Since)
+		}
+	}
+	if !r.Sent.IsZero() {
+		dst = appendTimestamp(dst, fieldRecSent, r.Sent)
 	}
 	return dst
 }
@@ -73,7 +89,7 @@ func decodeHold(b []byte) (Hold, bool) {
 			return Hold{}, false
 		}
 		b = b[n:]
-		if (num == fieldHoldID || num == fieldHoldUntil) && typ == protowire.BytesType {
+		if num >= fieldHoldID && num <= fieldHoldSince && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return Hold{}, false
@@ -84,12 +100,16 @@ func decodeHold(b []byte) (Hold, bool) {
 					return Hold{}, false
 				}
 				h.ID = string(v)
-			} else {
-				t, ok := decodeTimestamp(v)
-				if !ok {
-					return Hold{}, false
-				}
+				continue
+			}
+			t, ok := decodeTimestamp(v)
+			if !ok {
+				return Hold{}, false
+			}
+			if num == fieldHoldUntil {
 				h.Until = t
+			} else {
+				h.Since = t
 			}
 			continue
 		}
@@ -113,6 +133,19 @@ func DecodeAckRecord(b []byte) (AckRecord, error) {
 			return AckRecord{}, errBadRecord
 		}
 		b = b[n:]
+		if num == fieldRecSent && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return AckRecord{}, errBadRecord
+			}
+			t, ok := decodeTimestamp(v)
+			if !ok {
+				return AckRecord{}, errBadRecord
+			}
+			r.Sent = t
+			b = b[n:]
+			continue
+		}
 		if num == fieldRecHeld && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {

@@ -197,9 +197,9 @@ func TestRoundTripClientID(t *testing.T) {
 }
 
 func TestAckRecordIsProto(t *testing.T) {
-	until := time.Unix(1700000000, 42)
+	until, since, sent := time.Unix(1700000000, 42), time.Unix(1699999990, 7), time.Unix(1700000001, 3)
 	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""},
-		Held: []Hold{{ID: "h", Until: until}, {ID: "", Until: time.Unix(0, 0)}}}
+		Held: []Hold{{ID: "h", Until: until, Since: since}, {ID: "", Until: time.Unix(0, 0)}}, Sent: sent}
 	b := AppendAckRecord(nil, in)
 	var pb qgatev1.AckRecord
 	if err := proto.Unmarshal(b, &pb); err != nil {
@@ -208,8 +208,12 @@ func TestAckRecordIsProto(t *testing.T) {
 	if pb.GetInstance() != "i1" || pb.GetTopic() != "t" || pb.GetChannel() != "c#ephemeral" || !slices.Equal(pb.GetMessageIds(), in.IDs) {
 		t.Errorf("protobuf view = %v", &pb)
 	}
-	if h := pb.GetHeld(); len(h) != 2 || h[0].GetMessageId() != "h" || !h[0].GetUntil().AsTime().Equal(until) {
+	if h := pb.GetHeld(); len(h) != 2 || h[0].GetMessageId() != "h" || !h[0].GetUntil().AsTime().Equal(until) ||
+		!h[0].GetSince().AsTime().Equal(since) || h[1].GetSince() != nil {
 		t.Errorf("protobuf view of held = %v", h)
+	}
+	if !pb.GetSent().AsTime().Equal(sent) {
+		t.Errorf("protobuf view of sent = %v", pb.GetSent())
 	}
 	enc, err := proto.Marshal(&pb)
 	if err != nil {
@@ -217,7 +221,8 @@ func TestAckRecordIsProto(t *testing.T) {
 	}
 	got, err := DecodeAckRecord(enc)
 	if err != nil || got.Instance != "i1" || got.Topic != "t" || got.Channel != "c#ephemeral" || !slices.Equal(got.IDs, in.IDs) ||
-		len(got.Held) != 2 || got.Held[0].ID != "h" || !got.Held[0].Until.Equal(until) || !got.Held[1].Until.Equal(time.Unix(0, 0)) {
+		len(got.Held) != 2 || got.Held[0].ID != "h" || !got.Held[0].Until.Equal(until) || !got.Held[1].Until.Equal(time.Unix(0, 0)) ||
+		!got.Held[0].Since.Equal(since) || !got.Held[1].Since.IsZero() || !got.Sent.Equal(sent) {
 		t.Errorf("DecodeAckRecord(proto.Marshal) = %+v, %v", got, err)
 	}
 	if _, err := DecodeAckRecord([]byte{0x0a, 0x05, 'x'}); err == nil {

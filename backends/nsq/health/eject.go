@@ -1,6 +1,7 @@
 package health
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -51,21 +52,11 @@ type EjectConfig struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c EjectConfig) WithDefaults() EjectConfig {
-	if c.Consecutive == 0 {
-		c.Consecutive = DefaultConsecutive
-	}
-	if c.BaseEjection == 0 {
-		c.BaseEjection = DefaultBaseEjection
-	}
-	if c.MaxEjection == 0 {
-		c.MaxEjection = DefaultMaxEjection
-	}
-	if c.Decay == 0 {
-		c.Decay = DefaultEjectionDecay
-	}
-	if c.MaxEjectionPercent == 0 {
-		c.MaxEjectionPercent = DefaultMaxEjectionPercent
-	}
+	c.Consecutive = cmp.Or(c.Consecutive, DefaultConsecutive)
+	c.BaseEjection = cmp.Or(c.BaseEjection, DefaultBaseEjection)
+	c.MaxEjection = cmp.Or(c.MaxEjection, DefaultMaxEjection)
+	c.Decay = cmp.Or(c.Decay, DefaultEjectionDecay)
+	c.MaxEjectionPercent = cmp.Or(c.MaxEjectionPercent, DefaultMaxEjectionPercent)
 	return c
 }
 

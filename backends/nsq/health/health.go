@@ -45,6 +45,7 @@
 package health
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -78,21 +79,11 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.Interval == 0 {
-		c.Interval = DefaultInterval
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.Jitter == 0 {
-		c.Jitter = DefaultJitter
-	}
-	if c.Fall == 0 {
-		c.Fall = DefaultFall
-	}
-	if c.Rise == 0 {
-		c.Rise = DefaultRise
-	}
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.Jitter = cmp.Or(c.Jitter, DefaultJitter)
+	c.Fall = cmp.Or(c.Fall, DefaultFall)
+	c.Rise = cmp.Or(c.Rise, DefaultRise)
 	return c
 }
 

@@ -172,7 +172,12 @@ type AckRecord struct {
 	// settled past their standby's due time, extended, or nacked with a
 	// delay. Their other copies are deferred until then rather than
 	// delivered (a hold only ever delays a copy, it never finishes one).
-	Held          []*HeldMessage `protobuf:"bytes,5,rep,name=held,proto3" json:"held,omitempty"`
+	Held []*HeldMessage `protobuf:"bytes,5,rep,name=held,proto3" json:"held,omitempty"`
+	// When the record was written (the writer's clock): readers measure how
+	// far the record trails its event, and wait that long before they decide
+	// between two copies of a message claimed at once (HeldMessage.since).
+	// Unset in records of older versions.
+	Sent          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent,proto3" json:"sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,13 +247,26 @@ func (x *AckRecord) GetHeld() []*HeldMessage {
 	return nil
 }
 
+func (x *AckRecord) GetSent() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Sent
+	}
+	return nil
+}
+
 // HeldMessage is a message held on a channel until a time (AckRecord.held).
 type HeldMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The message id (Envelope.message_id).
 	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// Until when: a copy arriving earlier is deferred until then.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=until,proto3" json:"until,omitempty"`
+	// When the holder took the message (the copy's arrival at the holding
+	// subscription). Of two holds of one message by different instances the
+	// one with the earlier since wins (then the smaller AckRecord.instance):
+	// two gateways that each took a copy at the same moment agree which one
+	// delivers. Unset (older versions): earliest.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +315,13 @@ func (x *HeldMessage) GetUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *HeldMessage) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
@@ -317,18 +342,20 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\tclient_id\x18\b \x01(\bR\bclientId\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x01\n" +
 	"\tAckRecord\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\tR\binstance\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1f\n" +
 	"\vmessage_ids\x18\x04 \x03(\tR\n" +
 	"messageIds\x12)\n" +
-	"\x04held\x18\x05 \x03(\v2\x15.qgate.v1.HeldMessageR\x04held\"^\n" +
+	"\x04held\x18\x05 \x03(\v2\x15.qgate.v1.HeldMessageR\x04held\x12.\n" +
+	"\x04sent\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\"\x90\x01\n" +
 	"\vHeldMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x120\n" +
-	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05untilB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
+	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05sinceB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
 
 var (
 	file_qgate_v1_envelope_proto_rawDescOnce sync.Once
@@ -355,12 +382,14 @@ var file_qgate_v1_envelope_proto_depIdxs = []int32{
 	4, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
 	4, // 2: qgate.v1.Envelope.not_before:type_name -> google.protobuf.Timestamp
 	2, // 3: qgate.v1.AckRecord.held:type_name -> qgate.v1.HeldMessage
-	4, // 4: qgate.v1.HeldMessage.until:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 4: qgate.v1.AckRecord.sent:type_name -> google.protobuf.Timestamp
+	4, // 5: qgate.v1.HeldMessage.until:type_name -> google.protobuf.Timestamp
+	4, // 6: qgate.v1.HeldMessage.since:type_name -> google.protobuf.Timestamp
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_envelope_proto_init() }

@@ -136,14 +136,18 @@ type SendRequest struct {
 	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
 	// How many nodes, each in a different group, must each acknowledge a copy
 	// of the messages before Send returns OK. 0 means the server default
-	// (--replicas, 1 unless configured); at most 3 and at most the number of
-	// groups. With 2 or more, an acknowledged message survives the permanent
-	// loss of a node; subscribers see one copy in the normal case because
-	// qgate drops a copy whose message_id it delivered recently on the same
-	// subscription (see the README's Guarantees section for what is and is not
-	// deduplicated). When fewer groups than asked have an up node, Send fails
-	// with UNAVAILABLE, and the caller may assume neither that a copy was
-	// written nor that none was.
+	// (--replicas: 2 for qgate serve, also with its three embedded nodes;
+	// lowered to the node count when fewer nodes are configured); at most 3 and at most the number of groups. With 2 or more, an
+	// acknowledged message survives the loss of a node, including what nsqd
+	// held only in memory. Subscribers see one copy in the normal case: the
+	// first copy is an ordinary message, the others are standbys that
+	// surface only after the server's standby delay (default 30 s), and a
+	// copy whose message_id was acked on the same channel, by any subscriber
+	// through any qgate instance of the deployment, is dropped (see the
+	// README's Guarantees section for what is and is not deduplicated). When
+	// fewer groups than asked have an up node, Send fails with UNAVAILABLE,
+	// and the caller may assume neither that a copy was written nor that
+	// none was.
 	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
