@@ -38,7 +38,8 @@ var (
 
 // Message is a message to write. The service fills every field.
 type Message struct {
-	// ID is unique per message, assigned by the caller.
+	// ID is unique per message, assigned by the caller; the same ID in
+	// two sends names one message when ClientID is set.
 	ID string
 	// Body is the payload; never empty.
 	Body []byte
@@ -46,6 +47,11 @@ type Message struct {
 	Attributes map[string]string
 	// PublishTime is when the service accepted the message.
 	PublishTime time.Time
+	// ClientID reports that ID was chosen by the client, which may send it
+	// again (a retry): subscriptions deliver the message once per channel
+	// within the backend's documented dedup window, as they do the copies
+	// of a replicated send.
+	ClientID bool
 }
 
 // SendOptions modify a Send.

@@ -56,12 +56,21 @@
 // (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...) are returned
 // at once.
 //
-// qgate assigns message ids on the server and does not yet deduplicate
-// sends by a client-chosen id, so a retried batch whose first attempt was
-// written after all (a gateway killed after nsqd acknowledged, a response
-// lost with its connection) is delivered twice, under two ids. Delivery is
-// at least once either way; consumers that must not act twice deduplicate
-// by content or by an id of their own in Attributes.
+// Every message carries an id chosen on the client: Message.ID, or one the
+// Publisher assigns (a random prefix per Publisher and a counter), kept by
+// every retry. So a retried batch whose first attempt was written after
+// all (a gateway killed after nsqd acknowledged, a response lost with its
+// connection) is delivered once per channel: qgate finishes a copy whose
+// id was acknowledged on the channel, and holds one back while another
+// copy is delivered and unsettled, within its dedup window (10 minutes,
+// at most 200,000 ids per channel) and across qgate instances that share
+// their ack records. Not covered: a retry that reaches a subscriber
+// through another qgate instance in the few milliseconds before the
+// first copy's delivery is known there, and a retry after the window.
+// Delivery is at least once either way (a nack or an expired deadline
+// redelivers); consumers that must not act twice still deduplicate by
+// Delivery.ID. Two messages published with the same Message.ID are one
+// message: one of them is delivered.
 //
 // A gateway that stops reading without closing its connection (a frozen
 // process) is noticed only by keepalive (DefaultKeepaliveTime, bounded by
@@ -91,6 +100,7 @@
 //
 // Errors from qgate keep their gRPC status: status.Code(err) gives the
 // code of any error a Publisher or Subscriber returns. Local errors are
-// the sentinels ErrStopped, ErrFlowControl, ErrEmptyBody and ErrReceiving;
-// a Get or Publish whose ctx ends returns ctx's error unwrapped.
+// the sentinels ErrStopped, ErrFlowControl, ErrEmptyBody, ErrBadID and
+// ErrReceiving; a Get or Publish whose ctx ends returns ctx's error
+// unwrapped.
 package client

@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/qgate/qgate/backends/nsq"
 	"github.com/qgate/qgate/backends/nsq/health"
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 	"github.com/qgate/qgate/internal/auth"
 	"github.com/qgate/qgate/internal/nsqd"
 	"github.com/qgate/qgate/internal/server"
@@ -88,12 +92,20 @@ type gatewayOptions struct {
 	// stall, if set, holds every SendStream handler until it is closed.
 	stall chan struct{}
 	tls   *tls.Config // nil: plaintext
+	// loseResponses, if above 0, is how many SendStream streams lose their
+	// first response after the request was written (the stream then ends
+	// with UNAVAILABLE, as when a gateway dies at that moment).
+	loseResponses int
 }
 
 // gateway is one qgate server over a backend, wired as cmd/qgate wires it.
 type gateway struct {
 	addr     string
 	requests atomic.Int64 // SendStream requests received
+	lost     atomic.Int64 // responses lost (gatewayOptions.loseResponses)
+
+	mu       sync.Mutex
+	sentIDs  [][]string // the message ids of each SendStream request received
 	srv      *server.Server
 	queue    *service.Queue
 	cancel   context.CancelFunc
@@ -116,7 +128,11 @@ func startGateway(b *backend, o gatewayOptions) (*gateway, error) {
 					return ss.Context().Err()
 				}
 			}
-			ss = &countingStream{ServerStream: ss, n: &g.requests}
+			cs := &countingStream{ServerStream: ss, g: g}
+			if g.lost.Add(1) <= int64(o.loseResponses) {
+				cs.lose = true
+			}
+			ss = cs
 		}
 		return h(srv, ss)
 	}
@@ -179,17 +195,41 @@ func (g *gateway) kill() error {
 	return g.stop()
 }
 
+// countingStream counts and records the requests of a SendStream, and
+// may lose its first response.
 type countingStream struct {
 	grpc.ServerStream
-	n *atomic.Int64
+	g    *gateway
+	lose bool
 }
 
 func (s *countingStream) RecvMsg(m any) error {
 	err := s.ServerStream.RecvMsg(m)
 	if err == nil {
-		s.n.Add(1)
+		s.g.requests.Add(1)
+		var ids []string
+		for _, msg := range m.(*qgatev1.SendStreamRequest).GetSend().GetMessages() {
+			ids = append(ids, msg.GetId())
+		}
+		s.g.mu.Lock()
+		s.g.sentIDs = append(s.g.sentIDs, ids)
+		s.g.mu.Unlock()
 	}
 	return err
+}
+
+func (s *countingStream) SendMsg(m any) error {
+	if s.lose {
+		return status.Error(codes.Unavailable, "test: response lost")
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+// requestIDs returns the message ids of every SendStream request received.
+func (g *gateway) requestIDs() [][]string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.sentIDs)
 }
 
 // env is a backend and one gateway, stopped at cleanup.

@@ -18,6 +18,14 @@ import (
 
 // Message is a message to publish.
 type Message struct {
+	// ID, if set, is the message's id, chosen by the application: 1 to 64
+	// bytes of [A-Za-z0-9._:-], the same in every send of the message (see
+	// qgate.v1.Message.id). Empty: the Publisher assigns one. Either way
+	// every retry of the message carries it, so qgate delivers it once per
+	// channel within its dedup window (see "Retries and duplicates" in the
+	// package documentation). Two messages with the same ID are one
+	// message: qgate delivers one of them.
+	ID string
 	// Body is the payload; at least 1 byte, at most the server's body
 	// limit (1 MiB by default, counting qgate's envelope).
 	Body []byte
@@ -132,8 +140,9 @@ type PublishResult struct {
 // Ready is closed when the result is known.
 func (r *PublishResult) Ready() <-chan struct{} { return r.ready }
 
-// Get waits for the result: the message id qgate assigned (what
-// subscribers see as Delivery.ID), or why the message was not published.
+// Get waits for the result: the message id (Message.ID, or the one the
+// Publisher assigned; what subscribers see as Delivery.ID), or why the
+// message was not published.
 // A ctx that ends first returns ctx's error; the publish goes on.
 func (r *PublishResult) Get(ctx context.Context) (id string, err error) {
 	select {
@@ -168,8 +177,12 @@ type batchKey struct {
 
 // batch is one SendStream request and the results it settles.
 type batch struct {
-	key      batchKey
-	msgs     []*qgatev1.Message
+	key  batchKey
+	msgs []*qgatev1.Message
+	// appIDs holds the ids the application chose (Message.ID), allocated
+	// on the first: qgate refuses a request with an id twice, so a
+	// message whose id is in the batch goes in the next one.
+	appIDs   map[string]bool
 	results  []*PublishResult
 	bytes    int
 	start    time.Time // first Publish into the batch
@@ -199,6 +212,8 @@ type Publisher struct {
 	quit chan struct{} // closed by Stop once everything is settled
 	wg   sync.WaitGroup
 
+	ids *idSource // assigns the ids of messages published without one
+
 	requests atomic.Int64 // SendStream requests written, for tests
 }
 
@@ -211,6 +226,7 @@ func (c *Client) Publisher(topic string, s PublishSettings) *Publisher {
 		fc:   newFlowController(s.MaxOutstandingMessages, s.MaxOutstandingBytes),
 		kick: make(chan struct{}, 1),
 		quit: make(chan struct{}),
+		ids:  newIDSource(),
 	}
 	p.wg.Add(1)
 	go func() {
@@ -226,7 +242,7 @@ func (p *Publisher) Topic() string { return p.topic }
 // messageSize estimates what m adds to a request: the body, the
 // attributes, and qgate's envelope (id, timestamp, framing).
 func messageSize(m *Message) int {
-	n := len(m.Body) + 64
+	n := len(m.Body) + 64 + len(m.ID)
 	for k, v := range m.Attributes {
 		n += len(k) + len(v) + 8
 	}
@@ -241,6 +257,9 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 	if len(m.Body) == 0 {
 		return failedResult(ErrEmptyBody)
 	}
+	if m.ID != "" && !validID(m.ID) {
+		return failedResult(fmt.Errorf("%w: %q", ErrBadID, m.ID))
+	}
 	size := messageSize(m)
 	if err := p.fc.acquire(ctx, 1, size, p.s.FlowControl == FlowBlock); err != nil {
 		return failedResult(err)
@@ -253,7 +272,13 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 		key.replicas = m.Replicas
 	}
 	r := &PublishResult{ready: make(chan struct{})}
-	msg := &qgatev1.Message{Body: m.Body, Attributes: m.Attributes}
+	msg := &qgatev1.Message{Id: m.ID, Body: m.Body, Attributes: m.Attributes}
+	if msg.Id == "" {
+		// An id of its own, kept by every retry of the batch: a retried
+		// batch whose first attempt was written after all is then
+		// delivered once, not twice.
+		msg.Id = p.ids.next()
+	}
 
 	p.mu.Lock()
 	if p.stopped {
@@ -262,7 +287,7 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 		r.set("", ErrStopped)
 		return r
 	}
-	if p.cur != nil && (p.cur.key != key || p.cur.bytes+size > p.s.ByteThreshold) {
+	if p.cur != nil && (p.cur.key != key || p.cur.bytes+size > p.s.ByteThreshold || p.cur.appIDs[m.ID]) {
 		p.sealLocked()
 	}
 	if p.cur == nil {
@@ -270,6 +295,12 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 		p.cur = &batch{key: key, start: now, deadline: now.Add(p.s.Timeout)}
 	}
 	b := p.cur
+	if m.ID != "" {
+		if b.appIDs == nil {
+			b.appIDs = make(map[string]bool)
+		}
+		b.appIDs[m.ID] = true
+	}
 	b.msgs = append(b.msgs, msg)
 	b.results = append(b.results, r)
 	b.bytes += size

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,7 +43,7 @@ func TestPublishBatches(t *testing.T) {
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
-		if len(id) != 32 || ids[id] {
+		if id == "" || ids[id] { // the Publisher's ids, not the server's 32 hex
 			t.Fatalf("message %d: id %q (empty, malformed or repeated)", i, id)
 		}
 		ids[id] = true
@@ -192,5 +194,81 @@ func TestPublishDeadline(t *testing.T) {
 	_, err := p.Publish(context.Background(), &client.Message{Body: []byte("x")}).Get(context.Background())
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("publish to nowhere: %v, want the last error, UNAVAILABLE", err)
+	}
+}
+
+// TestPublishRetryKeepsID: a batch whose response is lost after its
+// message was written (the stream ends with UNAVAILABLE, as when a gateway
+// dies at that moment) is retried with the same message id, so the message
+// is written twice and delivered once. An application's own ids are kept
+// too, and two messages with one id go in separate requests (qgate refuses
+// a request with an id twice) and are delivered once.
+func TestPublishRetryKeepsID(t *testing.T) {
+	// One node: a channel delivers in write order, so once the marker,
+	// written last, is delivered, every copy before it was handled.
+	b, err := startBackend(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.close)
+	g, err := startGateway(b, gatewayOptions{loseResponses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.stop() })
+	c := newClient(t, g.addr)
+
+	var mu sync.Mutex
+	got := map[string][]string{} // id -> bodies delivered
+	s := c.Subscriber("retried", "c", client.ReceiveSettings{})
+	stop := receive(s, func(_ context.Context, d *client.Delivery) {
+		mu.Lock()
+		got[d.ID] = append(got[d.ID], string(d.Body))
+		mu.Unlock()
+		d.Ack()
+	})
+	defer stop()
+
+	p := c.Publisher("retried", client.PublishSettings{DelayThreshold: 20 * time.Millisecond})
+	defer p.Stop()
+	ctx := context.Background()
+	id, err := p.Publish(ctx, &client.Message{Body: []byte("once")}).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.lost.Load() < 1 {
+		t.Fatal("no response was lost: the test did not retry")
+	}
+	reqs := g.requestIDs()
+	if len(reqs) != 2 || !slices.Equal(reqs[0], []string{id}) || !slices.Equal(reqs[1], []string{id}) {
+		t.Fatalf("requests carried ids %q, want [%s] twice (the retry keeps the id)", reqs, id)
+	}
+
+	r1 := p.Publish(ctx, &client.Message{ID: "order-7", Body: []byte("mine")})
+	r2 := p.Publish(ctx, &client.Message{ID: "order-7", Body: []byte("mine again")})
+	for _, r := range []*client.PublishResult{r1, r2} {
+		if id, err := r.Get(ctx); err != nil || id != "order-7" {
+			t.Fatalf("publish with ID order-7: %q, %v", id, err)
+		}
+	}
+	for _, ids := range g.requestIDs()[2:] {
+		if n := strings.Count(strings.Join(ids, " "), "order-7"); n > 1 {
+			t.Errorf("one request carried order-7 %d times", n)
+		}
+	}
+	for _, bad := range []string{"a b", strings.Repeat("x", 65)} {
+		if _, err := p.Publish(ctx, &client.Message{ID: bad, Body: []byte("x")}).Get(ctx); !errors.Is(err, client.ErrBadID) {
+			t.Errorf("publish with ID %q: %v, want ErrBadID", bad, err)
+		}
+	}
+	marker, err := p.Publish(ctx, &client.Message{Body: []byte("marker")}).Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(got[marker]) > 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got[id]) != 1 || len(got["order-7"]) != 1 {
+		t.Errorf("deliveries: %q under %s, %q under order-7; want one each", got[id], id, got["order-7"])
 	}
 }

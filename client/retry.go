@@ -22,6 +22,10 @@ var (
 	// ErrEmptyBody is the result of a Publish of a message without a body
 	// (qgate requires at least one byte).
 	ErrEmptyBody = errors.New("client: empty message body")
+	// ErrBadID is the result of a Publish of a message whose ID is longer
+	// than 64 bytes or has a byte outside [A-Za-z0-9._:-] (qgate would
+	// refuse it, and the whole request it travels in with it).
+	ErrBadID = errors.New("client: bad message id")
 	// ErrReceiving is returned by a second concurrent Receive on one
 	// Subscriber.
 	ErrReceiving = errors.New("client: Receive already running")
@@ -41,7 +45,8 @@ func permanent(err error) bool {
 
 // retryableResult reports whether a request the server answered with err
 // may be sent again: UNAVAILABLE (no node took it) and DEADLINE_EXCEEDED
-// (outcome unknown: a retry may duplicate). RESOURCE_EXHAUSTED (a rate or
+// (outcome unknown: a retry may write the messages again, under the same
+// ids, which qgate delivers once). RESOURCE_EXHAUSTED (a rate or
 // size limit) is returned to the caller, who knows whether waiting helps.
 func retryableResult(err error) bool {
 	switch status.Code(err) {

@@ -215,7 +215,8 @@ func (s *sender) handle(ev streamEvent, now time.Time) {
 		s.failedStream(ev.err, now)
 		for id, b := range s.outstanding {
 			delete(s.outstanding, id)
-			// The outcome is unknown: a retry may duplicate.
+			// The outcome is unknown: a retry may write the batch again,
+			// under the same message ids (delivered once).
 			s.retryOrFail(b, ev.err, retryableStream(ev.err), now)
 		}
 		return

@@ -3,8 +3,11 @@
 // grpc.health.v1 status (Health).
 //
 // The service layer is the only place that knows gRPC: it validates every
-// request before anything reaches a backend, assigns message ids and publish
-// times, and maps backend errors to status codes in one place (toStatus).
+// request before anything reaches a backend, assigns message ids (to the
+// messages without a client-chosen Message.id, which is kept and marked
+// backends.Message.ClientID so that the backend deduplicates its sends) and
+// publish times, and maps backend errors to status codes in one place
+// (toStatus).
 //
 // # Validation
 //
@@ -17,10 +20,12 @@
 // envelope); a batch may hold at most Limits.MaxBatchMessages messages and
 // Limits.MaxBatchBytes bytes as the backend writes them (for NSQ, the body
 // of the MPUB command: 4 bytes, plus 4 bytes and the enveloped body per
-// message). A bad request fails with INVALID_ARGUMENT and an
-// errdetails.BadRequest detail with one field violation per bad field, named
-// by its path ("topic", "messages[3].body", "messages[0].attributes[\"k\"]",
-// "open.channel", "nack.delay"); at most 100 violations are listed.
+// message); a client-chosen message id must be 1 to 64 bytes of
+// [A-Za-z0-9._:-] and distinct within the request. A bad request fails
+// with INVALID_ARGUMENT and an errdetails.BadRequest detail with one field
+// violation per bad field, named by its path ("topic", "messages[3].body",
+// "messages[1].id", "messages[0].attributes[\"k\"]", "open.channel",
+// "nack.delay"); at most 100 violations are listed.
 //
 // Strings in a request must be valid UTF-8: the gRPC runtime itself rejects
 // a request with an invalid UTF-8 string field with INTERNAL ("failed to

@@ -163,6 +163,49 @@ func TestNSQRoundTrip(t *testing.T) {
 	}
 }
 
+// TestNSQClientIDs: a client-chosen id is the id Send returns and the
+// subscriber sees; a retried Send of it (on one node, so in order behind
+// nothing else) is finished without delivery once the first was acked,
+// while a server-assigned id sits beside it in the same request.
+func TestNSQClientIDs(t *testing.T) {
+	env := startNSQ(t, 1)
+	stream, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "cid", Channel: "c"})
+	send := func(ms ...*qgatev1.Message) []string {
+		t.Helper()
+		resp, err := env.client.Send(t.Context(), &qgatev1.SendRequest{Topic: "cid", Messages: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetMessageIds()
+	}
+	ids := send(&qgatev1.Message{Id: "order:1", Body: []byte("one")}, &qgatev1.Message{Body: []byte("two")})
+	if ids[0] != "order:1" || len(ids[1]) != 32 {
+		t.Fatalf("ids %q, want order:1 and a server id", ids)
+	}
+	got := map[string]string{}
+	for range 2 {
+		d := recvDelivery(t, stream)
+		got[d.GetMessageId()] = string(d.GetBody())
+		if err := stream.Send(ackReq(d.GetAckId())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got["order:1"] != "one" || got[ids[1]] != "two" {
+		t.Fatalf("deliveries %v", got)
+	}
+	// The pool knows the id acked before it sends nsqd the FIN: once nsqd
+	// has nothing in flight, the retry below meets a known ack.
+	waitFor(t, "both acks at nsqd", func() bool {
+		c := nsqdtest.Stats(t, env.nodes[0].HTTPAddr).Topic("cid").Channel("c")
+		return c != nil && c.InFlightCount == 0 && c.Depth == 0
+	})
+	send(&qgatev1.Message{Id: "order:1", Body: []byte("one again")}) // the retry
+	send(&qgatev1.Message{Body: []byte("after")})
+	if d := recvDelivery(t, stream); string(d.GetBody()) != "after" {
+		t.Fatalf("got %v, want the message after the retry (the retry finished unseen)", d)
+	}
+}
+
 // TestNSQNackAndClose: a nacked delivery comes back with attempt 2; a
 // stream that ends hands its unacked delivery back at once.
 func TestNSQNackAndClose(t *testing.T) {

@@ -61,6 +61,7 @@ const (
 // Fixed limits stated by the API (proto/qgate/v1/queue.proto).
 const (
 	maxNameLen      = 64
+	maxMessageIDLen = 64
 	maxAttributes   = 64
 	maxAttrKeyBytes = 256
 	maxAttrValBytes = 4096

@@ -125,6 +125,10 @@ func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, e
 			Attributes:  m.GetAttributes(),
 			PublishTime: publish,
 		}
+		if id := m.GetId(); id != "" {
+			// The client's id: a retry of this Send is the same message.
+			ids[i], msgs[i].ID, msgs[i].ClientID = id, id, true
+		}
 		ptrs[i] = &msgs[i]
 	}
 	replicas := int(req.GetReplicas())

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"time"
@@ -116,9 +117,14 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 		v.addf("messages", "has %d messages; at most %d are allowed", len(msgs), l.MaxBatchMessages)
 	}
 	total := 0
+	var seen map[string]int // client-chosen ids: index of the first with each
 	for i, m := range msgs {
 		if m == nil {
 			m = &qgatev1.Message{}
+		}
+		id := m.GetId()
+		if id != "" {
+			seen = checkMessageID(&v, i, id, seen)
 		}
 		checkAttributes(&v, i, m.GetAttributes())
 		body := m.GetBody()
@@ -126,9 +132,10 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
 			continue
 		}
-		size := sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: m.GetAttributes(), Body: body})
+		stored := &backends.Message{ID: cmp.Or(id, idPlaceholder), Attributes: m.GetAttributes(), Body: body, ClientID: id != ""}
+		size := sz.MessageSize(stored)
 		if size > l.MaxBodyBytes {
-			v.add(msgField(i, "body"), tooBig(l, sz, m.GetAttributes(), body, size))
+			v.add(msgField(i, "body"), tooBig(l, sz, stored, size))
 		}
 		total += size
 	}
@@ -142,27 +149,72 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 // tooBig says why a body of size bytes as stored is refused: the store's
 // own limit counts qgate's envelope, so a body of exactly nsqd's
 // --max-msg-size never fits; it gives the largest body that would, with
-// these attributes, and which two settings to raise together.
-func tooBig(l *Limits, sz backends.Sizer, attrs map[string]string, body []byte, size int) string {
-	largest := largestBody(l.MaxBodyBytes, sz, attrs, body, size)
+// these attributes (and id), and which two settings to raise together.
+func tooBig(l *Limits, sz backends.Sizer, m *backends.Message, size int) string {
+	largest := largestBody(l.MaxBodyBytes, sz, m, size)
 	return fmt.Sprintf("is %d bytes as stored: %d of body and %d of qgate's envelope (message id, attributes, times); "+
 		"at most %d are allowed (the nodes' --max-msg-size, which qgate's --max-body-size must equal), "+
 		"so with these attributes a body may have at most %d bytes; for larger bodies raise both",
-		size, len(body), size-len(body), l.MaxBodyBytes, largest)
+		size, len(m.Body), size-len(m.Body), l.MaxBodyBytes, largest)
 }
 
-// largestBody is the longest prefix of body that fits limit once sized,
-// found from the envelope's size for this body (the body's length prefix
-// may be a byte shorter for a shorter body); 0 if no body fits.
-func largestBody(limit int, sz backends.Sizer, attrs map[string]string, body []byte, size int) int {
-	n := len(body) - (size - limit)
-	for n > 0 && sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: attrs, Body: body[:n]}) > limit {
+// largestBody is the longest prefix of m's body that fits limit once
+// sized with m's id and attributes, found from the envelope's size for
+// this body (the body's length prefix may be a byte shorter for a shorter
+// body); 0 if no body fits.
+func largestBody(limit int, sz backends.Sizer, m *backends.Message, size int) int {
+	with := func(n int) int {
+		c := *m
+		c.Body = m.Body[:n]
+		return sz.MessageSize(&c)
+	}
+	n := len(m.Body) - (size - limit)
+	for n > 0 && with(n) > limit {
 		n--
 	}
-	for n+1 < len(body) && sz.MessageSize(&backends.Message{ID: idPlaceholder, Attributes: attrs, Body: body[:n+1]}) <= limit {
+	for n+1 < len(m.Body) && with(n+1) <= limit {
 		n++
 	}
 	return max(n, 0)
+}
+
+// checkMessageID validates the client-chosen id of message i (not empty):
+// its length, its charset, and that no earlier message of the request has
+// it (seen: id -> first index; allocated on first use and returned).
+func checkMessageID(v *violations, i int, id string, seen map[string]int) map[string]int {
+	switch {
+	case len(id) > maxMessageIDLen:
+		v.addf(msgField(i, "id"), "is %d bytes; at most %d are allowed", len(id), maxMessageIDLen)
+		return seen
+	case !validMessageID(id):
+		v.add(msgField(i, "id"), "has a character outside [A-Za-z0-9._:-]")
+		return seen
+	}
+	if first, ok := seen[id]; ok {
+		v.addf(msgField(i, "id"), "duplicates messages[%d].id; ids must be distinct within a request", first)
+		return seen
+	}
+	if seen == nil {
+		seen = make(map[string]int)
+	}
+	seen[id] = i
+	return seen
+}
+
+// validMessageID reports whether id is made of [A-Za-z0-9._:-] only:
+// printable ASCII that needs no escaping in logs, URLs or headers, and
+// compares byte for byte (no Unicode normalization to disagree on).
+func validMessageID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func msgField(i int, name string) string {

@@ -41,6 +41,15 @@ func msgs(bodies ...string) []*qgatev1.Message {
 	return out
 }
 
+// idMsgs returns one message per id, with the id as its body.
+func idMsgs(ids ...string) []*qgatev1.Message {
+	out := make([]*qgatev1.Message, len(ids))
+	for i, id := range ids {
+		out[i] = &qgatev1.Message{Id: id, Body: []byte("body " + id)}
+	}
+	return out
+}
+
 // maxBody is the largest body that fits the default limit with no
 // attributes.
 func maxBody() int {
@@ -108,6 +117,15 @@ func badSendRequests() []struct {
 		{"negative delay", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(-time.Second)}, []string{"delay"}},
 		{"malformed delay", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: &durationpb.Duration{Seconds: 1, Nanos: -1}}, []string{"delay"}},
 		{"several bad fields", &qgatev1.SendRequest{Topic: "a b", Messages: msgs("a", ""), Delay: durationpb.New(2 * time.Hour)}, []string{"delay", "messages[1].body", "topic"}},
+
+		{"ok client ids", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a", strings.Repeat("x", 64), "AZaz09._:-", "")}, nil},
+		{"ok empty ids repeat", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("", "")}, nil},
+		{"65-byte id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a", strings.Repeat("x", 65))}, []string{"messages[1].id"}},
+		{"space in id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a b")}, []string{"messages[0].id"}},
+		{"slash in id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a/b")}, []string{"messages[0].id"}},
+		{"non-ASCII id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("idé")}, []string{"messages[0].id"}},
+		{"duplicate id in a request", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a", "b", "a")}, []string{"messages[2].id"}},
+		{"max body with a 64-byte id (the id counts)", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Id: strings.Repeat("x", 64), Body: []byte(strings.Repeat("b", big))}}}, []string{"messages[0].body"}},
 	}
 }
 

@@ -34,14 +34,17 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		return nil
 	}
 	var claimed time.Time // a hold this copy took at arrival (see below)
-	if info.replicated {
+	// backlog: old enough that a replicated twin may be live too.
+	pub := msg.PublishTime
+	backlog := !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter()
+	if info.dedup {
 		var acked bool
 		var heldUntil time.Time
-		if pub := msg.PublishTime; !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter() {
-			// Its twin may be live too (a backlog): hold the id at once, so
-			// that the twin, arriving at another subscription or gateway
-			// meanwhile, waits for this copy's outcome instead of being
-			// delivered too.
+		if info.anyTwin || backlog {
+			// Its twin may be live too (a backlog, or another send of a
+			// client-chosen id): hold the id at once, so that the twin,
+			// arriving at another subscription or gateway meanwhile, waits
+			// for this copy's outcome instead of being delivered too.
 			until := now.Add(s.opts.AckDeadline + s.msgTimeout/4)
 			var ok bool
 			acked, heldUntil, ok = s.p.acked.claim(s.opts.Topic, s.opts.Channel, msg.ID, s.p.cfg.InstanceID, until, now, holdPrecision)
@@ -90,8 +93,8 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	d := &delivery{s: s, msg: m, arrived: now, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
 	d.d = backends.Delivery{Message: msg, Attempt: attempts, Acker: d}
 	s.held[d] = struct{}{}
-	if info.replicated {
-		d.rid = msg.ID
+	if info.dedup {
+		d.rid, d.anyTwin = msg.ID, info.anyTwin
 		if p := s.byID[msg.ID]; p != nil {
 			d.primary = p // park: wait for the held copy's outcome
 			p.dups = append(p.dups, d)
@@ -102,9 +105,13 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		s.byID[msg.ID] = d
 	}
 	held := !claimed.IsZero() // d is shared once s.mu is released
-	d.holdSent = held
+	d.holdSent, d.heldTo = held, claimed
 	var settle time.Duration
-	if held {
+	if held && backlog {
+		// A fresh client-id copy does not settle: that would delay every
+		// such message by the settle time while other instances are
+		// heard; two sends of one id racing through two gateways remain
+		// a documented duplicate.
 		settle = s.p.settleFor(now)
 	}
 	if settle > 0 {
@@ -188,19 +195,26 @@ const holdPrecision = 100 * time.Millisecond
 
 // copyInfo is what the envelope says about a copy beyond the message.
 type copyInfo struct {
-	replicated bool      // a copy of a replicated send: deduplicated by id
-	replicas   int       // copies written by its send (1 when not replicated)
-	standby    bool      // a standby copy (deferred once on arrival)
-	notBefore  time.Time // not deliverable before; zero: at once
+	// dedup: deduplicated by id, as a copy of a replicated send or a
+	// message with a client-chosen id.
+	dedup bool
+	// anyTwin: a message with a client-chosen id, whose twin (another
+	// send's copy) may be live at any moment, not only in a backlog.
+	anyTwin   bool
+	replicas  int       // copies written by its send (1 when not replicated)
+	standby   bool      // a standby copy (deferred once on arrival)
+	notBefore time.Time // not deliverable before; zero: at once
 }
 
 // decode turns an NSQ message into the message qgate sent, and tells
 // what kind of copy it is; a body without the envelope is delivered as-is
-// with nsqd's id and timestamp, and is never a replicated copy.
+// with nsqd's id and timestamp, and is never deduplicated.
 func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 	if e, ok := envelope.Decode(m.Body); ok {
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime},
-			copyInfo{replicated: e.Replicas > 1, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
+		// ClientID is kept, so that a dead letter written twice (a write
+		// retried after a timeout) is deduplicated in its topic too.
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime, ClientID: e.ClientID},
+			copyInfo{dedup: e.Replicas > 1 || e.ClientID, anyTwin: e.ClientID, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
 	}
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{replicas: 1}
 }

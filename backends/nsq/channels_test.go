@@ -69,14 +69,7 @@ func newCountingPool(t *testing.T, n int, topic string, timeouts int, checkTimeo
 // createTopic creates topic on the nsqd at httpAddr.
 func createTopic(t *testing.T, httpAddr, topic string) {
 	t.Helper()
-	resp, err := http.Post("http://"+httpAddr+"/topic/create?topic="+topic, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("topic create: %s", resp.Status)
-	}
+	nsqdtest.Create(t, httpAddr, topic, "")
 }
 
 func subscribeN(t *testing.T, p *Pool, topic, channel string, n int) {

@@ -88,16 +88,21 @@ type Config struct {
 	// LookupdPollInterval is how often nsqlookupd is polled. Default 5s.
 	LookupdPollInterval time.Duration
 	// DedupWindow is how long the pool remembers, per topic and channel,
-	// the id of a replicated message (sent with Replicas > 1) that was acked
+	// the id of a replicated message (sent with Replicas > 1) or of a
+	// message with a client-chosen id (Message.ClientID) that was acked
 	// there, by this pool or (through AckTopic) by another qgate, so that a
 	// later copy is finished without being delivered again. It must cover
 	// StandbyDelay plus the skew between the copies' arrivals: near zero for
 	// subscribers that keep up, up to the age of the older backlog when one
-	// node's channel is far behind another's. Default 10m.
+	// node's channel is far behind another's; for client ids, also the
+	// time within which clients retry a Send. Default 10m.
 	DedupWindow time.Duration
 	// DedupMaxIDs bounds the ids remembered per topic and channel (the
 	// oldest are forgotten first): about 100 bytes each. Default 200000
-	// (~20 MB at most per channel, only while replicated messages flow).
+	// (~20 MB at most per channel, only while replicated or client-id
+	// messages flow). At a channel's ack rate r, the window is in effect
+	// min(DedupWindow, DedupMaxIDs / r): 200000 ids cover 10 minutes up to
+	// ~333 acks/s, 20 s at 10000/s.
 	DedupMaxIDs int
 	// StandbyDelay is when the standby copies of a replicated send become
 	// deliverable: its send time (plus its delay) plus StandbyDelay. A

@@ -85,7 +85,7 @@ func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	}
 	s.log.Info("nsq message dead-lettered", "id", msg.ID, "dead_letter_topic", s.opts.DeadLetterTopic,
 		"attempts", int(m.Attempts)-1)
-	if info.replicated {
+	if info.dedup {
 		// Settled for good: its other copies must not be delivered again.
 		s.p.noteAcked(s.opts.Topic, s.opts.Channel, msg.ID, time.Now())
 	}

@@ -36,11 +36,15 @@ type delivery struct {
 	// holdSent: a hold of this delivery's id was recorded (and shared), so
 	// that its standby copy waits for its outcome; see heldLong.
 	holdSent bool
+	// heldTo: the end of the hold shared when the copy arrived (zero if
+	// none was): Receive shares a longer one only, see there.
+	heldTo time.Time
 	// Replicated messages: rid is the message id. A copy that arrives while
 	// another copy is held waits, parked (primary set, not queued), for
 	// that copy's outcome: finished with it when it is acked, handed back
 	// with it otherwise.
 	rid     string
+	anyTwin bool        // rid is client-chosen: a twin may be live at any time
 	dups    []*delivery // parked copies of this held delivery
 	primary *delivery   // the held copy this parked copy waits for
 }
@@ -72,12 +76,21 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 					d.nsqDeadline = now.Add(s.msgTimeout)
 				}
 				d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
-				hold, until := d.holdSent, d.deadline
+				// A hold claimed at arrival usually outlasts the deadline
+				// (a client-id copy claims one every time): it is not
+				// shortened, which would cost an ack record per message;
+				// it ends when the delivery is settled or expires, and
+				// that end is shared. One that waited in the queue past
+				// its claim is extended to its deadline.
+				hold, until := d.holdSent && d.deadline.After(d.heldTo), d.deadline
+				if hold {
+					d.heldTo = until
+				}
 				s.mu.Unlock()
 				if touch {
 					d.msg.Touch()
 				}
-				if hold { // it waited in the queue: hold it to its deadline
+				if hold {
 					s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, d.arrived, now)
 				}
 				return &d.d, nil

@@ -148,8 +148,24 @@
 // (the ack topic's write failed, or the reader fell behind: at most a
 // duplicate, never a loss); ordinary redeliveries (nack, expired deadline,
 // ended stream), which come with attempt + 1; and messages without the
-// marker: single-copy sends, and raw NSQ bodies without qgate's envelope.
+// marker: single-copy sends without a client id, and raw NSQ bodies
+// without qgate's envelope.
 // A standby's early arrival is not counted as an attempt.
+//
+// Messages with a client-chosen id (backends.Message.ClientID, the
+// envelope's client_id) take part in all of the above whatever their
+// replicas, with one difference: another send of the id (a client's
+// retry) may be live at any moment, not only in a backlog, so every copy
+// claims a hold of its id when it arrives, atomically within the pool and
+// shared on the ack bus; a copy arriving at another subscription meanwhile
+// is deferred until the hold ends, and is finished on its next arrival if
+// the id was acked by then. Only a client-id copy in a backlog waits the
+// claim's settle time (Config.ClaimSettle); a fresh one is delivered at
+// once, or every such message would wait it. Two sends of one id that reach subscriptions
+// of two gateways before either gateway's hold reaches the other (a few
+// milliseconds, the ack bus's batching and an NSQ round trip) are both
+// delivered; so are sends more than DedupWindow apart (or past
+// DedupMaxIDs).
 //
 // A delayed message carries its due time as not_before too: nsqd drops a
 // deferred message's timer when it writes it to disk (--mem-queue-size=0),

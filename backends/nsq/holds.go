@@ -13,12 +13,13 @@ import (
 
 // heldLong reports whether d, a handed-out delivery, is a replicated
 // message held so long that another copy may surface meanwhile (see
-// holdAfter): then a hold is recorded, so the
-// standby waits for d's outcome wherever it surfaces. A client that acks
-// at once never causes one. Callers hold s.mu.
+// holdAfter), or a message with a client-chosen id (another send's copy
+// may surface at any time): then a hold is recorded, so the other copy
+// waits for d's outcome wherever it surfaces. A client that acks a
+// replicated message at once never causes one. Callers hold s.mu.
 func (s *subscription) heldLong(d *delivery, now time.Time) bool {
 	pub := d.d.Message.PublishTime
-	return d.rid != "" && !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter()
+	return d.rid != "" && (d.anyTwin || !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter())
 }
 
 // holdAfter is how long after its send a replicated delivery, unsettled,

@@ -164,6 +164,23 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("send --id and --id-prefix", func(t *testing.T) {
+		code, out, errOut := cli(t, "", "send", "--addr", addr, "--topic", "cliid", "--id", "order:1", "x")
+		if code != 0 || strings.TrimSpace(out) != "order:1" {
+			t.Errorf("send --id: status %d, stdout %q, stderr %q; want the id", code, out, errOut)
+		}
+		code, out, errOut = cli(t, "a\nb\n", "send", "--addr", addr, "--topic", "cliid", "--id-prefix", "imp")
+		if code != 0 || !slices.Equal(strings.Fields(out), []string{"imp-1", "imp-2"}) {
+			t.Errorf("send --id-prefix: status %d, stdout %q, stderr %q; want imp-1 imp-2", code, out, errOut)
+		}
+		if code, _, errOut := cli(t, "", "send", "--addr", addr, "--topic", "cliid", "--id", "a b", "x"); code == 0 || !strings.Contains(errOut, "bad message id") {
+			t.Errorf("send --id 'a b': status %d, stderr %q; want the client's bad message id", code, errOut)
+		}
+		if code, _, _ := cli(t, "", "send", "--addr", addr, "--topic", "cliid", "--id", "k", "x", "y"); code != 2 {
+			t.Errorf("send --id with two messages: status %d, want 2 (usage)", code)
+		}
+	})
+
 	t.Run("subscribe --batch", func(t *testing.T) {
 		code, out, errOut := cli(t, "", "send", "--addr", addr, "--topic", "clib", "a", "b", "c", "d", "e")
 		if code != 0 || len(strings.Fields(out)) != 5 {

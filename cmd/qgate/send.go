@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/qgate/qgate/client"
@@ -17,10 +18,17 @@ per message. The messages are the arguments; with no arguments, the lines of
 are skipped). Lines are sent in batches of up to --batch messages (or those
 that arrive within 10 ms) per request over one stream, several batches in flight; ids are printed in input order. A
 send that fails because qgate is unavailable is retried until --timeout. A long
-input gets a progress line on stderr every second (--quiet: none).`
+input gets a progress line on stderr every second (--quiet: none).
+
+Every message carries an id, so a retried send is delivered once (within
+qgate's dedup window): --id for a single message, --id-prefix P for ids P-1,
+P-2, ... in input order (running the same send again is then deduplicated
+too), else ids the client assigns. Ids are 1 to 64 bytes of [A-Za-z0-9._:-].`
 
 const sendExample = `  qgate send --topic orders --attr source=cli 'hello' 'world'
-  seq 1000 | qgate send --topic numbers --delay 5s`
+  seq 1000 | qgate send --topic numbers --delay 5s
+  qgate send --topic orders --id order-1234 '{"total": 12}'
+  qgate send --topic numbers --id-prefix import-2026-12-03 -f numbers.txt`
 
 func runSend(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("send", "qgate send --topic TOPIC [flags] [MESSAGE ...]", sendAbout, sendExample)
@@ -33,11 +41,19 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	batch := fs.Int("batch", 100, "most messages per request")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each message, retries included")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr while sending lines")
+	id := fs.String("id", "", "the message's id (one message argument only); a retry of it is delivered once")
+	idPrefix := fs.String("id-prefix", "", "give the messages ids `P`-1, P-2, ... in input order")
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
 	if *topic == "" {
 		return fs.usageErr(e, "--topic is required")
+	}
+	switch {
+	case *id != "" && *idPrefix != "":
+		return fs.usageErr(e, "--id and --id-prefix exclude each other")
+	case *id != "" && fs.NArg() != 1:
+		return fs.usageErr(e, "--id needs exactly one message argument (use --id-prefix for several)")
 	}
 	if *batch < 1 {
 		return fs.usageErr(e, "--batch must be at least 1")
@@ -51,6 +67,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		pub: c.Publisher(*topic, client.PublishSettings{CountThreshold: *batch, DelayThreshold: sendBatchDelay,
 			Timeout: *timeout, Delay: *delay}),
 		out: e.stdout,
+		id:  messageIDs(*id, *idPrefix),
 	}
 	defer s.pub.Stop()
 	if !*quiet {
@@ -80,6 +97,8 @@ type sender struct {
 	out     io.Writer
 	pending []*client.PublishResult // published, id not printed yet
 	sent    int
+	added   int              // messages published, for id
+	id      func(int) string // the id of the nth message (from 1); nil: the client's
 	// progress, if set, gets a line about once a second while lines are
 	// sent, and a last one at the end if any was written.
 	progress     io.Writer
@@ -118,7 +137,24 @@ func (s *sender) report(final bool) {
 }
 
 func (s *sender) add(ctx context.Context, body []byte, attrs map[string]string) {
-	s.pending = append(s.pending, s.pub.Publish(ctx, &client.Message{Body: body, Attributes: attrs}))
+	s.added++
+	m := &client.Message{Body: body, Attributes: attrs}
+	if s.id != nil {
+		m.ID = s.id(s.added)
+	}
+	s.pending = append(s.pending, s.pub.Publish(ctx, m))
+}
+
+// messageIDs returns the ids the flags give messages: id for the only
+// one, or prefix-n for the nth; nil when neither is set.
+func messageIDs(id, prefix string) func(int) string {
+	switch {
+	case id != "":
+		return func(int) string { return id }
+	case prefix != "":
+		return func(n int) string { return prefix + "-" + strconv.Itoa(n) }
+	}
+	return nil
 }
 
 // drain prints the ids of the oldest results until at most keep are

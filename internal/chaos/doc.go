@@ -108,6 +108,15 @@
 //	                  (2 qgate processes), replicas 2: lost = 0 (--seed
 //	                  replays a schedule)
 //
+// S18 checks issue 13's idempotent sends: every unary Send (publishers'
+// and bursts') carries its body's id as the client-chosen message id and
+// is made twice, the second a retry whatever the first's outcome, while
+// 1 of 3 nodes is SIGKILLed at the peak and restarted; one subscriber.
+//
+//	S18               replicas 2: lost = 0, duplicates ≤ 1%
+//	S18-r1            replicas 1 (where the client ids, not replication,
+//	                  deduplicate): duplicates ≤ 1%, loss reported
+//
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
 // but delivered = 0. Short forms take 7-14 s each, S17 about 25 s (go test
 // ./internal/chaos/); long forms (Params.Long, qgate chaos --long) hold

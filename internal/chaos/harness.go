@@ -51,6 +51,9 @@ type Harness struct {
 	// bursts are Burst's sends in progress; burstN numbers the bursts.
 	bursts sync.WaitGroup
 	burstN int
+	// twice: every unary Send (publishers' and bursts') carries its id as
+	// the client-chosen message id and is made twice, a retry (S18).
+	twice  bool
 	due    sync.Map // id -> time.Time: earliest delivery of deferred messages
 	nacked sync.Map // id -> time.Time: earliest redelivery after a nack
 

@@ -63,6 +63,9 @@ type publisher struct {
 	// due records, for deferred messages, when each id may be delivered.
 	due *sync.Map
 	seq int
+	// twice: send every message twice, a retry with its id as the
+	// client-chosen message id (S18).
+	twice bool
 }
 
 // run sends until ctx is done.
@@ -85,19 +88,31 @@ func (p *publisher) run(ctx context.Context) {
 		if p.delay > 0 {
 			req.Delay = durationpb.New(p.delay)
 		}
-		// The send is not cut short by ctx: an attempt in progress when
-		// the load stops completes (or times out) and is recorded.
-		sctx, cancel := context.WithTimeout(context.Background(), p.timeout)
-		start := time.Now()
 		if p.due != nil {
-			p.due.Store(id, start.Add(p.delay))
+			p.due.Store(id, time.Now().Add(p.delay))
 		}
-		resp, err := p.client.Send(sctx, req)
-		end := time.Now()
-		cancel()
-		o, code := classify(err)
-		p.ledger.RecordSend(SendRecord{IDs: []string{id}, MessageIDs: resp.GetMessageIds(), Outcome: o, Code: code, Start: start, End: end})
+		if !p.twice {
+			sendRecorded(p.client, req, id, p.timeout, p.ledger)
+			continue
+		}
+		req.Messages[0].Id = id
+		for range 2 { // the second is a retry, whatever the first's outcome
+			sendRecorded(p.client, req, id, p.timeout, p.ledger)
+		}
 	}
+}
+
+// sendRecorded makes one Send of the message id and records it. The send
+// is not cut short by the load's end: an attempt in progress completes
+// (or times out) and is recorded.
+func sendRecorded(client qgatev1.QueueServiceClient, req *qgatev1.SendRequest, id string, timeout time.Duration, l *Ledger) Outcome {
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := client.Send(sctx, req)
+	o, code := classify(err)
+	l.RecordSend(SendRecord{IDs: []string{id}, MessageIDs: resp.GetMessageIds(), Outcome: o, Code: code, Start: start, End: time.Now()})
+	return o
 }
 
 // Action is what a subscriber does with a delivery.
@@ -461,18 +476,20 @@ func (h *Harness) Burst(ctx context.Context, gw, n int) {
 			defer h.bursts.Done()
 			defer ended.Done()
 			id := fmt.Sprintf("%s-%06d", tag, i+1)
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			start := time.Now()
-			resp, err := client.Send(sctx, &qgatev1.SendRequest{
+			req := &qgatev1.SendRequest{
 				Topic:    h.topic,
 				Messages: []*qgatev1.Message{{Body: []byte(id), Attributes: map[string]string{"chaos": "1"}}},
 				Replicas: uint32(h.replicas()),
-			})
-			o, code := classify(err)
-			h.ledger.RecordSend(SendRecord{IDs: []string{id}, MessageIDs: resp.GetMessageIds(), Outcome: o, Code: code, Start: start, End: time.Now()})
+			}
+			if h.twice {
+				req.Messages[0].Id = id
+			}
+			o := sendRecorded(client, req, id, 2*time.Second, h.ledger)
 			if o == Acked && acked.Add(1) >= int64(n/2) {
 				once.Do(func() { close(half) })
+			}
+			if h.twice {
+				sendRecorded(client, req, id, 2*time.Second, h.ledger) // the retry
 			}
 		}()
 	}

@@ -37,6 +37,8 @@ var (
 		Why: "in normal operation a message reaches one subscriber of the channel, across qgate instances"}
 	dupsKilled = Promise{Metric: "duplicates %", Max: 1,
 		Why: "after a node is lost for good, few of its messages are delivered twice"}
+	dupsRetried = Promise{Metric: "duplicates %", Max: 1,
+		Why: "a retried Send carrying the same client ids is delivered once, a node killed meanwhile or not"}
 )
 
 // burstSize is the number of concurrent Sends of a peak.
@@ -211,6 +213,43 @@ func s16() Scenario {
 		Promises: []Promise{noLoss, dupsNormal},
 		Notes:    []string{"issue 9 finding 3: duplicates were dropped only within one subscription, so the two copies of a message reached two subscribers (35-50% of messages twice)"},
 	})
+}
+
+// s18 is issue 13's idempotent sends: every Send is made twice with the
+// same client-chosen ids (a retry), while a node is SIGKILLed at the peak
+// of writes and restarted; one qgate, one subscriber. With replicas 2 the
+// copies of a message are deduplicated as replicas anyway; replicas 1
+// shows the client ids at work (its losses are nsqd's, as in S13-*-r1).
+func s18(replicas int) Scenario {
+	name := "S18"
+	promises := []Promise{noLoss, dupsRetried}
+	notes := []string{"issue 13: the retry of a message is the same message (its client id), delivered once",
+		"unary Send only: both sends of an id go through one qgate"}
+	if replicas < 2 {
+		name = "S18-r1"
+		promises = []Promise{dupsRetried}
+		notes = append(notes, "without client ids every message both sends wrote is delivered twice; lost is reported, not promised (one copy: nsqd loses what it held in memory when killed)")
+	}
+	sc := issue9(Scenario{
+		Name:        name,
+		Title:       fmt.Sprintf("every Send made twice with the same client ids (a retry), SIGKILL 1 of 3 nodes at the peak of writes, restart it (replicas=%d, 1 subscriber)", replicas),
+		Replicas:    replicas,
+		Subscribers: 1,
+		Setup: func(_ context.Context, h *Harness) error {
+			h.twice = true
+			h.AddPublisher("p1", h.rate/2, 0)
+			h.AddPublisher("p2", h.rate-h.rate/2, 0)
+			for _, p := range h.pubs {
+				p.twice = true
+			}
+			return nil
+		},
+		Fault:    peakKill("n2"),
+		Promises: promises,
+		Notes:    notes,
+	})
+	sc.Streams = false
+	return sc
 }
 
 // s17 is the seeded random nemesis: node SIGKILL/restart, SIGSTOP/SIGCONT

@@ -31,6 +31,7 @@ const (
 	fieldReplicas    = 5
 	fieldNotBefore   = 6
 	fieldStandby     = 7
+	fieldClientID    = 8
 
 	fieldMapKey   = 1
 	fieldMapValue = 2
@@ -55,6 +56,10 @@ type Message struct {
 	// Standby marks every copy of a replicated send but the first: it is
 	// delivered only if no other copy was acknowledged by NotBefore.
 	Standby bool
+	// ClientID marks an ID the client chose: another send may have written
+	// the same message (a retry), so subscriptions deduplicate it by ID
+	// whatever its Replicas.
+	ClientID bool
 }
 
 // Size returns the encoded size of m, Magic included.
@@ -78,6 +83,9 @@ func Size(m *Message) int {
 	}
 	if m.Standby {
 		n += protowire.SizeTag(fieldStandby) + protowire.SizeVarint(1)
+	}
+	if m.ClientID {
+		n += protowire.SizeTag(fieldClientID) + protowire.SizeVarint(1)
 	}
 	return n
 }
@@ -114,6 +122,10 @@ func Append(dst []byte, m *Message) []byte {
 	}
 	if m.Standby {
 		dst = protowire.AppendTag(dst, fieldStandby, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, 1)
+	}
+	if m.ClientID {
+		dst = protowire.AppendTag(dst, fieldClientID, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, 1)
 	}
 	return dst
@@ -194,12 +206,17 @@ func Decode(b []byte) (m Message, ok bool) {
 				return Message{}, false
 			}
 			m.Replicas, b = uint32(v), b[n:]
-		case num == fieldStandby && typ == protowire.VarintType:
+		case (num == fieldStandby || num == fieldClientID) && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return Message{}, false
 			}
-			m.Standby, b = v != 0, b[n:]
+			if num == fieldStandby {
+				m.Standby = v != 0
+			} else {
+				m.ClientID = v != 0
+			}
+			b = b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {

@@ -169,6 +169,33 @@ func TestRoundTripStandby(t *testing.T) {
 	}
 }
 
+func TestRoundTripClientID(t *testing.T) {
+	in := &Message{ID: "order:1234", PublishTime: time.Unix(1700000000, 0), Body: []byte("b"), ClientID: true}
+	b := Append(nil, in)
+	if got, want := len(b), Size(in); got != want {
+		t.Errorf("len(Append) = %d, Size = %d", got, want)
+	}
+	m, ok := Decode(b)
+	if !ok || !m.ClientID || m.ID != "order:1234" || m.Replicas != 0 {
+		t.Fatalf("Decode = %+v, %v; want client id order:1234", m, ok)
+	}
+	var pb qgatev1.Envelope
+	if err := proto.Unmarshal(b[len(Magic):], &pb); err != nil {
+		t.Fatalf("proto.Unmarshal: %v", err)
+	}
+	if !pb.GetClientId() || pb.GetMessageId() != "order:1234" {
+		t.Errorf("protobuf view = %v", &pb)
+	}
+	pb.ClientId = false
+	enc, err := proto.Marshal(&pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := Decode(append([]byte(Magic), enc...)); !ok || m.ClientID {
+		t.Errorf("Decode(proto.Marshal) without client_id = %+v, %v", m, ok)
+	}
+}
+
 func TestAckRecordIsProto(t *testing.T) {
 	until, since, sent := time.Unix(1700000000, 42), time.Unix(1699999990, 7), time.Unix(1700000001, 3)
 	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""},

@@ -42,7 +42,7 @@ type Envelope struct {
 	Body []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
 	// For a replicated send, the number of copies written (each to a node of
 	// a different group); 0 for a message written once. qgate's subscriptions
-	// deduplicate by message_id only the messages that carry it.
+	// deduplicate by message_id only the messages that carry it or client_id.
 	Replicas uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	// The earliest time the message may be delivered. A qgate subscription
 	// that receives the message earlier (nsqd with --mem-queue-size=0 writes
@@ -55,7 +55,12 @@ type Envelope struct {
 	// acknowledged on its channel by then (through any qgate sharing the
 	// pool's ack records). See docs/ARCHITECTURE.md, "One delivery per
 	// message".
-	Standby       bool `protobuf:"varint,7,opt,name=standby,proto3" json:"standby,omitempty"`
+	Standby bool `protobuf:"varint,7,opt,name=standby,proto3" json:"standby,omitempty"`
+	// True when message_id was chosen by the client (Message.id): another
+	// Send may have written a copy under the same id (a retry), so qgate's
+	// subscriptions deduplicate the message by message_id as they do the
+	// copies of a replicated send, whatever its replicas.
+	ClientId      bool `protobuf:"varint,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +140,13 @@ func (x *Envelope) GetNotBefore() *timestamppb.Timestamp {
 func (x *Envelope) GetStandby() bool {
 	if x != nil {
 		return x.Standby
+	}
+	return false
+}
+
+func (x *Envelope) GetClientId() bool {
+	if x != nil {
+		return x.ClientId
 	}
 	return false
 }
@@ -314,7 +326,7 @@ var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x02\n" +
+	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n" +
 	"\bEnvelope\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12B\n" +
@@ -326,7 +338,8 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\breplicas\x18\x05 \x01(\rR\breplicas\x129\n" +
 	"\n" +
 	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x18\n" +
-	"\astandby\x18\a \x01(\bR\astandby\x1a=\n" +
+	"\astandby\x18\a \x01(\bR\astandby\x12\x1b\n" +
+	"\tclient_id\x18\b \x01(\bR\bclientId\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x01\n" +

@@ -34,7 +34,38 @@ type Message struct {
 	Body []byte `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
 	// Application attributes, delivered with the message. Keys are 1 to 256
 	// bytes, values up to 4096 bytes, both valid UTF-8; at most 64 attributes.
-	Attributes    map[string]string `protobuf:"bytes,2,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attributes map[string]string `protobuf:"bytes,2,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A client-chosen message id, for idempotent sends. Optional: empty means
+	// the server assigns one. When set it is 1 to 64 bytes of [A-Za-z0-9._:-]
+	// (room for a UUID, a ULID, a hash in hex or a prefixed key such as
+	// "order:1234"; nothing that needs escaping in a log line, a URL or a
+	// header), distinct within the request; otherwise the request fails with
+	// INVALID_ARGUMENT and a violation on messages[i].id. It is the id
+	// returned in SendResponse.message_ids and delivered in
+	// Delivery.message_id.
+	//
+	// The id names the message: sends of the same id to a topic are one
+	// message (its body and attributes are those of whichever copy is
+	// delivered). A retried Send carrying the same ids is delivered once per
+	// channel: a copy whose id was acknowledged on the channel within the
+	// dedup window (10 minutes, and at most 200,000 ids per channel, oldest
+	// forgotten first: the nsq backend's DedupWindow and DedupMaxIDs) is
+	// finished without delivery, whichever qgate instance and node
+	// took it; a copy that arrives while another copy of the id is delivered
+	// and not yet settled waits for that one's outcome (finished if it is
+	// acked, delivered if it is not). A copy is finished only once another
+	// copy is known acknowledged, so deduplication never loses a message.
+	//
+	// Not deduplicated: a copy arriving after the id left the window (by age
+	// or the memory budget); two copies taken through two qgate instances
+	// before either instance learned of the other's (the ack records travel
+	// between instances in a few milliseconds); a lost ack record; and
+	// ordinary redeliveries of one copy (nack, expired ack deadline, ended
+	// stream), which come with attempt + 1. Each channel deduplicates on its
+	// own: every channel of the topic gets the message once. Server-assigned
+	// ids never repeat, so an id a client chooses matches one only if copied
+	// from it.
+	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -81,6 +112,13 @@ func (x *Message) GetAttributes() map[string]string {
 		return x.Attributes
 	}
 	return nil
+}
+
+func (x *Message) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
 }
 
 // SendRequest is the request of QueueService.Send.
@@ -177,7 +215,8 @@ func (x *SendRequest) GetReplicas() uint32 {
 type SendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One id per message, in request order. A subscriber sees the same id in
-	// Delivery.message_id. Ids are 32 lowercase hex characters.
+	// Delivery.message_id. A message's client-chosen id (Message.id) when it
+	// has one; else a server-assigned id of 32 lowercase hex characters.
 	MessageIds    []string `protobuf:"bytes,1,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1173,12 +1212,13 @@ var File_qgate_v1_queue_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\n" +
-	"\x14qgate/v1/queue.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9f\x01\n" +
+	"\x14qgate/v1/queue.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xaf\x01\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12A\n" +
 	"\n" +
 	"attributes\x18\x02 \x03(\v2!.qgate.v1.Message.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +

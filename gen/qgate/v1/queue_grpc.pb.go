@@ -48,13 +48,15 @@ type QueueServiceClient interface {
 	// OK means a node acknowledged the write of every message in the request.
 	// The messages of one request are written together to one node. Any other
 	// status means nothing may be assumed: some or all messages may or may not
-	// have been written (retrying may duplicate).
+	// have been written (retrying may duplicate, unless the messages carry
+	// client-chosen ids: see Message.id).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
 	// field violations), UNAVAILABLE (no node can take the write now; retry
 	// later. Not proof that nothing was written: an attempt that timed out may
 	// still have landed on its node, so a retry may write the messages twice,
-	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// under new message ids, unless they carry client-chosen ids: see
+	// Message.id), DEADLINE_EXCEEDED (the call's deadline passed;
 	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
@@ -168,13 +170,15 @@ type QueueServiceServer interface {
 	// OK means a node acknowledged the write of every message in the request.
 	// The messages of one request are written together to one node. Any other
 	// status means nothing may be assumed: some or all messages may or may not
-	// have been written (retrying may duplicate).
+	// have been written (retrying may duplicate, unless the messages carry
+	// client-chosen ids: see Message.id).
 	//
 	// Errors: INVALID_ARGUMENT (bad topic, body, attribute, delay or batch, with
 	// field violations), UNAVAILABLE (no node can take the write now; retry
 	// later. Not proof that nothing was written: an attempt that timed out may
 	// still have landed on its node, so a retry may write the messages twice,
-	// under new message ids), DEADLINE_EXCEEDED (the call's deadline passed;
+	// under new message ids, unless they carry client-chosen ids: see
+	// Message.id), DEADLINE_EXCEEDED (the call's deadline passed;
 	// outcome unknown), CANCELLED, RESOURCE_EXHAUSTED (a server limit was hit).
 	Send(context.Context, *SendRequest) (*SendResponse, error)
 	// SendStream is Send for throughput: the client streams requests, each with
