@@ -198,7 +198,14 @@ func TestReplicasMoreThanNodes(t *testing.T) {
 // the third group).
 func TestReplicasSurviveKill(t *testing.T) {
 	procs := startProcs(t, 3, nsqdtest.Args("--mem-queue-size=0", "--sync-every=1"))
-	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) { c.StandbyDelay = time.Second })
+	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
+		c.StandbyDelay = time.Second
+		// A killed node refuses connections: it is found at once whatever
+		// the timeout. A generous one keeps the survivors, fsyncing every
+		// message on a loaded test machine, from being taken for dead
+		// (the suite under load 37 saw "0 nodes usable").
+		c.Check.Timeout, c.Check.Fall = 2*time.Second, 3
+	})
 	const topic = "replkill"
 	sub := subscribe(t, p, topic, "c", 50)
 	c, _ := consumeAll(t, sub)
