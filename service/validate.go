@@ -168,14 +168,14 @@ func largestBody(limit int, sz backends.Sizer, m *backends.Message, size int) in
 		c.Body = m.Body[:n]
 		return sz.MessageSize(&c)
 	}
-	n := len(m.Body) - (size - limit)
+	n := max(len(m.Body)-(size-limit), 0) // negative: the envelope alone is too big
 	for n > 0 && with(n) > limit {
 		n--
 	}
 	for n+1 < len(m.Body) && with(n+1) <= limit {
 		n++
 	}
-	return max(n, 0)
+	return n
 }
 
 // checkMessageID validates the client-chosen id of message i (not empty):
