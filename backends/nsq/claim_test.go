@@ -3,7 +3,6 @@ package nsq
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -95,40 +94,8 @@ func TestBacklogDrainedByTwoInstances(t *testing.T) {
 			// Every standby due: both copies of each message live. Each
 			// instance hears the other's heartbeats meanwhile.
 			time.Sleep(standby)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			var mu sync.Mutex
-			got := map[string]int{}
-			var wg sync.WaitGroup
-			for _, p := range []*Pool{a, b} {
-				sub := subscribeOpts(t, p, backends.SubscribeOptions{Topic: topic, Channel: "c", MaxInFlight: 20, AckDeadline: 2 * time.Second})
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						d, err := sub.Receive(ctx)
-						if err != nil {
-							return
-						}
-						mu.Lock()
-						got[d.ID]++
-						mu.Unlock()
-						_ = d.Acker.Ack()
-					}
-				}()
-			}
-			waitChannelEmpty(t, localHTTP(nodes), topic, "c", 2*n, 60*time.Second)
-			cancel()
-			wg.Wait()
-			dups := 0
-			for i := range n {
-				switch c := got[fmt.Sprint("m", i)]; {
-				case c == 0:
-					t.Errorf("m%d never delivered", i)
-				case c > 1:
-					dups++
-				}
-			}
+			opts := backends.SubscribeOptions{Topic: topic, Channel: "c", MaxInFlight: 20, AckDeadline: 2 * time.Second}
+			dups := drainAcking(t, localHTTP(nodes), topic, n, 60*time.Second, subscribeOpts(t, a, opts), subscribeOpts(t, b, opts))
 			if settle < 0 {
 				t.Logf("control: %d of %d messages delivered twice without the settle wait", dups, n)
 				return
