@@ -2,7 +2,9 @@ package chaos
 
 import (
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +78,78 @@ func TestQueuedIDs(t *testing.T) {
 	want := []string{"before-channel", "queued-0", "queued-1", "queued-2"}
 	if !slices.Equal(ids, want) {
 		t.Fatalf("queued ids = %v, want %v (in flight at the stop: %s)", ids, want, inFlight)
+	}
+}
+
+// TestAddQueued: after a drain that ran out of time, acked messages a node
+// still holds are re-counted from lost to "still queued", and only those;
+// after a drain that gave up because deliveries stopped they stay lost;
+// and with nothing left on the nodes nothing is re-counted. Two real nsqd
+// processes: n2 holds two of the three undelivered messages, n1 another
+// message the ledger does not miss.
+func TestAddQueued(t *testing.T) {
+	bin := nsqdtest.NSQDBinary(t)
+	undelivered := []string{"q1", "q2", "gone"}
+	cases := []struct {
+		name      string
+		publish   bool // q1, q2 on n2, "other" on n1
+		stuck     bool
+		wantLost  float64
+		wantQueue float64 // -1: no "still queued" metric
+	}{
+		{"time limit", true, false, 1, 2},
+		{"deliveries stopped", true, true, 3, 2},
+		{"nodes empty", false, false, 3, -1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cl, err := startCluster(t.Context(), bin, t.TempDir(), 2, nil, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.close() })
+			if c.publish {
+				publish(t, cl.procs[1].TCPAddr(), "chaos", "q1", "q2")
+				publish(t, cl.procs[0].TCPAddr(), "chaos", "other")
+			}
+			h := &Harness{cluster: cl, topic: "chaos", drainStuck: c.stuck}
+			r := &Report{}
+			r.AddText("lost", float64(len(undelivered)), "", "before")
+			h.addQueued(t.Context(), r, Result{Lost: undelivered})
+
+			got := map[string]Metric{}
+			for _, m := range r.Metrics {
+				got[m.Name] = m
+			}
+			if v := got["lost"].Value; v != c.wantLost {
+				t.Errorf("lost = %v (%s), want %v", v, got["lost"].Text, c.wantLost)
+			}
+			q, ok := got["undelivered, still queued"]
+			switch {
+			case c.wantQueue < 0 && ok:
+				t.Errorf("still queued reported with empty nodes: %s", q.Text)
+			case c.wantQueue >= 0 && (!ok || q.Value != c.wantQueue):
+				t.Errorf("still queued = %v (%s), want %v", q.Value, q.Text, c.wantQueue)
+			case c.wantQueue > 0 && (!strings.Contains(q.Text, "n2 2") || strings.Contains(q.Text, "n1 ")):
+				t.Errorf("still queued text %q: want n2 2 and no n1", q.Text)
+			}
+		})
+	}
+}
+
+// publish sends ledger ids as envelope bodies to topic on one nsqd.
+func publish(t *testing.T, addr, topic string, ids ...string) {
+	t.Helper()
+	prod, err := gonsq.NewProducer(addr, gonsq.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Stop()
+	prod.SetLogger(nil, gonsq.LogLevelError)
+	for i, id := range ids {
+		b := envelope.Append(nil, &envelope.Message{ID: fmt.Sprintf("%032x", i), Body: []byte(id), PublishTime: time.Now()})
+		if err := prod.Publish(topic, b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

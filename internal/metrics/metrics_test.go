@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -14,13 +13,13 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq"
 	nsqhealth "github.com/qgate/qgate/backends/nsq/health"
+	"github.com/qgate/qgate/internal/grpctest"
 	"github.com/qgate/qgate/internal/metrics"
 	"github.com/qgate/qgate/internal/nsqd/nsqdtest"
 )
@@ -292,17 +291,7 @@ func TestHTTPAndGRPCMetrics(t *testing.T) {
 	)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	m.InitializeGRPC(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := grpctest.Serve(t, srv)
 	for range 3 {
 		if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 			t.Fatal(err)
