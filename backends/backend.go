@@ -52,6 +52,10 @@ type Message struct {
 	// within the backend's documented dedup window, as they do the copies
 	// of a replicated send.
 	ClientID bool
+	// ExpireAt, if not zero, is when the message expires: subscriptions
+	// do not hand it out after it (see SubscribeOptions.DeadLetterExpired).
+	// A delivery made before it stands.
+	ExpireAt time.Time
 }
 
 // SendOptions modify a Send.
@@ -144,9 +148,14 @@ type SubscribeOptions struct {
 	// dead letter carries the attributes qgate-dead-letter-attempts (the
 	// deliveries made, i.e. MaxAttempts) and qgate-dead-letter-reason.
 	MaxAttempts int
-	// DeadLetterTopic receives messages past MaxAttempts. Required when
-	// MaxAttempts > 0.
+	// DeadLetterTopic receives messages past MaxAttempts, and expired
+	// ones with DeadLetterExpired. Required when either is set.
 	DeadLetterTopic string
+	// DeadLetterExpired sends a message met after its ExpireAt to
+	// DeadLetterTopic (reason "expired", and the attribute
+	// qgate-dead-letter-expire-time) instead of finishing it undelivered.
+	// The dead letter does not expire.
+	DeadLetterExpired bool
 }
 
 // Subscription delivers messages of one topic and channel.

@@ -36,6 +36,12 @@ type Message struct {
 	// Replicas, if above 0, overrides PublishSettings.Replicas for this
 	// message.
 	Replicas int
+	// TTL, if above 0, is the message's time to live (qgate.v1.Message.ttl):
+	// it is not delivered after TTL from when qgate accepted it. From 1 ms
+	// to 366 days, and longer than the delay. A retry counts it again from
+	// its own acceptance, so a retried message may live up to the retry
+	// time longer.
+	TTL time.Duration
 }
 
 // FlowControl says what Publish does when the outstanding bounds are
@@ -273,6 +279,9 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 	}
 	r := &PublishResult{ready: make(chan struct{})}
 	msg := &qgatev1.Message{Id: m.ID, Body: m.Body, Attributes: m.Attributes}
+	if m.TTL > 0 {
+		msg.Ttl = durationpb.New(m.TTL)
+	}
 	if msg.Id == "" {
 		// An id of its own, kept by every retry of the batch: a retried
 		// batch whose first attempt was written after all is then

@@ -106,6 +106,9 @@ func (ss *session) read(ctx context.Context) {
 			if t := pd.GetPublishTime(); t != nil {
 				d.PublishTime = t.AsTime()
 			}
+			if t := pd.GetExpireTime(); t != nil {
+				d.ExpireTime = t.AsTime()
+			}
 			total += d.size
 			out[i] = d
 		}

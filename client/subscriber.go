@@ -54,9 +54,12 @@ type ReceiveSettings struct {
 	// MaxOutstandingMessages pending acks are sent at once.
 	AckDelay time.Duration
 	// MaxAttempts and DeadLetterTopic are the subscription's dead
-	// lettering (open.max_attempts, open.dead_letter_topic).
-	MaxAttempts     int
-	DeadLetterTopic string
+	// lettering (open.max_attempts, open.dead_letter_topic);
+	// DeadLetterExpired sends expired messages there too instead of
+	// dropping them (open.dead_letter_expired).
+	MaxAttempts       int
+	DeadLetterTopic   string
+	DeadLetterExpired bool
 	// Retry is the backoff between attempts to reopen a broken stream.
 	// Default DefaultRetry.
 	Retry Backoff
@@ -135,6 +138,10 @@ type Delivery struct {
 	Attempt int
 	// PublishTime is when qgate accepted the message.
 	PublishTime time.Time
+	// ExpireTime is when the message expires (Message.TTL); zero if it
+	// does not. qgate does not deliver it after then; a handler that
+	// finishes later may still ack it.
+	ExpireTime time.Time
 
 	ackID    string
 	sess     *session
@@ -259,7 +266,8 @@ func (s *Subscriber) session(ctx context.Context, work chan<- *Delivery, fc *flo
 	open := &qgatev1.SubscribeRequest_Open{Topic: s.topic, Channel: s.channel,
 		MaxInFlight: uint32(s.s.MaxOutstandingMessages), MaxBatch: uint32(s.s.MaxBatch),
 		MaxBatchBytes: uint32(min(max(s.s.MaxBatchBytes, 0), math.MaxUint32)),
-		MaxAttempts:   uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic}
+		MaxAttempts:   uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic,
+		DeadLetterExpired: s.s.DeadLetterExpired}
 	if s.s.AckDeadline > 0 {
 		open.AckDeadline = durationpb.New(s.s.AckDeadline)
 	}

@@ -249,3 +249,42 @@ func TestReceiveFlowControl(t *testing.T) {
 		t.Errorf("at most %d handlers ran at once, want 1 (10-byte bound, 8-byte bodies)", m)
 	}
 }
+
+// TestTTLRoundTrip: a message published with a TTL is received with its
+// expiry (qgate's accept time + TTL); one without has none.
+func TestTTLRoundTrip(t *testing.T) {
+	e := newEnv(t, gatewayOptions{})
+	c := newClient(t, e.gw.addr)
+	p := c.Publisher("ttl", client.PublishSettings{})
+	defer p.Stop()
+	s := c.Subscriber("ttl", "c", client.ReceiveSettings{})
+	got := make(chan *client.Delivery, 2)
+	stop := receive(s, func(_ context.Context, d *client.Delivery) {
+		d.Ack()
+		got <- d
+	})
+	defer stop()
+	before := time.Now()
+	if _, err := p.Publish(t.Context(), &client.Message{Body: []byte("ttl"), TTL: time.Hour}).Get(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	publishOne(t, p, "none")
+	for range 2 {
+		select {
+		case d := <-got:
+			switch string(d.Body) {
+			case "ttl":
+				if d.ExpireTime.Before(before.Add(time.Hour)) || d.ExpireTime.After(after.Add(time.Hour)) {
+					t.Errorf("ExpireTime %v, want between %v and %v", d.ExpireTime, before.Add(time.Hour), after.Add(time.Hour))
+				}
+			default:
+				if !d.ExpireTime.IsZero() {
+					t.Errorf("ExpireTime %v for a message without TTL", d.ExpireTime)
+				}
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("not delivered")
+		}
+	}
+}

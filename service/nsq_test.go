@@ -206,6 +206,46 @@ func TestNSQClientIDs(t *testing.T) {
 	}
 }
 
+// TestNSQExpiry: a message with a ttl is delivered with its expire_time
+// (accept time + ttl); one that expired before a subscriber came is not
+// delivered, and with dead_letter_expired goes to the dead-letter topic
+// with the reason "expired".
+func TestNSQExpiry(t *testing.T) {
+	env := startNSQ(t, 1)
+	send := func(topic string, ms ...*qgatev1.Message) {
+		t.Helper()
+		if _, err := env.client.Send(t.Context(), &qgatev1.SendRequest{Topic: topic, Messages: ms}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now()
+	stream, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "ttl", Channel: "c"})
+	send("ttl", &qgatev1.Message{Body: []byte("hour"), Ttl: durationpb.New(time.Hour)})
+	d := recvDelivery(t, stream)
+	if exp := d.GetExpireTime().AsTime(); d.GetExpireTime() == nil || exp.Before(before.Add(time.Hour)) || exp.After(time.Now().Add(time.Hour)) {
+		t.Errorf("expire_time %v, want the send's time + 1h", d.GetExpireTime())
+	}
+	if err := stream.Send(ackReq(d.GetAckId())); err != nil {
+		t.Fatal(err)
+	}
+
+	// Sent before any subscriber of "gone", expired when one comes.
+	nsqdtest.Create(t, env.nodes[0].HTTPAddr, "gone", "c")
+	nsqdtest.Create(t, env.nodes[0].HTTPAddr, "gone.dead", "raw")
+	send("gone", &qgatev1.Message{Id: "short", Body: []byte("short"), Ttl: durationpb.New(time.Millisecond)})
+	// Accepted before Send returned: expired a millisecond after that.
+	time.Sleep(time.Millisecond) // the condition is the clock itself
+	send("gone", &qgatev1.Message{Body: []byte("after")})
+	gone, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "gone", Channel: "c", DeadLetterExpired: true})
+	if d := recvDelivery(t, gone); string(d.GetBody()) != "after" || d.GetExpireTime() != nil {
+		t.Fatalf("got %v, want the message without ttl (the expired one not delivered)", d)
+	}
+	dead, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "gone.dead", Channel: "raw"})
+	if d := recvDelivery(t, dead); d.GetMessageId() != "short" || d.GetAttributes()["qgate-dead-letter-reason"] != "expired" || d.GetExpireTime() != nil {
+		t.Errorf("dead letter %v, want short, reason expired, no expire_time", d)
+	}
+}
+
 // TestNSQNackAndClose: a nacked delivery comes back with attempt 2; a
 // stream that ends hands its unacked delivery back at once.
 func TestNSQNackAndClose(t *testing.T) {

@@ -129,6 +129,9 @@ func (q *Queue) send(ctx context.Context, req *qgatev1.SendRequest) ([]string, e
 			// The client's id: a retry of this Send is the same message.
 			ids[i], msgs[i].ID, msgs[i].ClientID = id, id, true
 		}
+		if ttl := m.GetTtl().AsDuration(); ttl > 0 {
+			msgs[i].ExpireAt = publish.Add(ttl)
+		}
 		ptrs[i] = &msgs[i]
 	}
 	replicas := int(req.GetReplicas())

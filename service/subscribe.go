@@ -266,6 +266,9 @@ func deliveryProto(d *backends.Delivery, ackID string) *qgatev1.Delivery {
 	if !d.PublishTime.IsZero() {
 		out.PublishTime = timestamppb.New(d.PublishTime)
 	}
+	if !d.ExpireAt.IsZero() {
+		out.ExpireTime = timestamppb.New(d.ExpireAt)
+	}
 	return out
 }
 

@@ -127,12 +127,16 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			seen = checkMessageID(&v, i, id, seen)
 		}
 		checkAttributes(&v, i, m.GetAttributes())
+		var expires time.Time // any non-zero time: sized as the largest
+		if ttl := checkTTL(&v, i, m.GetTtl(), delay); ttl > 0 {
+			expires = time.Unix(0, 1)
+		}
 		body := m.GetBody()
 		if len(body) == 0 {
 			v.add(msgField(i, "body"), "is empty; at least 1 byte is required")
 			continue
 		}
-		stored := &backends.Message{ID: cmp.Or(id, idPlaceholder), Attributes: m.GetAttributes(), Body: body, ClientID: id != ""}
+		stored := &backends.Message{ID: cmp.Or(id, idPlaceholder), Attributes: m.GetAttributes(), Body: body, ClientID: id != "", ExpireAt: expires}
 		size := sz.MessageSize(stored)
 		if size > l.MaxBodyBytes {
 			v.add(msgField(i, "body"), tooBig(l, sz, stored, size))
@@ -144,6 +148,31 @@ func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Dur
 			batch, l.MaxBatchBytes)
 	}
 	return delay, v.err("send request")
+}
+
+// Limits of Message.ttl.
+const (
+	MinTTL = time.Millisecond
+	MaxTTL = 366 * 24 * time.Hour
+)
+
+// checkTTL validates messages[i].ttl against the request's delay and
+// returns it (0: none).
+func checkTTL(v *violations, i int, d *durationpb.Duration, delay time.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	field := msgField(i, "ttl")
+	ttl := v.checkDuration(field, d, 0, 0, MaxTTL)
+	switch {
+	case ttl <= 0:
+		return 0
+	case ttl < MinTTL:
+		v.addf(field, "is %v; at least %v is required (0 or unset: never expires)", ttl, MinTTL)
+	case ttl <= delay:
+		v.addf(field, "is %v; it must be longer than the delay (%v), or the message expires before it is due", ttl, delay)
+	}
+	return ttl
 }
 
 // tooBig says why a body of size bytes as stored is refused: the store's
@@ -267,6 +296,8 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 		Channel:     o.GetChannel(),
 		MaxInFlight: int(o.GetMaxInFlight()),
 		MaxAttempts: int(o.GetMaxAttempts()),
+		// Expired messages to the dead-letter topic.
+		DeadLetterExpired: o.GetDeadLetterExpired(),
 	}
 	if opts.MaxInFlight == 0 {
 		opts.MaxInFlight = DefaultSubscribeMaxInFlight
@@ -300,7 +331,7 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 		dl = deadLetterDefault(o.GetTopic())
 		if p := nameProblem(dl); p == "" {
 			opts.DeadLetterTopic = dl
-		} else if opts.MaxAttempts > 0 {
+		} else if opts.MaxAttempts > 0 || opts.DeadLetterExpired {
 			v.addf("open.dead_letter_topic", "is unset and the default %q %s; name one", dl, p)
 		}
 	}

@@ -50,6 +50,18 @@ func idMsgs(ids ...string) []*qgatev1.Message {
 	return out
 }
 
+// ttlMsgs returns one message per ttl (0: unset).
+func ttlMsgs(ttls ...time.Duration) []*qgatev1.Message {
+	out := make([]*qgatev1.Message, len(ttls))
+	for i, ttl := range ttls {
+		out[i] = &qgatev1.Message{Body: []byte("x")}
+		if ttl != 0 {
+			out[i].Ttl = durationpb.New(ttl)
+		}
+	}
+	return out
+}
+
 // maxBody is the largest body that fits the default limit with no
 // attributes.
 func maxBody() int {
@@ -125,6 +137,14 @@ func badSendRequests() []struct {
 		{"slash in id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a/b")}, []string{"messages[0].id"}},
 		{"non-ASCII id", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("idé")}, []string{"messages[0].id"}},
 		{"duplicate id in a request", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a", "b", "a")}, []string{"messages[2].id"}},
+		{"ok ttl", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(time.Millisecond, MaxTTL, 0)}, nil},
+		{"ok ttl just past the delay", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(time.Hour + time.Nanosecond*1e6), Delay: durationpb.New(time.Hour)}, nil},
+		{"ttl under 1ms", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(time.Second, time.Millisecond-1)}, []string{"messages[1].ttl"}},
+		{"ttl past 366 days", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(MaxTTL + 1)}, []string{"messages[0].ttl"}},
+		{"negative ttl", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(-time.Second)}, []string{"messages[0].ttl"}},
+		{"malformed ttl", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: []byte("x"), Ttl: &durationpb.Duration{Seconds: 1, Nanos: -1}}}}, []string{"messages[0].ttl"}},
+		{"ttl not longer than the delay", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(time.Minute, 2*time.Minute), Delay: durationpb.New(time.Minute)}, []string{"messages[0].ttl"}},
+		{"max body with a ttl (the expiry counts)", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: []byte(strings.Repeat("b", big)), Ttl: durationpb.New(time.Minute)}}}, []string{"messages[0].body"}},
 		{"max body with a 64-byte id (the id counts)", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Id: strings.Repeat("x", 64), Body: []byte(strings.Repeat("b", big))}}}, []string{"messages[0].body"}},
 	}
 }
@@ -249,6 +269,7 @@ func TestCheckOpen(t *testing.T) {
 		{"max attempts 65536", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", MaxAttempts: 65536}, []string{"open.max_attempts"}, backendsOpts{}},
 		{"bad dead-letter topic", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", DeadLetterTopic: "d/l"}, []string{"open.dead_letter_topic"}, backendsOpts{}},
 		{"default dead-letter topic too long", &qgatev1.SubscribeRequest_Open{Topic: long, Channel: "c", MaxAttempts: 5}, []string{"open.dead_letter_topic"}, backendsOpts{}},
+		{"default dead-letter topic too long for expired messages", &qgatev1.SubscribeRequest_Open{Topic: long, Channel: "c", DeadLetterExpired: true}, []string{"open.dead_letter_topic"}, backendsOpts{}},
 		{"nil open", nil, []string{"open.channel", "open.topic"}, backendsOpts{}},
 	}
 	for _, tc := range tests {

@@ -1,5 +1,6 @@
 // Arrival of a message at a subscription (HandleMessage): not_before and
-// standby deferral, acked and held copies, dead-letter hand-off, queueing.
+// standby deferral, expiry, acked and held copies, dead-letter hand-off,
+// queueing.
 
 package nsq
 
@@ -31,6 +32,14 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		// nsqd dropped. Defer it (again) until it is.
 		s.mu.Unlock()
 		m.RequeueWithoutBackoff(min(wait, maxRequeueDelay))
+		return nil
+	}
+	if expired(msg, now) {
+		// Before deduplication: every copy of the message expires at the
+		// same moment, so none is delivered and none is waited for.
+		dead := s.expireLocked(m)
+		s.mu.Unlock()
+		s.expired(m, dead, !info.standby)
 		return nil
 	}
 	var claimed time.Time // a hold this copy took at arrival (see below)
@@ -213,8 +222,48 @@ func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 	if e, ok := envelope.Decode(m.Body); ok {
 		// ClientID is kept, so that a dead letter written twice (a write
 		// retried after a timeout) is deduplicated in its topic too.
-		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime, ClientID: e.ClientID},
+		return backends.Message{ID: e.ID, Body: e.Body, Attributes: e.Attributes, PublishTime: e.PublishTime, ClientID: e.ClientID, ExpireAt: e.ExpireAt},
 			copyInfo{dedup: e.Replicas > 1 || e.ClientID, anyTwin: e.ClientID, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
 	}
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{replicas: 1}
+}
+
+// ExpiryObserver is an optional Observer method: an Observer that has it
+// is told of every message of topic/channel met after its expiry and not
+// delivered (finished, or queued for the dead-letter topic when deadLetter
+// is set): once per message in the normal case, as its standby copies
+// are not counted (a message whose first copy was lost with its node is
+// counted when its standby is met).
+type ExpiryObserver interface {
+	Expired(topic, channel string, deadLetter bool)
+}
+
+// expired reports whether msg is past its expiry at now.
+func expired(msg backends.Message, now time.Time) bool {
+	return !msg.ExpireAt.IsZero() && !now.Before(msg.ExpireAt)
+}
+
+// expireLocked takes m, met after its expiry, out of delivery: queued for
+// the dead-letter goroutine when the subscription asks for expired
+// messages (it reports true), else left for the caller to finish. Callers
+// hold s.mu and call s.expired(m, dead) once they released it.
+func (s *subscription) expireLocked(m *gonsq.Message) (dead bool) {
+	if !s.opts.DeadLetterExpired {
+		return false
+	}
+	s.dead = append(s.dead, m)
+	return true
+}
+
+// expired completes expireLocked without s.mu: m is finished, or the
+// dead-letter goroutine woken; the observer is told when count is set.
+func (s *subscription) expired(m *gonsq.Message, dead, count bool) {
+	if dead {
+		wake(s.deadKick)
+	} else {
+		m.Finish()
+	}
+	if o, ok := s.p.cfg.Observer.(ExpiryObserver); ok && count {
+		o.Expired(s.opts.Topic, s.opts.Channel, dead)
+	}
 }

@@ -1,5 +1,6 @@
-// Dead letters: messages past MaxAttempts are written to the dead-letter
-// topic by the subscription's dead-letter goroutine.
+// Dead letters: messages past MaxAttempts, and expired ones when the
+// subscription asks, are written to the dead-letter topic by the
+// subscription's dead-letter goroutine.
 
 package nsq
 
@@ -20,6 +21,9 @@ import (
 const (
 	AttrDeadLetterAttempts = "qgate-dead-letter-attempts"
 	AttrDeadLetterReason   = "qgate-dead-letter-reason"
+	// AttrDeadLetterExpireTime: the expiry (RFC 3339) of a dead letter whose
+	// message had one; the dead letter itself does not expire.
+	AttrDeadLetterExpireTime = "qgate-dead-letter-expire-time"
 )
 
 // Timings of dead-letter writes.
@@ -61,11 +65,18 @@ func (s *subscription) deadLetterLoop() {
 
 func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	msg, info := decode(m)
-	attrs := make(map[string]string, len(msg.Attributes)+2)
+	attrs := make(map[string]string, len(msg.Attributes)+3)
 	maps.Copy(attrs, msg.Attributes)
 	attrs[AttrDeadLetterAttempts] = strconv.Itoa(int(m.Attempts) - 1)
 	attrs[AttrDeadLetterReason] = fmt.Sprintf("delivered %d times, max attempts %d", int(m.Attempts)-1, s.opts.MaxAttempts)
+	if !msg.ExpireAt.IsZero() {
+		attrs[AttrDeadLetterExpireTime] = msg.ExpireAt.UTC().Format(time.RFC3339Nano)
+		if s.opts.DeadLetterExpired && expired(msg, time.Now()) {
+			attrs[AttrDeadLetterReason] = "expired"
+		}
+	}
 	msg.Attributes = attrs
+	msg.ExpireAt = time.Time{}
 	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
 	defer cancel()
 	// As many copies as the message had: a dead letter is as durable as

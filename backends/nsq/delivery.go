@@ -54,10 +54,26 @@ type delivery struct {
 // already done Receive takes what is ready without blocking (service
 // batches deliveries this way).
 func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) {
+	// Queued messages found expired with their parked copies, and
+	// whether each went to the dead-letter goroutine (the copy that was
+	// queued, counted) or is to be finished (its parked copies): done once
+	// s.mu is released.
+	type expiredCopy struct {
+		m            *gonsq.Message
+		dead, queued bool
+	}
+	var gone []expiredCopy
+	expire := func() {
+		for _, x := range gone {
+			s.expired(x.m, x.dead, x.queued)
+		}
+		gone = gone[:0]
+	}
 	for {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
+			expire()
 			return nil, fmt.Errorf("nsq: subscription: %w", backends.ErrClosed)
 		}
 		if s.handed < s.opts.MaxInFlight {
@@ -68,9 +84,18 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 				if d.settled {
 					continue
 				}
+				now := time.Now()
+				if expired(d.d.Message, now) {
+					// It expired while it waited for a free slot: its
+					// parked copies (same expiry) go with it.
+					for _, x := range s.settleLocked(d) {
+						gone = append(gone, expiredCopy{m: x.msg})
+					}
+					gone = append(gone, expiredCopy{m: d.msg, dead: s.expireLocked(d.msg), queued: true})
+					continue
+				}
 				d.handed = true
 				s.handed++
-				now := time.Now()
 				touch := s.needsTouch(d, now)
 				if touch {
 					d.nsqDeadline = now.Add(s.msgTimeout)
@@ -93,10 +118,12 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 				if hold {
 					s.p.noteHeld(s.opts.Topic, s.opts.Channel, d.rid, until, d.arrived, now)
 				}
+				expire()
 				return &d.d, nil
 			}
 		}
 		s.mu.Unlock()
+		expire()
 		select {
 		case <-s.avail:
 		case <-ctx.Done():

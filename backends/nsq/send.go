@@ -105,7 +105,9 @@ func (p *Pool) stillUsable(n *node) bool {
 
 // encode returns the envelopes of msgs. Copies of a replicated send carry
 // the number of copies, and messages with a client-chosen id are marked
-// so, so that subscriptions deduplicate them (and only them); standby copies are marked so and carry notBefore. A delayed
+// so, so that subscriptions deduplicate them (and only them); standby
+// copies are marked so and carry notBefore; every copy carries the
+// message's expiry. A delayed
 // message carries its due time (publish time + delay) as not_before, so
 // that a subscription defers it again should nsqd deliver it early (nsqd
 // drops a deferred message's timer when it writes it to disk).
@@ -120,6 +122,7 @@ func encode(msgs []*backends.Message, replicas int, delay time.Duration, standby
 		e.ID, e.Attributes, e.PublishTime, e.Body = m.ID, m.Attributes, m.PublishTime, m.Body
 		e.NotBefore = notBefore
 		e.ClientID = m.ClientID
+		e.ExpireAt = m.ExpireAt
 		if !standby && delay > 0 {
 			e.NotBefore = publishOrNow(m.PublishTime).Add(delay)
 		}

@@ -23,12 +23,17 @@ type Sizer struct{}
 
 // MessageSize returns the size of m in nsqd: its body in qgate's envelope
 // as large as any copy of it can be (largest publish time, a replica count,
-// a due time, the standby mark, and the client-id mark if it has a
-// client-chosen id), so a message that fits nsqd's
+// a due time, the standby mark, the client-id mark if it has a
+// client-chosen id, and the largest expiry if it expires), so a message
+// that fits nsqd's
 // --max-msg-size fits it with any replicas and any delay.
 func (Sizer) MessageSize(m *backends.Message) int {
-	return envelope.Size(&envelope.Message{ID: m.ID, Attributes: m.Attributes, PublishTime: sizingTime, Body: m.Body,
-		Replicas: sizingReplicas, NotBefore: sizingTime, Standby: true, ClientID: m.ClientID})
+	e := envelope.Message{ID: m.ID, Attributes: m.Attributes, PublishTime: sizingTime, Body: m.Body,
+		Replicas: sizingReplicas, NotBefore: sizingTime, Standby: true, ClientID: m.ClientID}
+	if !m.ExpireAt.IsZero() {
+		e.ExpireAt = sizingTime
+	}
+	return envelope.Size(&e)
 }
 
 // BatchSize returns the size of the body of nsqd's MPUB command for n

@@ -107,8 +107,8 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 	if opts.AckDeadline <= 0 {
 		opts.AckDeadline = 30 * time.Second
 	}
-	if opts.MaxAttempts > 0 && opts.DeadLetterTopic == "" {
-		return nil, fmt.Errorf("nsq: subscribe: max attempts %d without a dead-letter topic: %w",
+	if (opts.MaxAttempts > 0 || opts.DeadLetterExpired) && opts.DeadLetterTopic == "" {
+		return nil, fmt.Errorf("nsq: subscribe: max attempts %d or dead-lettered expiry without a dead-letter topic: %w",
 			opts.MaxAttempts, ErrRejected)
 	}
 	if !gonsq.IsValidTopicName(opts.Topic) || !gonsq.IsValidChannelName(opts.Channel) {
@@ -145,7 +145,7 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 	round := s.connectRound()
 	s.wg.Add(1)
 	go s.loop()
-	if opts.MaxAttempts > 0 {
+	if opts.MaxAttempts > 0 || opts.DeadLetterExpired {
 		s.wg.Add(1)
 		go s.deadLetterLoop()
 	}

@@ -6,8 +6,12 @@ import (
 	"github.com/qgate/qgate/internal/tlsutil"
 )
 
-// The metrics count the pool's yielded claims (an optional observer method).
-var _ nsq.ClaimObserver = (*metrics.Metrics)(nil)
+// The metrics count the pool's yielded claims and expired messages
+// (optional observer methods).
+var (
+	_ nsq.ClaimObserver  = (*metrics.Metrics)(nil)
+	_ nsq.ExpiryObserver = (*metrics.Metrics)(nil)
+)
 
 // nsqdSecurity sets the pool's TLS and AUTH secret for its connections to
 // nsqd, and its observer (per-node send metrics).

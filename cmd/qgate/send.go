@@ -37,6 +37,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	attrs := attrFlag{}
 	fs.Var(attrs, "attr", "attribute `key=value` for every message (repeatable)")
 	delay := fs.Duration("delay", 0, "deliver the messages after this delay (at most 1h)")
+	ttl := fs.Duration("ttl", 0, "the messages expire this long after qgate accepts them: not delivered after (1ms to 366 days, longer than --delay; 0: never)")
 	file := fs.String("f", "", "read messages from this file, one per line")
 	batch := fs.Int("batch", 100, "most messages per request")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline of each message, retries included")
@@ -68,6 +69,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 			Timeout: *timeout, Delay: *delay}),
 		out: e.stdout,
 		id:  messageIDs(*id, *idPrefix),
+		ttl: *ttl,
 	}
 	defer s.pub.Stop()
 	if !*quiet {
@@ -99,6 +101,7 @@ type sender struct {
 	sent    int
 	added   int              // messages published, for id
 	id      func(int) string // the id of the nth message (from 1); nil: the client's
+	ttl     time.Duration    // each message's TTL; 0: none
 	// progress, if set, gets a line about once a second while lines are
 	// sent, and a last one at the end if any was written.
 	progress     io.Writer
@@ -138,7 +141,7 @@ func (s *sender) report(final bool) {
 
 func (s *sender) add(ctx context.Context, body []byte, attrs map[string]string) {
 	s.added++
-	m := &client.Message{Body: body, Attributes: attrs}
+	m := &client.Message{Body: body, Attributes: attrs, TTL: s.ttl}
 	if s.id != nil {
 		m.ID = s.id(s.added)
 	}

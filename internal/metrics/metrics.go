@@ -33,6 +33,7 @@ type Metrics struct {
 	nacks        *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec
 	yielded      *prometheus.CounterVec
+	expired      *prometheus.CounterVec
 	nodesOut     *prometheus.CounterVec
 	capped       *prometheus.CounterVec
 	inFlight     *inFlightCollector
@@ -102,7 +103,10 @@ func New(opts ...Option) *Metrics {
 		redeliveries: counter("redeliveries_total", "Deliveries of a message after its first (attempt > 1).", "topic", "channel"),
 		acks:         counter("acks_total", "Acked deliveries.", "topic", "channel"),
 		nacks:        counter("nacks_total", "Nacked deliveries.", "topic", "channel"),
-		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic after max attempts.", "topic", "channel"),
+		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic: past max attempts, or expired with dead_letter_expired.", "topic", "channel"),
+		expired: counter("expired_total",
+			"Messages met after their expiry (Message.ttl) and not delivered: finished, or moved to the dead-letter topic with dead_letter_expired.",
+			"topic", "channel"),
 		yielded: counter("claims_yielded_total",
 			"Late copies of a message that gave way to another qgate instance's earlier claim on the channel: each a duplicate delivery avoided.",
 			"topic", "channel"),
@@ -121,7 +125,7 @@ func New(opts ...Option) *Metrics {
 		m.grpc,
 		m.sends, m.sendErrors, m.retries, m.sendDuration,
 		m.failovers, m.failbacks, m.nodeState, m.nodeActive,
-		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.nodesOut, m.capped, m.inFlight,
+		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired, m.nodesOut, m.capped, m.inFlight,
 	)
 	return m
 }
@@ -153,7 +157,7 @@ func (m *Metrics) drop(k labelKey) {
 		}
 		return
 	}
-	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded} {
+	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired} {
 		v.DeleteLabelValues(k.topic, k.channel)
 	}
 }
@@ -224,6 +228,12 @@ func (m *Metrics) DeadLettered(topic, channel string) {
 // instance's earlier claim (nsq.ClaimObserver).
 func (m *Metrics) ClaimLost(topic, channel string, _ bool) {
 	m.yielded.WithLabelValues(m.labels.pair(topic, channel)).Inc()
+}
+
+// Expired counts a message of topic/channel met after its expiry and not
+// delivered (nsq.ExpiryObserver).
+func (m *Metrics) Expired(topic, channel string, _ bool) {
+	m.expired.WithLabelValues(m.labels.pair(topic, channel)).Inc()
 }
 
 // SendDone records the latency of a Send as the service sees it.

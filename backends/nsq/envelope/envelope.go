@@ -32,6 +32,7 @@ const (
 	fieldNotBefore   = 6
 	fieldStandby     = 7
 	fieldClientID    = 8
+	fieldExpireAt    = 9
 
 	fieldMapKey   = 1
 	fieldMapValue = 2
@@ -60,6 +61,9 @@ type Message struct {
 	// the same message (a retry), so subscriptions deduplicate it by ID
 	// whatever its Replicas.
 	ClientID bool
+	// ExpireAt is when the message expires (not delivered after it);
+	// zero for never.
+	ExpireAt time.Time
 }
 
 // Size returns the encoded size of m, Magic included.
@@ -86,6 +90,9 @@ func Size(m *Message) int {
 	}
 	if m.ClientID {
 		n += protowire.SizeTag(fieldClientID) + protowire.SizeVarint(1)
+	}
+	if !m.ExpireAt.IsZero() {
+		n += protowire.SizeTag(fieldExpireAt) + protowire.SizeBytes(timestampSize(m.ExpireAt))
 	}
 	return n
 }
@@ -127,6 +134,9 @@ func Append(dst []byte, m *Message) []byte {
 	if m.ClientID {
 		dst = protowire.AppendTag(dst, fieldClientID, protowire.VarintType)
 		dst = protowire.AppendVarint(dst, 1)
+	}
+	if !m.ExpireAt.IsZero() {
+		dst = appendTimestamp(dst, fieldExpireAt, m.ExpireAt)
 	}
 	return dst
 }
@@ -179,7 +189,7 @@ func Decode(b []byte) (m Message, ok bool) {
 				m.Attributes = make(map[string]string)
 			}
 			m.Attributes[k], b = val, b[n:]
-		case (num == fieldPublishTime || num == fieldNotBefore) && typ == protowire.BytesType:
+		case (num == fieldPublishTime || num == fieldNotBefore || num == fieldExpireAt) && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return Message{}, false
@@ -188,10 +198,13 @@ func Decode(b []byte) (m Message, ok bool) {
 			if !ok {
 				return Message{}, false
 			}
-			if num == fieldPublishTime {
+			switch num {
+			case fieldPublishTime:
 				m.PublishTime = t
-			} else {
+			case fieldNotBefore:
 				m.NotBefore = t
+			default:
+				m.ExpireAt = t
 			}
 			b = b[n:]
 		case num == fieldBody && typ == protowire.BytesType:

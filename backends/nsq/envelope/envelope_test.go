@@ -196,6 +196,34 @@ func TestRoundTripClientID(t *testing.T) {
 	}
 }
 
+func TestRoundTripExpireAt(t *testing.T) {
+	expire := time.Unix(1700000060, 123)
+	in := &Message{ID: "id", PublishTime: time.Unix(1700000000, 0), Body: []byte("b"), ExpireAt: expire}
+	b := Append(nil, in)
+	if got, want := len(b), Size(in); got != want {
+		t.Errorf("len(Append) = %d, Size = %d", got, want)
+	}
+	m, ok := Decode(b)
+	if !ok || !m.ExpireAt.Equal(expire) || !m.NotBefore.IsZero() || !m.PublishTime.Equal(in.PublishTime) {
+		t.Fatalf("Decode = %+v, %v; want expire_at %v", m, ok, expire)
+	}
+	var pb qgatev1.Envelope
+	if err := proto.Unmarshal(b[len(Magic):], &pb); err != nil {
+		t.Fatalf("proto.Unmarshal: %v", err)
+	}
+	if !pb.GetExpireAt().AsTime().Equal(expire) {
+		t.Errorf("protobuf view = %v", &pb)
+	}
+	pb.ExpireAt = nil
+	enc, err := proto.Marshal(&pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := Decode(append([]byte(Magic), enc...)); !ok || !m.ExpireAt.IsZero() {
+		t.Errorf("Decode(proto.Marshal) without expire_at = %+v, %v", m, ok)
+	}
+}
+
 func TestAckRecordIsProto(t *testing.T) {
 	until, since, sent := time.Unix(1700000000, 42), time.Unix(1699999990, 7), time.Unix(1700000001, 3)
 	in := &AckRecord{Instance: "i1", Topic: "t", Channel: "c#ephemeral", IDs: []string{"a", "b", ""},

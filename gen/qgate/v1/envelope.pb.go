@@ -60,7 +60,11 @@ type Envelope struct {
 	// Send may have written a copy under the same id (a retry), so qgate's
 	// subscriptions deduplicate the message by message_id as they do the
 	// copies of a replicated send, whatever its replicas.
-	ClientId      bool `protobuf:"varint,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId bool `protobuf:"varint,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// When the message expires (Message.ttl): a subscription that meets it
+	// after this finishes it without delivery, or dead-letters it. Unset:
+	// it never expires.
+	ExpireAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_at,json=expireAt,proto3" json:"expire_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +153,13 @@ func (x *Envelope) GetClientId() bool {
 		return x.ClientId
 	}
 	return false
+}
+
+func (x *Envelope) GetExpireAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireAt
+	}
+	return nil
 }
 
 // AckRecord tells the other qgate instances of a pool which replicated
@@ -326,7 +337,7 @@ var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x03\n" +
+	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n" +
 	"\bEnvelope\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12B\n" +
@@ -339,7 +350,8 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x18\n" +
 	"\astandby\x18\a \x01(\bR\astandby\x12\x1b\n" +
-	"\tclient_id\x18\b \x01(\bR\bclientId\x1a=\n" +
+	"\tclient_id\x18\b \x01(\bR\bclientId\x127\n" +
+	"\texpire_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bexpireAt\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x01\n" +
@@ -381,15 +393,16 @@ var file_qgate_v1_envelope_proto_depIdxs = []int32{
 	3, // 0: qgate.v1.Envelope.attributes:type_name -> qgate.v1.Envelope.AttributesEntry
 	4, // 1: qgate.v1.Envelope.publish_time:type_name -> google.protobuf.Timestamp
 	4, // 2: qgate.v1.Envelope.not_before:type_name -> google.protobuf.Timestamp
-	2, // 3: qgate.v1.AckRecord.held:type_name -> qgate.v1.HeldMessage
-	4, // 4: qgate.v1.AckRecord.sent:type_name -> google.protobuf.Timestamp
-	4, // 5: qgate.v1.HeldMessage.until:type_name -> google.protobuf.Timestamp
-	4, // 6: qgate.v1.HeldMessage.since:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	4, // 3: qgate.v1.Envelope.expire_at:type_name -> google.protobuf.Timestamp
+	2, // 4: qgate.v1.AckRecord.held:type_name -> qgate.v1.HeldMessage
+	4, // 5: qgate.v1.AckRecord.sent:type_name -> google.protobuf.Timestamp
+	4, // 6: qgate.v1.HeldMessage.until:type_name -> google.protobuf.Timestamp
+	4, // 7: qgate.v1.HeldMessage.since:type_name -> google.protobuf.Timestamp
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_envelope_proto_init() }

@@ -65,7 +65,25 @@ type Message struct {
 	// own: every channel of the topic gets the message once. Server-assigned
 	// ids never repeat, so an id a client chooses matches one only if copied
 	// from it.
-	Id            string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// Expiry: the message is not delivered after it has been ttl in qgate
+	// (counted from when qgate accepted it, on qgate's clock). Optional; unset
+	// or 0 means it never expires; from 1 ms to 366 days, and longer than the
+	// request's delay; otherwise the request fails with INVALID_ARGUMENT and
+	// a violation on messages[i].ttl.
+	//
+	// An expired message is finished without delivery wherever it is met:
+	// when it reaches a subscription, and again when the subscription is
+	// about to hand it to the client (so one that waited for a free slot in
+	// max_in_flight is not delivered late either). A subscription that sets
+	// dead_letter_expired writes it to its dead-letter topic instead. Every
+	// copy of a replicated message expires at the same moment; a retried
+	// Send counts the ttl from its own acceptance. A delivery made before
+	// the expiry is not taken back: a message may be delivered just before
+	// it expires, and redelivered (nack, ack deadline) only while it has
+	// not. Precision: the difference between the clocks of the qgate
+	// instance that accepted the message and the one that delivers it.
+	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +137,13 @@ func (x *Message) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *Message) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
 }
 
 // SendRequest is the request of QueueService.Send.
@@ -642,7 +667,9 @@ type Delivery struct {
 	// Which delivery of the message this is: 1 for the first.
 	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// When the message was accepted by qgate (for a plain NSQ body: by nsqd).
-	PublishTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	PublishTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
+	// When the message expires (Message.ttl); unset when it does not.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -719,6 +746,13 @@ func (x *Delivery) GetPublishTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Delivery) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // Open opens a subscription to a topic through a channel. Subscribers on the
 // same topic and channel share its messages (each message goes to one of
 // them); every channel of a topic gets a copy of every message sent to
@@ -750,7 +784,7 @@ type SubscribeRequest_Open struct {
 	// #ephemeral dropped). Must be a valid topic name; when max_attempts is
 	// set and the default name would be too long (a topic over 59
 	// characters), open fails with a violation on open.dead_letter_topic.
-	// Not used when max_attempts is 0. Dead letters carry the
+	// Not used when max_attempts is 0 and dead_letter_expired is false. Dead letters carry the
 	// attributes qgate-dead-letter-attempts and qgate-dead-letter-reason.
 	DeadLetterTopic string `protobuf:"bytes,6,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"`
 	// The most deliveries per `deliveries` response. 0 or 1 means one
@@ -771,8 +805,14 @@ type SubscribeRequest_Open struct {
 	// needs clients with a receive limit above its body limit. Used only
 	// when max_batch is above 1.
 	MaxBatchBytes uint32 `protobuf:"varint,8,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Expired messages (Message.ttl) go to dead_letter_topic, with the
+	// attribute qgate-dead-letter-reason "expired" and
+	// qgate-dead-letter-expire-time (RFC 3339), instead of being finished
+	// without delivery. The dead-letter topic is then used even when
+	// max_attempts is 0. A dead letter does not expire.
+	DeadLetterExpired bool `protobuf:"varint,9,opt,name=dead_letter_expired,json=deadLetterExpired,proto3" json:"dead_letter_expired,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest_Open) Reset() {
@@ -859,6 +899,13 @@ func (x *SubscribeRequest_Open) GetMaxBatchBytes() uint32 {
 		return x.MaxBatchBytes
 	}
 	return 0
+}
+
+func (x *SubscribeRequest_Open) GetDeadLetterExpired() bool {
+	if x != nil {
+		return x.DeadLetterExpired
+	}
+	return false
 }
 
 // Ack acknowledges deliveries.
@@ -1212,13 +1259,14 @@ var File_qgate_v1_queue_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\n" +
-	"\x14qgate/v1/queue.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xaf\x01\n" +
+	"\x14qgate/v1/queue.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xdc\x01\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12A\n" +
 	"\n" +
 	"attributes\x18\x02 \x03(\v2!.qgate.v1.Message.AttributesEntryR\n" +
 	"attributes\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\tR\x02id\x1a=\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
@@ -1239,12 +1287,12 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x1f\n" +
 	"\vmessage_ids\x18\x02 \x03(\tR\n" +
 	"messageIds\x12*\n" +
-	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xbd\x05\n" +
+	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xed\x05\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x04open\x18\x01 \x01(\v2\x1f.qgate.v1.SubscribeRequest.OpenH\x00R\x04open\x122\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1e.qgate.v1.SubscribeRequest.AckH\x00R\x03ack\x125\n" +
 	"\x04nack\x18\x03 \x01(\v2\x1f.qgate.v1.SubscribeRequest.NackH\x00R\x04nack\x12;\n" +
-	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xac\x02\n" +
+	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xdc\x02\n" +
 	"\x04Open\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\"\n" +
@@ -1253,7 +1301,8 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\fmax_attempts\x18\x05 \x01(\rR\vmaxAttempts\x12*\n" +
 	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
 	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\x12&\n" +
-	"\x0fmax_batch_bytes\x18\b \x01(\rR\rmaxBatchBytes\x1a\x1e\n" +
+	"\x0fmax_batch_bytes\x18\b \x01(\rR\rmaxBatchBytes\x12.\n" +
+	"\x13dead_letter_expired\x18\t \x01(\bR\x11deadLetterExpired\x1a\x1e\n" +
 	"\x03Ack\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIds\x1aP\n" +
 	"\x04Nack\x12\x17\n" +
@@ -1284,7 +1333,7 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\bAckError\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x06statusB\x06\n" +
-	"\x04kind\"\xb0\x02\n" +
+	"\x04kind\"\xed\x02\n" +
 	"\bDelivery\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x15\n" +
@@ -1294,7 +1343,9 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"attributes\x18\x04 \x03(\v2\".qgate.v1.Delivery.AttributesEntryR\n" +
 	"attributes\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\rR\aattempt\x12=\n" +
-	"\fpublish_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x1a=\n" +
+	"\fpublish_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x12;\n" +
+	"\vexpire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xdc\x01\n" +
@@ -1341,36 +1392,38 @@ var file_qgate_v1_queue_proto_goTypes = []any{
 }
 var file_qgate_v1_queue_proto_depIdxs = []int32{
 	8,  // 0: qgate.v1.Message.attributes:type_name -> qgate.v1.Message.AttributesEntry
-	0,  // 1: qgate.v1.SendRequest.messages:type_name -> qgate.v1.Message
-	17, // 2: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
-	1,  // 3: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
-	18, // 4: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
-	9,  // 5: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
-	10, // 6: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
-	11, // 7: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
-	12, // 8: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
-	14, // 9: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
-	7,  // 10: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
-	15, // 11: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
-	13, // 12: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
-	16, // 13: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
-	19, // 14: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
-	17, // 15: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
-	17, // 16: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
-	7,  // 17: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
-	17, // 18: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
-	18, // 19: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
-	1,  // 20: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
-	3,  // 21: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
-	5,  // 22: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
-	2,  // 23: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
-	4,  // 24: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
-	6,  // 25: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	17, // 1: qgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	0,  // 2: qgate.v1.SendRequest.messages:type_name -> qgate.v1.Message
+	17, // 3: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
+	1,  // 4: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
+	18, // 5: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
+	9,  // 6: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
+	10, // 7: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
+	11, // 8: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
+	12, // 9: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
+	14, // 10: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
+	7,  // 11: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
+	15, // 12: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
+	13, // 13: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
+	16, // 14: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
+	19, // 15: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
+	19, // 16: qgate.v1.Delivery.expire_time:type_name -> google.protobuf.Timestamp
+	17, // 17: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
+	17, // 18: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
+	7,  // 19: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
+	17, // 20: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
+	18, // 21: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
+	1,  // 22: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
+	3,  // 23: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
+	5,  // 24: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
+	2,  // 25: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
+	4,  // 26: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
+	6,  // 27: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_queue_proto_init() }
