@@ -53,9 +53,14 @@ type Harness struct {
 	burstN int
 	// twice: every unary Send (publishers' and bursts') carries its id as
 	// the client-chosen message id and is made twice, a retry (S18).
-	twice  bool
-	due    sync.Map // id -> time.Time: earliest delivery of deferred messages
-	nacked sync.Map // id -> time.Time: earliest redelivery after a nack
+	twice bool
+	due   sync.Map // id -> time.Time: earliest delivery of deferred messages
+	// ttl, if set, is the time to live of every other message the
+	// publishers send (S19); expires holds, for each, the latest moment it
+	// can expire: its Send's end + ttl.
+	ttl     time.Duration
+	expires sync.Map // id -> time.Time
+	nacked  sync.Map // id -> time.Time: earliest redelivery after a nack
 
 	// decide is the standard subscribers' ack policy (nil: ack all).
 	decide func(*qgatev1.Delivery) (Action, time.Duration)
@@ -247,6 +252,9 @@ func (h *Harness) addPublisher(client qgatev1.QueueServiceClient, name string, r
 	}
 	if delay > 0 {
 		p.due = &h.due
+	}
+	if h.ttl > 0 {
+		p.ttl, p.expires = h.ttl, &h.expires
 	}
 	h.pubs = append(h.pubs, p)
 }

@@ -66,6 +66,10 @@ type publisher struct {
 	// twice: send every message twice, a retry with its id as the
 	// client-chosen message id (S18).
 	twice bool
+	// ttl, if set, is given to every other message; expires records for
+	// each the latest moment it can expire (the Send's end + ttl).
+	ttl     time.Duration
+	expires *sync.Map
 }
 
 // run sends until ctx is done.
@@ -91,8 +95,15 @@ func (p *publisher) run(ctx context.Context) {
 		if p.due != nil {
 			p.due.Store(id, time.Now().Add(p.delay))
 		}
+		expiring := p.ttl > 0 && p.seq%2 == 0
+		if expiring {
+			req.Messages[0].Ttl = durationpb.New(p.ttl)
+		}
 		if !p.twice {
 			sendRecorded(p.client, req, id, p.timeout, p.ledger)
+			if expiring {
+				p.expires.Store(id, time.Now().Add(p.ttl)) // accepted before now
+			}
 			continue
 		}
 		req.Messages[0].Id = id

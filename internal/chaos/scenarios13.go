@@ -1,0 +1,107 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
+)
+
+// The scenarios of issue 13's delivery semantics beyond idempotent sends
+// (S18, with the issue 9 scenarios): S19, expiry.
+
+// latePrecision: a delivery of an expiring message seen by a subscriber
+// more than this after the latest moment the message could expire (its
+// Send's end + ttl) was made after its expiry. It covers the way from
+// the gateway's check to the subscriber on a loaded machine.
+const latePrecision = time.Second
+
+var (
+	noLate = Promise{Metric: "delivered after expiry", Max: never,
+		Why: "a message is not delivered after its ttl"}
+	someExpired = Promise{Metric: "expired, not delivered", Min: 1,
+		Why: "the backlog made some acked messages expire (else the run proves nothing)"}
+	someExpiringDelivered = Promise{Metric: "expiring delivered", Min: 1,
+		Why: "messages with a ttl are delivered while they live"}
+)
+
+// s19 is expiry: every other message carries a ttl (3 s; 10 s in the long
+// form); slow subscribers (one delivery in flight each, acked after 20
+// ms: about half the send rate) let a backlog build, and 1 of 3 nodes is
+// frozen (SIGSTOP) for longer than the ttl, then continued. Expiring
+// messages must not be delivered after their expiry: not from the
+// backlog, not from the frozen node, not from their standby copies
+// elsewhere; every acked message without a ttl must be delivered.
+func s19() Scenario {
+	sc := issue9(Scenario{
+		Name:        "S19",
+		Title:       "every other message with a ttl (3 s), slow subscribers, SIGSTOP 1 of 3 nodes for 2 ttl + 2 s, SIGCONT (replicas=2)",
+		Replicas:    2,
+		MaxInFlight: 1,
+		Setup: func(_ context.Context, h *Harness) error {
+			h.ttl = h.d(3*time.Second, 10*time.Second)
+			h.decide = func(*qgatev1.Delivery) (Action, time.Duration) { return AckLater, 20 * time.Millisecond }
+			h.AddPublisher("p1", h.rate/2, 0)
+			h.AddPublisher("p2", h.rate-h.rate/2, 0)
+			return nil
+		},
+		Fault: func(ctx context.Context, h *Harness) error {
+			f := h.Begin("SIGSTOP", "n2")
+			if err := h.Signal(ctx, "n2", "SIGSTOP"); err != nil {
+				return err
+			}
+			if err := h.Sleep(ctx, 2*h.ttl+2*time.Second); err != nil {
+				return err
+			}
+			if err := h.Signal(ctx, "n2", "SIGCONT"); err != nil {
+				return err
+			}
+			h.Heal(f)
+			return h.WaitNodesUp(ctx)
+		},
+		Measure:  measureExpiry,
+		Promises: []Promise{noLoss, noLate, someExpired, someExpiringDelivered},
+		Notes: []string{"issue 13: expiry; lost counts messages without a ttl (an expiring message may be absent: expired)",
+			fmt.Sprintf("delivered after expiry: seen more than %v after its Send's end + ttl", latePrecision)},
+	})
+	sc.Streams = false
+	return sc
+}
+
+// measureExpiry splits the acked messages never delivered into lost
+// (without a ttl) and expired (with one), and counts deliveries of
+// expiring messages and those made after their expiry.
+func measureExpiry(h *Harness, r *Report) {
+	res := h.ledger.Check()
+	var lost, expired []string
+	for _, id := range res.Lost {
+		if _, ok := h.expires.Load(id); ok {
+			expired = append(expired, id)
+		} else {
+			lost = append(lost, id)
+		}
+	}
+	for i := range r.Metrics {
+		if r.Metrics[i].Name == "lost" {
+			r.Metrics[i].Value = float64(len(lost))
+			r.Metrics[i].Text = fmt.Sprintf("%d %s (of the messages without a ttl)", len(lost), listed(lost))
+		}
+	}
+	delivered := map[string]bool{}
+	var late []string
+	for _, d := range h.ledger.Deliveries() {
+		v, ok := h.expires.Load(d.ID)
+		if !ok {
+			continue
+		}
+		delivered[d.ID] = true
+		if over := d.At.Sub(v.(time.Time)); over > latePrecision {
+			late = append(late, fmt.Sprintf("%s %.1fs late, attempt %d", d.ID, over.Seconds(), d.Attempt))
+		}
+	}
+	r.AddText("delivered after expiry", float64(len(late)), "", fmt.Sprintf("%d %s", len(late), strings.Join(late[:min(len(late), maxListed)], "; ")))
+	r.AddText("expired, not delivered", float64(len(expired)), "", fmt.Sprintf("%d acked messages with a ttl", len(expired)))
+	r.Add("expiring delivered", float64(len(delivered)), "")
+}
