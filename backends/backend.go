@@ -156,6 +156,31 @@ type SubscribeOptions struct {
 	// qgate-dead-letter-expire-time) instead of finishing it undelivered.
 	// The dead letter does not expire.
 	DeadLetterExpired bool
+	// Retry, if set, spaces out redeliveries: a delivery whose ack
+	// deadline passed is redelivered after Retry.Backoff(its attempt)
+	// instead of at once. (A Nack's delay is the caller's: the service
+	// passes the policy's backoff for a nack without one.)
+	Retry *RetryPolicy
+}
+
+// RetryPolicy is an exponential redelivery backoff: after a delivery of
+// attempt n, Min × 2^(n-1), at most Max, jittered by up to 20% either way
+// and kept within [Min, Max].
+type RetryPolicy struct {
+	Min, Max time.Duration
+}
+
+// Backoff returns the delay before redelivering a message whose delivery
+// of attempt (1 for the first) failed; jitter in [0, 1) picks the point
+// within ±20% (0.5: none).
+func (p RetryPolicy) Backoff(attempt int, jitter float64) time.Duration {
+	d := p.Min
+	for i := 1; i < attempt && d < p.Max; i++ {
+		d *= 2
+	}
+	d = min(d, p.Max)
+	d = time.Duration(float64(d) * (0.8 + 0.4*jitter))
+	return min(max(d, p.Min), p.Max)
 }
 
 // Subscription delivers messages of one topic and channel.

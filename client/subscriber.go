@@ -60,6 +60,12 @@ type ReceiveSettings struct {
 	MaxAttempts       int
 	DeadLetterTopic   string
 	DeadLetterExpired bool
+	// RetryPolicy, if set, spaces out redeliveries of deliveries nacked
+	// without a delay (Nack) and of deliveries whose ack deadline passed:
+	// MinBackoff × 2^(attempt-1), at most MaxBackoff, ±20%
+	// (open.retry_policy; a zero field takes the server's default, 1 s and
+	// 10 min).
+	RetryPolicy *RetryPolicy
 	// Retry is the backoff between attempts to reopen a broken stream.
 	// Default DefaultRetry.
 	Retry Backoff
@@ -126,6 +132,12 @@ func (c *Client) Subscriber(topic, channel string, s ReceiveSettings) *Subscribe
 	return &Subscriber{client: c, topic: topic, channel: channel, s: s.withDefaults()}
 }
 
+// RetryPolicy is a subscription's redelivery backoff (see
+// ReceiveSettings.RetryPolicy).
+type RetryPolicy struct {
+	MinBackoff, MaxBackoff time.Duration
+}
+
 // Delivery is one delivery of a message. Settle it with exactly one of
 // Ack, Nack or NackWithDelay; further calls do nothing.
 type Delivery struct {
@@ -159,11 +171,12 @@ func (d *Delivery) AckID() string { return d.ackID }
 // back and is delivered again.
 func (d *Delivery) Ack() { d.settle(settleAck, 0) }
 
-// Nack hands the delivery back for redelivery at once.
+// Nack hands the delivery back for redelivery at once, or after the
+// subscription's retry policy's backoff when it has one.
 func (d *Delivery) Nack() { d.settle(settleNack, 0) }
 
 // NackWithDelay hands the delivery back for redelivery after delay (at
-// most 1 h).
+// most 1 h); a delay of 0 is Nack.
 func (d *Delivery) NackWithDelay(delay time.Duration) { d.settle(settleNack, delay) }
 
 type settleKind int
@@ -268,6 +281,15 @@ func (s *Subscriber) session(ctx context.Context, work chan<- *Delivery, fc *flo
 		MaxBatchBytes: uint32(min(max(s.s.MaxBatchBytes, 0), math.MaxUint32)),
 		MaxAttempts:   uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic,
 		DeadLetterExpired: s.s.DeadLetterExpired}
+	if r := s.s.RetryPolicy; r != nil {
+		open.RetryPolicy = &qgatev1.RetryPolicy{}
+		if r.MinBackoff > 0 {
+			open.RetryPolicy.MinimumBackoff = durationpb.New(r.MinBackoff)
+		}
+		if r.MaxBackoff > 0 {
+			open.RetryPolicy.MaximumBackoff = durationpb.New(r.MaxBackoff)
+		}
+	}
 	if s.s.AckDeadline > 0 {
 		open.AckDeadline = durationpb.New(s.s.AckDeadline)
 	}

@@ -288,3 +288,40 @@ func TestTTLRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestNackRetryPolicy: with a retry policy, Nack hands the delivery back
+// for the policy's backoff (1.5 s here); the redelivery is attempt 2.
+func TestNackRetryPolicy(t *testing.T) {
+	e := newEnv(t, gatewayOptions{})
+	c := newClient(t, e.gw.addr)
+	p := c.Publisher("nackretry", client.PublishSettings{})
+	defer p.Stop()
+	s := c.Subscriber("nackretry", "c", client.ReceiveSettings{
+		RetryPolicy: &client.RetryPolicy{MinBackoff: 1500 * time.Millisecond, MaxBackoff: 1500 * time.Millisecond}})
+	type got struct {
+		attempt int
+		at      time.Time
+	}
+	ch := make(chan got, 4)
+	stop := receive(s, func(_ context.Context, d *client.Delivery) {
+		ch <- got{d.Attempt, time.Now()}
+		if d.Attempt == 1 {
+			d.Nack()
+		} else {
+			d.Ack()
+		}
+	})
+	defer stop()
+	publishOne(t, p, "m")
+	var first, second got
+	for i, g := range []*got{&first, &second} {
+		select {
+		case *g = <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("delivery %d missing", i+1)
+		}
+	}
+	if second.attempt != 2 || second.at.Sub(first.at) < 1400*time.Millisecond {
+		t.Errorf("redelivery attempt %d after %v, want attempt 2 after at least 1.4 s", second.attempt, second.at.Sub(first.at))
+	}
+}

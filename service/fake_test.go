@@ -84,11 +84,14 @@ func (s *faultSub) Close() error {
 }
 
 // deliver queues a delivery with a fresh faultAcker and returns the acker.
-func (s *faultSub) deliver(id, body string) *faultAcker {
+func (s *faultSub) deliver(id, body string) *faultAcker { return s.deliverAttempt(id, body, 1) }
+
+// deliverAttempt delivers the message's attempt-th delivery.
+func (s *faultSub) deliverAttempt(id, body string, attempt int) *faultAcker {
 	a := &faultAcker{}
 	s.deliveries <- &backends.Delivery{
 		Message: backends.Message{ID: id, Body: []byte(body), Attributes: map[string]string{"k": "v"}, PublishTime: time.Unix(1_700_000_000, 0)},
-		Attempt: 1,
+		Attempt: attempt,
 		Acker:   a,
 	}
 	return a

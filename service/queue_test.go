@@ -444,6 +444,58 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestSubscribeEnds: whatever ends the stream closes the subscription.
+// TestSubscribeRetryPolicy: with open.retry_policy, a nack without a delay
+// hands the delivery back after the policy's backoff for its attempt
+// (jittered within ±20%, kept within the policy); a nack with an explicit
+// delay, 0 included, keeps it. Opened reports the effective policy.
+func TestSubscribeRetryPolicy(t *testing.T) {
+	b := newFaultBackend()
+	client := qgatev1.NewQueueServiceClient(serve(t, New(b), nil))
+	stream, opened := subscribe(t, client, &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c",
+		RetryPolicy: &qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(2 * time.Second), MaximumBackoff: durationpb.New(8 * time.Second)}})
+	if p := opened.GetRetryPolicy(); p.GetMinimumBackoff().AsDuration() != 2*time.Second || p.GetMaximumBackoff().AsDuration() != 8*time.Second {
+		t.Errorf("opened retry policy %v", p)
+	}
+	sub := b.nextSub(t)
+	if r := sub.opts.Retry; r == nil || *r != (backends.RetryPolicy{Min: 2 * time.Second, Max: 8 * time.Second}) {
+		t.Errorf("backend got retry %+v", sub.opts.Retry)
+	}
+	ackers := []*faultAcker{sub.deliverAttempt("m1", "one", 1), sub.deliverAttempt("m2", "two", 1), sub.deliverAttempt("m3", "three", 3)}
+	var ackIDs []string
+	for range ackers {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ackIDs = append(ackIDs, resp.GetDelivery().GetAckId())
+	}
+	noDelay := func(id string) *qgatev1.SubscribeRequest {
+		return &qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: &qgatev1.SubscribeRequest_Nack{AckIds: []string{id}}}}
+	}
+	for _, req := range []*qgatev1.SubscribeRequest{noDelay(ackIDs[0]), nackReq(0, ackIDs[1]), noDelay(ackIDs[2])} {
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A round trip: the nacks before it are done.
+	if err := stream.Send(ackReq("999")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct{ lo, hi time.Duration }{
+		{2 * time.Second, 2400 * time.Millisecond}, // attempt 1: 2 s ± 20%, at least 2 s
+		{0, 0}, // explicit 0
+		{6400 * time.Millisecond, 8 * time.Second}, // attempt 3: 8 s ± 20%, at most 8 s
+	} {
+		how, delay, _ := ackers[i].state()
+		if how != "nack" || delay < want.lo || delay > want.hi {
+			t.Errorf("m%d: %s with delay %v, want nack within [%v, %v]", i+1, how, delay, want.lo, want.hi)
+		}
+	}
+}
+
 func TestSubscribeEnds(t *testing.T) {
 	b := newFaultBackend()
 	client := qgatev1.NewQueueServiceClient(serve(t, New(b), nil))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -75,6 +76,7 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 		stream:  stream,
 		sub:     sub,
 		batch:   batch,
+		retry:   opts.Retry,
 		acks:    newAckTable(opts.MaxInFlight, opts.AckDeadline),
 		readErr: readErr,
 	}
@@ -88,6 +90,7 @@ func (q *Queue) Subscribe(stream subscribeServer) error {
 			DeadLetterTopic: opts.DeadLetterTopic,
 			MaxBatch:        uint32(batch.max),
 			MaxBatchBytes:   uint32(batch.bytes),
+			RetryPolicy:     retryProto(opts.Retry),
 		},
 	}})
 	if err != nil {
@@ -125,6 +128,7 @@ type subStream struct {
 	stream subscribeServer
 	sub    backends.Subscription
 	batch  batching
+	retry  *backends.RetryPolicy // the open's retry policy; nil: none
 	acks   *ackTable
 	// readErr is the reader's end (io.EOF: half-close); see handlerSend.
 	readErr <-chan error
@@ -254,6 +258,14 @@ func (s *subStream) close() {
 	s.q.waitSends(&s.delivered)
 }
 
+// retryProto is the effective retry policy p as Opened reports it.
+func retryProto(p *backends.RetryPolicy) *qgatev1.RetryPolicy {
+	if p == nil {
+		return nil
+	}
+	return &qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(p.Min), MaximumBackoff: durationpb.New(p.Max)}
+}
+
 // deliveryProto is d as sent, with its ack id.
 func deliveryProto(d *backends.Delivery, ackID string) *qgatev1.Delivery {
 	out := &qgatev1.Delivery{
@@ -279,13 +291,19 @@ func (s *subStream) handle(ctx context.Context, req *qgatev1.SubscribeRequest) e
 	case *qgatev1.SubscribeRequest_Open_:
 		return status.Error(codes.FailedPrecondition, "subscribe: the subscription is already open; open may be sent only once")
 	case *qgatev1.SubscribeRequest_Ack_:
-		return s.settle(ctx, "ack", k.Ack.GetAckIds(), nil, true, func(a backends.Acker) error { return a.Ack() })
+		return s.settle(ctx, "ack", k.Ack.GetAckIds(), nil, true, func(d *backends.Delivery) error { return d.Acker.Ack() })
 	case *qgatev1.SubscribeRequest_Nack_:
 		var v violations
 		delay := v.checkDuration("nack.delay", k.Nack.GetDelay(), 0, 0, s.q.opts.limits.MaxDelay)
-		return s.settle(ctx, "nack", k.Nack.GetAckIds(), &v, true, func(a backends.Acker) error { return a.Nack(delay) })
+		policy := k.Nack.GetDelay() == nil && s.retry != nil
+		return s.settle(ctx, "nack", k.Nack.GetAckIds(), &v, true, func(d *backends.Delivery) error {
+			if policy {
+				return d.Acker.Nack(s.retry.Backoff(d.Attempt, rand.Float64()))
+			}
+			return d.Acker.Nack(delay)
+		})
 	case *qgatev1.SubscribeRequest_Extend_:
-		return s.settle(ctx, "extend", k.Extend.GetAckIds(), nil, false, func(a backends.Acker) error { return a.Extend() })
+		return s.settle(ctx, "extend", k.Extend.GetAckIds(), nil, false, func(d *backends.Delivery) error { return d.Acker.Extend() })
 	default:
 		var v violations
 		v.add("kind", "one of ack, nack or extend is required")
@@ -298,7 +316,7 @@ func (s *subStream) handle(ctx context.Context, req *qgatev1.SubscribeRequest) e
 // violations of the message's other fields: if there are any, no id is
 // settled and each gets INVALID_ARGUMENT. take removes the entries (ack,
 // nack); otherwise their deadline is restarted (extend).
-func (s *subStream) settle(ctx context.Context, kind string, ids []string, v *violations, take bool, op func(backends.Acker) error) error {
+func (s *subStream) settle(ctx context.Context, kind string, ids []string, v *violations, take bool, op func(*backends.Delivery) error) error {
 	if v == nil {
 		v = &violations{}
 	}
@@ -334,7 +352,7 @@ func (s *subStream) settle(ctx context.Context, kind string, ids []string, v *vi
 			}
 			continue
 		}
-		if err := op(d.Acker); err != nil {
+		if err := op(d); err != nil {
 			if errors.Is(err, backends.ErrUnknownDelivery) {
 				s.acks.forget(id) // extend of a delivery the backend gave up
 				err = errUnknownAckID(kind, id)

@@ -335,7 +335,27 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 			v.addf("open.dead_letter_topic", "is unset and the default %q %s; name one", dl, p)
 		}
 	}
+	opts.Retry = checkRetryPolicy(&v, o.GetRetryPolicy(), l.MaxDelay)
 	return opts, batch, v.err("open")
+}
+
+// Limits and defaults of open.retry_policy.
+const (
+	MinRetryBackoff        = 10 * time.Millisecond
+	DefaultMinRetryBackoff = time.Second
+	DefaultMaxRetryBackoff = 10 * time.Minute
+)
+
+// checkRetryPolicy validates open.retry_policy (nil: none) and returns it
+// with its defaults; maxDelay bounds both backoffs (a redelivery is a
+// deferred requeue).
+func checkRetryPolicy(v *violations, p *qgatev1.RetryPolicy, maxDelay time.Duration) *backends.RetryPolicy {
+	if p == nil {
+		return nil
+	}
+	lo := v.checkDuration("open.retry_policy.minimum_backoff", p.GetMinimumBackoff(), DefaultMinRetryBackoff, MinRetryBackoff, maxDelay)
+	hi := v.checkDuration("open.retry_policy.maximum_backoff", p.GetMaximumBackoff(), max(min(DefaultMaxRetryBackoff, maxDelay), lo), lo, maxDelay)
+	return &backends.RetryPolicy{Min: lo, Max: hi}
 }
 
 // batching is how a subscription packs deliveries into responses.

@@ -269,6 +269,10 @@ func TestCheckOpen(t *testing.T) {
 		{"max attempts 65536", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", MaxAttempts: 65536}, []string{"open.max_attempts"}, backendsOpts{}},
 		{"bad dead-letter topic", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", DeadLetterTopic: "d/l"}, []string{"open.dead_letter_topic"}, backendsOpts{}},
 		{"default dead-letter topic too long", &qgatev1.SubscribeRequest_Open{Topic: long, Channel: "c", MaxAttempts: 5}, []string{"open.dead_letter_topic"}, backendsOpts{}},
+		{"retry minimum under 10ms", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", RetryPolicy: &qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(9 * time.Millisecond)}}, []string{"open.retry_policy.minimum_backoff"}, backendsOpts{}},
+		{"retry minimum past 1h", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", RetryPolicy: &qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(time.Hour + 1)}}, []string{"open.retry_policy.minimum_backoff"}, backendsOpts{}},
+		{"retry maximum under the minimum", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", RetryPolicy: &qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(time.Minute), MaximumBackoff: durationpb.New(time.Second)}}, []string{"open.retry_policy.maximum_backoff"}, backendsOpts{}},
+		{"retry maximum past 1h", &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", RetryPolicy: &qgatev1.RetryPolicy{MaximumBackoff: durationpb.New(2 * time.Hour)}}, []string{"open.retry_policy.maximum_backoff"}, backendsOpts{}},
 		{"default dead-letter topic too long for expired messages", &qgatev1.SubscribeRequest_Open{Topic: long, Channel: "c", DeadLetterExpired: true}, []string{"open.dead_letter_topic"}, backendsOpts{}},
 		{"nil open", nil, []string{"open.channel", "open.topic"}, backendsOpts{}},
 	}
@@ -290,6 +294,29 @@ func TestCheckOpen(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCheckOpenRetryDefaults: an empty retry policy is 1 s to 10 min; a
+// minimum above 10 min raises the default maximum to it; none is nil.
+func TestCheckOpenRetryDefaults(t *testing.T) {
+	l := DefaultLimits()
+	for _, tc := range []struct {
+		policy *qgatev1.RetryPolicy
+		want   *backends.RetryPolicy
+	}{
+		{nil, nil},
+		{&qgatev1.RetryPolicy{}, &backends.RetryPolicy{Min: time.Second, Max: 10 * time.Minute}},
+		{&qgatev1.RetryPolicy{MinimumBackoff: durationpb.New(20 * time.Minute)}, &backends.RetryPolicy{Min: 20 * time.Minute, Max: 20 * time.Minute}},
+		{&qgatev1.RetryPolicy{MaximumBackoff: durationpb.New(time.Hour)}, &backends.RetryPolicy{Min: time.Second, Max: time.Hour}},
+	} {
+		opts, _, err := checkOpen(&l, &qgatev1.SubscribeRequest_Open{Topic: "t", Channel: "c", RetryPolicy: tc.policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (opts.Retry == nil) != (tc.want == nil) || opts.Retry != nil && *opts.Retry != *tc.want {
+			t.Errorf("policy %v: got %+v, want %+v", tc.policy, opts.Retry, tc.want)
+		}
 	}
 }
 

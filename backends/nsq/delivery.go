@@ -20,8 +20,13 @@ type delivery struct {
 	msg *gonsq.Message
 	d   backends.Delivery
 	// Guarded by s.mu.
-	arrived     time.Time // when the message reached the subscription
-	deadline    time.Time // the client's ack deadline, once handed out
+	arrived  time.Time // when the message reached the subscription
+	deadline time.Time // the client's ack deadline, once handed out
+	// backoff: how long after the deadline, should it pass, the message
+	// is redelivered (the retry policy's, drawn at hand-out; 0: at once).
+	// A hold of a handed-out delivery lasts until deadline + backoff, so
+	// that its other copies do not come back before it.
+	backoff     time.Duration
 	nsqDeadline time.Time // when nsqd times the message out, absent a TOUCH
 	settled     bool
 	handed      bool
@@ -101,13 +106,14 @@ func (s *subscription) Receive(ctx context.Context) (*backends.Delivery, error) 
 					d.nsqDeadline = now.Add(s.msgTimeout)
 				}
 				d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
+				d.backoff = s.retryDelay(d.d.Attempt)
 				// A hold claimed at arrival usually outlasts the deadline
 				// (a client-id copy claims one every time): it is not
 				// shortened, which would cost an ack record per message;
 				// it ends when the delivery is settled or expires, and
 				// that end is shared. One that waited in the queue past
 				// its claim is extended to its deadline.
-				hold, until := d.holdSent && d.deadline.After(d.heldTo), d.deadline
+				hold, until := d.holdSent && d.holdEnd().After(d.heldTo), d.holdEnd()
 				if hold {
 					d.heldTo = until
 				}
@@ -228,8 +234,7 @@ func (d *delivery) Ack() error {
 	case !ok:
 		return errUnknown
 	case expired:
-		d.msg.RequeueWithoutBackoff(0)
-		requeue(dups, 0)
+		d.handBack(dups)
 		return errUnknown
 	}
 	d.msg.Finish()
@@ -247,8 +252,7 @@ func (d *delivery) Nack(delay time.Duration) error {
 	case !ok:
 		return errUnknown
 	case expired:
-		d.msg.RequeueWithoutBackoff(0)
-		requeue(dups, 0)
+		d.handBack(dups)
 		return errUnknown
 	}
 	delay = clampDuration(delay, 0, maxRequeueDelay)
@@ -263,6 +267,23 @@ func (d *delivery) Nack(delay time.Duration) error {
 	return nil
 }
 
+// holdEnd is when a hold of d, handed out, ends should it not be settled:
+// its deadline, and the retry policy's backoff after it. Callers hold s.mu.
+func (d *delivery) holdEnd() time.Time { return d.deadline.Add(d.backoff) }
+
+// handBack hands back d, a handed-out delivery settled because its ack
+// deadline passed, with its parked copies: at once, or after the retry
+// policy's backoff for its attempt; its other copies are held as long.
+func (d *delivery) handBack(dups []*delivery) {
+	delay := d.backoff // d is settled: no one writes it any more
+	d.msg.RequeueWithoutBackoff(delay)
+	requeue(dups, delay)
+	if d.rid != "" && (delay > 0 || d.holdSent) {
+		now := time.Now()
+		d.s.p.noteHeld(d.s.opts.Topic, d.s.opts.Channel, d.rid, now.Add(delay), d.arrived, now)
+	}
+}
+
 // Extend resets the ack deadline (TOUCH).
 func (d *delivery) Extend() error {
 	s := d.s
@@ -275,15 +296,14 @@ func (d *delivery) Extend() error {
 	if now.After(d.deadline) {
 		dups := s.settleLocked(d)
 		s.mu.Unlock()
-		d.msg.RequeueWithoutBackoff(0)
-		requeue(dups, 0)
+		d.handBack(dups)
 		return errUnknown
 	}
 	d.nsqDeadline = now.Add(s.msgTimeout)
 	d.deadline = minTime(now.Add(s.opts.AckDeadline), d.nsqDeadline)
 	hold := d.holdSent || s.heldLong(d, now)
 	d.holdSent = d.holdSent || hold
-	until := d.deadline
+	until := d.holdEnd()
 	s.mu.Unlock()
 	d.msg.Touch()
 	if hold {

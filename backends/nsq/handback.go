@@ -4,6 +4,7 @@
 package nsq
 
 import (
+	"math/rand/v2"
 	"time"
 
 	"github.com/qgate/qgate/backends/nsq/envelope"
@@ -57,13 +58,19 @@ func (s *subscription) releaseDown() {
 	}
 }
 
-// expire settles handed-out deliveries whose ack deadline has passed, and
-// keeps queued ones alive: a message waiting in the queue for Receive has
+// expire settles handed-out deliveries whose ack deadline has passed (and
+// hands them back at once, or after the retry policy's backoff for their
+// attempt), and keeps queued ones alive: a message waiting in the queue for Receive has
 // not been seen by the client, so its deadline has not started; a TOUCH
 // stops nsqd from timing it out (and counting another attempt) meanwhile.
 func (s *subscription) expire(now time.Time) {
 	s.mu.Lock()
-	var exp, touch []*delivery
+	type expiry struct {
+		d     *delivery
+		delay time.Duration
+	}
+	var exp []expiry
+	var touch []*delivery
 	var holds []envelope.Hold
 	for d := range s.held {
 		if d.settled {
@@ -71,27 +78,45 @@ func (s *subscription) expire(now time.Time) {
 		}
 		switch {
 		case d.handed && now.After(d.deadline), !d.handed && now.After(d.nsqDeadline):
-			if d.holdSent && d.rid != "" {
-				holds = append(holds, envelope.Hold{ID: d.rid, Until: now, Since: d.arrived}) // ends it
+			var delay time.Duration
+			if d.handed {
+				delay = d.backoff
 			}
-			exp = append(exp, d)
-			exp = append(exp, s.settleLocked(d)...)
+			if d.rid != "" && (d.holdSent || delay > 0) {
+				// Ends its hold, or moves it to the redelivery: its other
+				// copies must not come back before it.
+				holds = append(holds, envelope.Hold{ID: d.rid, Until: now.Add(delay), Since: d.arrived})
+			}
+			exp = append(exp, expiry{d, delay})
+			for _, x := range s.settleLocked(d) {
+				exp = append(exp, expiry{x, delay})
+			}
 		case !d.handed && d.nsqDeadline.Sub(now) < s.msgTimeout/2:
 			d.nsqDeadline = now.Add(s.msgTimeout)
 			touch = append(touch, d)
 		case d.handed && !d.holdSent && s.heldLong(d, now):
 			d.holdSent = true
-			holds = append(holds, envelope.Hold{ID: d.rid, Until: d.deadline, Since: d.arrived})
+			holds = append(holds, envelope.Hold{ID: d.rid, Until: d.holdEnd(), Since: d.arrived})
 		}
 	}
 	s.mu.Unlock()
 	for _, h := range holds {
 		s.p.noteHeld(s.opts.Topic, s.opts.Channel, h.ID, h.Until, h.Since, now)
 	}
-	for _, d := range exp {
-		d.msg.RequeueWithoutBackoff(0)
+	for _, e := range exp {
+		e.d.msg.RequeueWithoutBackoff(e.delay)
 	}
 	for _, d := range touch {
 		d.msg.Touch()
 	}
+}
+
+// retryDelay is how long a message whose delivery of attempt failed waits
+// before it is redelivered: the subscription's retry policy's backoff, or
+// 0 without one.
+func (s *subscription) retryDelay(attempt int) time.Duration {
+	if s.opts.Retry == nil {
+		return 0
+	}
+	return min(s.opts.Retry.Backoff(attempt, rand.Float64()), maxRequeueDelay)
 }

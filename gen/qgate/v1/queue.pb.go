@@ -650,6 +650,69 @@ func (*SubscribeResponse_AckError_) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_Deliveries_) isSubscribeResponse_Kind() {}
 
+// RetryPolicy spaces out the redeliveries of a subscription's messages:
+// after a delivery of attempt n is nacked without a delay or its ack
+// deadline passes, the message is redelivered after
+// minimum_backoff * 2^(n-1), at most maximum_backoff, each jittered by up
+// to 20% either way (and kept within the two). Redeliveries count toward
+// max_attempts as before, and a message past it goes to the dead-letter
+// topic.
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backoff after the first delivery. Unset means 1 s; from 10 ms to
+	// 1 hour (nsqd's default --max-req-timeout).
+	MinimumBackoff *durationpb.Duration `protobuf:"bytes,1,opt,name=minimum_backoff,json=minimumBackoff,proto3" json:"minimum_backoff,omitempty"`
+	// The longest backoff. Unset means 10 minutes (and at least
+	// minimum_backoff); from minimum_backoff to 1 hour.
+	MaximumBackoff *durationpb.Duration `protobuf:"bytes,2,opt,name=maximum_backoff,json=maximumBackoff,proto3" json:"maximum_backoff,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_qgate_v1_queue_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_queue_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RetryPolicy) GetMinimumBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.MinimumBackoff
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetMaximumBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.MaximumBackoff
+	}
+	return nil
+}
+
 // Delivery is one delivery of a message to a subscriber.
 type Delivery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -676,7 +739,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[7]
+	mi := &file_qgate_v1_queue_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +751,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[7]
+	mi := &file_qgate_v1_queue_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +764,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{7}
+	return file_qgate_v1_queue_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Delivery) GetMessageId() string {
@@ -811,13 +874,17 @@ type SubscribeRequest_Open struct {
 	// without delivery. The dead-letter topic is then used even when
 	// max_attempts is 0. A dead letter does not expire.
 	DeadLetterExpired bool `protobuf:"varint,9,opt,name=dead_letter_expired,json=deadLetterExpired,proto3" json:"dead_letter_expired,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Redelivery backoff for deliveries nacked without a delay and for
+	// deliveries whose ack deadline passed. Unset: both are redelivered at
+	// once.
+	RetryPolicy   *RetryPolicy `protobuf:"bytes,10,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest_Open) Reset() {
 	*x = SubscribeRequest_Open{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[9]
+	mi := &file_qgate_v1_queue_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +896,7 @@ func (x *SubscribeRequest_Open) String() string {
 func (*SubscribeRequest_Open) ProtoMessage() {}
 
 func (x *SubscribeRequest_Open) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[9]
+	mi := &file_qgate_v1_queue_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,6 +975,13 @@ func (x *SubscribeRequest_Open) GetDeadLetterExpired() bool {
 	return false
 }
 
+func (x *SubscribeRequest_Open) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
 // Ack acknowledges deliveries.
 type SubscribeRequest_Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -919,7 +993,7 @@ type SubscribeRequest_Ack struct {
 
 func (x *SubscribeRequest_Ack) Reset() {
 	*x = SubscribeRequest_Ack{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[10]
+	mi := &file_qgate_v1_queue_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1005,7 @@ func (x *SubscribeRequest_Ack) String() string {
 func (*SubscribeRequest_Ack) ProtoMessage() {}
 
 func (x *SubscribeRequest_Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[10]
+	mi := &file_qgate_v1_queue_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,8 +1033,10 @@ type SubscribeRequest_Nack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The ack_id of each delivery to hand back; 1 to 2500.
 	AckIds []string `protobuf:"bytes,1,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
-	// How long to wait before redelivering; 0 or unset means at once; at most
-	// 1 hour (nsqd's default --max-req-timeout).
+	// How long to wait before redelivering; at most 1 hour (nsqd's default
+	// --max-req-timeout). 0 means at once. Unset means at once, or, when the
+	// subscription has a retry_policy, after the policy's backoff for the
+	// delivery's attempt.
 	Delay         *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -968,7 +1044,7 @@ type SubscribeRequest_Nack struct {
 
 func (x *SubscribeRequest_Nack) Reset() {
 	*x = SubscribeRequest_Nack{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[11]
+	mi := &file_qgate_v1_queue_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1056,7 @@ func (x *SubscribeRequest_Nack) String() string {
 func (*SubscribeRequest_Nack) ProtoMessage() {}
 
 func (x *SubscribeRequest_Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[11]
+	mi := &file_qgate_v1_queue_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1097,7 @@ type SubscribeRequest_Extend struct {
 
 func (x *SubscribeRequest_Extend) Reset() {
 	*x = SubscribeRequest_Extend{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[12]
+	mi := &file_qgate_v1_queue_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1109,7 @@ func (x *SubscribeRequest_Extend) String() string {
 func (*SubscribeRequest_Extend) ProtoMessage() {}
 
 func (x *SubscribeRequest_Extend) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[12]
+	mi := &file_qgate_v1_queue_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1144,7 @@ type SubscribeResponse_Deliveries struct {
 
 func (x *SubscribeResponse_Deliveries) Reset() {
 	*x = SubscribeResponse_Deliveries{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	mi := &file_qgate_v1_queue_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1156,7 @@ func (x *SubscribeResponse_Deliveries) String() string {
 func (*SubscribeResponse_Deliveries) ProtoMessage() {}
 
 func (x *SubscribeResponse_Deliveries) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[13]
+	mi := &file_qgate_v1_queue_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,13 +1196,16 @@ type SubscribeResponse_Opened struct {
 	// The effective byte budget of a `deliveries` response (1 MiB when the
 	// open left it 0).
 	MaxBatchBytes uint32 `protobuf:"varint,6,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`
+	// The effective retry policy, its defaults filled in; unset when the
+	// open had none.
+	RetryPolicy   *RetryPolicy `protobuf:"bytes,7,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse_Opened) Reset() {
 	*x = SubscribeResponse_Opened{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[14]
+	mi := &file_qgate_v1_queue_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1217,7 @@ func (x *SubscribeResponse_Opened) String() string {
 func (*SubscribeResponse_Opened) ProtoMessage() {}
 
 func (x *SubscribeResponse_Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[14]
+	mi := &file_qgate_v1_queue_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,6 +1275,13 @@ func (x *SubscribeResponse_Opened) GetMaxBatchBytes() uint32 {
 	return 0
 }
 
+func (x *SubscribeResponse_Opened) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
 // AckError reports an ack, nack or extend that could not be carried out.
 type SubscribeResponse_AckError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1213,7 +1299,7 @@ type SubscribeResponse_AckError struct {
 
 func (x *SubscribeResponse_AckError) Reset() {
 	*x = SubscribeResponse_AckError{}
-	mi := &file_qgate_v1_queue_proto_msgTypes[15]
+	mi := &file_qgate_v1_queue_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1311,7 @@ func (x *SubscribeResponse_AckError) String() string {
 func (*SubscribeResponse_AckError) ProtoMessage() {}
 
 func (x *SubscribeResponse_AckError) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_queue_proto_msgTypes[15]
+	mi := &file_qgate_v1_queue_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,12 +1373,12 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x1f\n" +
 	"\vmessage_ids\x18\x02 \x03(\tR\n" +
 	"messageIds\x12*\n" +
-	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xed\x05\n" +
+	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xa7\x06\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x04open\x18\x01 \x01(\v2\x1f.qgate.v1.SubscribeRequest.OpenH\x00R\x04open\x122\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1e.qgate.v1.SubscribeRequest.AckH\x00R\x03ack\x125\n" +
 	"\x04nack\x18\x03 \x01(\v2\x1f.qgate.v1.SubscribeRequest.NackH\x00R\x04nack\x12;\n" +
-	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xdc\x02\n" +
+	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\x96\x03\n" +
 	"\x04Open\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\"\n" +
@@ -1302,7 +1388,9 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x11dead_letter_topic\x18\x06 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
 	"\tmax_batch\x18\a \x01(\rR\bmaxBatch\x12&\n" +
 	"\x0fmax_batch_bytes\x18\b \x01(\rR\rmaxBatchBytes\x12.\n" +
-	"\x13dead_letter_expired\x18\t \x01(\bR\x11deadLetterExpired\x1a\x1e\n" +
+	"\x13dead_letter_expired\x18\t \x01(\bR\x11deadLetterExpired\x128\n" +
+	"\fretry_policy\x18\n" +
+	" \x01(\v2\x15.qgate.v1.RetryPolicyR\vretryPolicy\x1a\x1e\n" +
 	"\x03Ack\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIds\x1aP\n" +
 	"\x04Nack\x12\x17\n" +
@@ -1310,7 +1398,7 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x1a!\n" +
 	"\x06Extend\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIdsB\x06\n" +
-	"\x04kind\"\xac\x05\n" +
+	"\x04kind\"\xe6\x05\n" +
 	"\x11SubscribeResponse\x12<\n" +
 	"\x06opened\x18\x01 \x01(\v2\".qgate.v1.SubscribeResponse.OpenedH\x00R\x06opened\x120\n" +
 	"\bdelivery\x18\x02 \x01(\v2\x12.qgate.v1.DeliveryH\x00R\bdelivery\x12C\n" +
@@ -1322,18 +1410,22 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"Deliveries\x122\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x12.qgate.v1.DeliveryR\n" +
-	"deliveries\x1a\xfe\x01\n" +
+	"deliveries\x1a\xb8\x02\n" +
 	"\x06Opened\x12\"\n" +
 	"\rmax_in_flight\x18\x01 \x01(\rR\vmaxInFlight\x12<\n" +
 	"\fack_deadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vackDeadline\x12!\n" +
 	"\fmax_attempts\x18\x03 \x01(\rR\vmaxAttempts\x12*\n" +
 	"\x11dead_letter_topic\x18\x04 \x01(\tR\x0fdeadLetterTopic\x12\x1b\n" +
 	"\tmax_batch\x18\x05 \x01(\rR\bmaxBatch\x12&\n" +
-	"\x0fmax_batch_bytes\x18\x06 \x01(\rR\rmaxBatchBytes\x1aM\n" +
+	"\x0fmax_batch_bytes\x18\x06 \x01(\rR\rmaxBatchBytes\x128\n" +
+	"\fretry_policy\x18\a \x01(\v2\x15.qgate.v1.RetryPolicyR\vretryPolicy\x1aM\n" +
 	"\bAckError\x12\x15\n" +
 	"\x06ack_id\x18\x01 \x01(\tR\x05ackId\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x06statusB\x06\n" +
-	"\x04kind\"\xed\x02\n" +
+	"\x04kind\"\x95\x01\n" +
+	"\vRetryPolicy\x12B\n" +
+	"\x0fminimum_backoff\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0eminimumBackoff\x12B\n" +
+	"\x0fmaximum_backoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0emaximumBackoff\"\xed\x02\n" +
 	"\bDelivery\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x15\n" +
@@ -1367,7 +1459,7 @@ func file_qgate_v1_queue_proto_rawDescGZIP() []byte {
 	return file_qgate_v1_queue_proto_rawDescData
 }
 
-var file_qgate_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_qgate_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_qgate_v1_queue_proto_goTypes = []any{
 	(*Message)(nil),                      // 0: qgate.v1.Message
 	(*SendRequest)(nil),                  // 1: qgate.v1.SendRequest
@@ -1376,54 +1468,59 @@ var file_qgate_v1_queue_proto_goTypes = []any{
 	(*SendStreamResponse)(nil),           // 4: qgate.v1.SendStreamResponse
 	(*SubscribeRequest)(nil),             // 5: qgate.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),            // 6: qgate.v1.SubscribeResponse
-	(*Delivery)(nil),                     // 7: qgate.v1.Delivery
-	nil,                                  // 8: qgate.v1.Message.AttributesEntry
-	(*SubscribeRequest_Open)(nil),        // 9: qgate.v1.SubscribeRequest.Open
-	(*SubscribeRequest_Ack)(nil),         // 10: qgate.v1.SubscribeRequest.Ack
-	(*SubscribeRequest_Nack)(nil),        // 11: qgate.v1.SubscribeRequest.Nack
-	(*SubscribeRequest_Extend)(nil),      // 12: qgate.v1.SubscribeRequest.Extend
-	(*SubscribeResponse_Deliveries)(nil), // 13: qgate.v1.SubscribeResponse.Deliveries
-	(*SubscribeResponse_Opened)(nil),     // 14: qgate.v1.SubscribeResponse.Opened
-	(*SubscribeResponse_AckError)(nil),   // 15: qgate.v1.SubscribeResponse.AckError
-	nil,                                  // 16: qgate.v1.Delivery.AttributesEntry
-	(*durationpb.Duration)(nil),          // 17: google.protobuf.Duration
-	(*status.Status)(nil),                // 18: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
+	(*RetryPolicy)(nil),                  // 7: qgate.v1.RetryPolicy
+	(*Delivery)(nil),                     // 8: qgate.v1.Delivery
+	nil,                                  // 9: qgate.v1.Message.AttributesEntry
+	(*SubscribeRequest_Open)(nil),        // 10: qgate.v1.SubscribeRequest.Open
+	(*SubscribeRequest_Ack)(nil),         // 11: qgate.v1.SubscribeRequest.Ack
+	(*SubscribeRequest_Nack)(nil),        // 12: qgate.v1.SubscribeRequest.Nack
+	(*SubscribeRequest_Extend)(nil),      // 13: qgate.v1.SubscribeRequest.Extend
+	(*SubscribeResponse_Deliveries)(nil), // 14: qgate.v1.SubscribeResponse.Deliveries
+	(*SubscribeResponse_Opened)(nil),     // 15: qgate.v1.SubscribeResponse.Opened
+	(*SubscribeResponse_AckError)(nil),   // 16: qgate.v1.SubscribeResponse.AckError
+	nil,                                  // 17: qgate.v1.Delivery.AttributesEntry
+	(*durationpb.Duration)(nil),          // 18: google.protobuf.Duration
+	(*status.Status)(nil),                // 19: google.rpc.Status
+	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
 }
 var file_qgate_v1_queue_proto_depIdxs = []int32{
-	8,  // 0: qgate.v1.Message.attributes:type_name -> qgate.v1.Message.AttributesEntry
-	17, // 1: qgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	9,  // 0: qgate.v1.Message.attributes:type_name -> qgate.v1.Message.AttributesEntry
+	18, // 1: qgate.v1.Message.ttl:type_name -> google.protobuf.Duration
 	0,  // 2: qgate.v1.SendRequest.messages:type_name -> qgate.v1.Message
-	17, // 3: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
+	18, // 3: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
 	1,  // 4: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
-	18, // 5: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
-	9,  // 6: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
-	10, // 7: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
-	11, // 8: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
-	12, // 9: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
-	14, // 10: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
-	7,  // 11: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
-	15, // 12: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
-	13, // 13: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
-	16, // 14: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
-	19, // 15: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
-	19, // 16: qgate.v1.Delivery.expire_time:type_name -> google.protobuf.Timestamp
-	17, // 17: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
-	17, // 18: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
-	7,  // 19: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
-	17, // 20: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
-	18, // 21: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
-	1,  // 22: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
-	3,  // 23: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
-	5,  // 24: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
-	2,  // 25: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
-	4,  // 26: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
-	6,  // 27: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	19, // 5: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
+	10, // 6: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
+	11, // 7: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
+	12, // 8: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
+	13, // 9: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
+	15, // 10: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
+	8,  // 11: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
+	16, // 12: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
+	14, // 13: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
+	18, // 14: qgate.v1.RetryPolicy.minimum_backoff:type_name -> google.protobuf.Duration
+	18, // 15: qgate.v1.RetryPolicy.maximum_backoff:type_name -> google.protobuf.Duration
+	17, // 16: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
+	20, // 17: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
+	20, // 18: qgate.v1.Delivery.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 19: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
+	7,  // 20: qgate.v1.SubscribeRequest.Open.retry_policy:type_name -> qgate.v1.RetryPolicy
+	18, // 21: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
+	8,  // 22: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
+	18, // 23: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
+	7,  // 24: qgate.v1.SubscribeResponse.Opened.retry_policy:type_name -> qgate.v1.RetryPolicy
+	19, // 25: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
+	1,  // 26: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
+	3,  // 27: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
+	5,  // 28: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
+	2,  // 29: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
+	4,  // 30: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
+	6,  // 31: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
+	29, // [29:32] is the sub-list for method output_type
+	26, // [26:29] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_queue_proto_init() }
@@ -1449,7 +1546,7 @@ func file_qgate_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_queue_proto_rawDesc), len(file_qgate_v1_queue_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
