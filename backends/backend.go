@@ -156,6 +156,10 @@ type SubscribeOptions struct {
 	// qgate-dead-letter-expire-time) instead of finishing it undelivered.
 	// The dead letter does not expire.
 	DeadLetterExpired bool
+	// Filter, if set, is called with the attributes of each message (nil
+	// for one without); a message it returns false for is finished without
+	// delivery. It must be safe for concurrent use.
+	Filter func(attributes map[string]string) bool
 	// Retry, if set, spaces out redeliveries: a delivery whose ack
 	// deadline passed is redelivered after Retry.Backoff(its attempt)
 	// instead of at once. (A Nack's delay is the caller's: the service

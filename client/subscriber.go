@@ -66,6 +66,10 @@ type ReceiveSettings struct {
 	// (open.retry_policy; a zero field takes the server's default, 1 s and
 	// 10 min).
 	RetryPolicy *RetryPolicy
+	// Filter, if set, is the subscription's filter: a CEL expression over
+	// attributes (open.filter); messages it rejects are finished on the
+	// channel. Every subscriber of a channel should use the same one.
+	Filter string
 	// Retry is the backoff between attempts to reopen a broken stream.
 	// Default DefaultRetry.
 	Retry Backoff
@@ -280,7 +284,7 @@ func (s *Subscriber) session(ctx context.Context, work chan<- *Delivery, fc *flo
 		MaxInFlight: uint32(s.s.MaxOutstandingMessages), MaxBatch: uint32(s.s.MaxBatch),
 		MaxBatchBytes: uint32(min(max(s.s.MaxBatchBytes, 0), math.MaxUint32)),
 		MaxAttempts:   uint32(s.s.MaxAttempts), DeadLetterTopic: s.s.DeadLetterTopic,
-		DeadLetterExpired: s.s.DeadLetterExpired}
+		DeadLetterExpired: s.s.DeadLetterExpired, Filter: s.s.Filter}
 	if r := s.s.RetryPolicy; r != nil {
 		open.RetryPolicy = &qgatev1.RetryPolicy{}
 		if r.MinBackoff > 0 {

@@ -246,6 +246,38 @@ func TestNSQExpiry(t *testing.T) {
 	}
 }
 
+// TestNSQFilter: a subscription opened with a CEL filter gets only the
+// messages it accepts, through gRPC and real nsqd; a filter that does not
+// compile fails the open.
+func TestNSQFilter(t *testing.T) {
+	env := startNSQ(t, 1)
+	stream, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "flt", Channel: "orders",
+		Filter: `attributes.kind == "order" && attributes.region.startsWith("eu")`})
+	_, err := env.client.Send(t.Context(), &qgatev1.SendRequest{Topic: "flt", Messages: []*qgatev1.Message{
+		{Body: []byte("1"), Attributes: map[string]string{"kind": "order", "region": "us"}},
+		{Body: []byte("2"), Attributes: map[string]string{"kind": "refund", "region": "eu"}},
+		{Body: []byte("3")},
+		{Body: []byte("4"), Attributes: map[string]string{"kind": "order", "region": "eu-west"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := recvDelivery(t, stream); string(d.GetBody()) != "4" {
+		t.Errorf("got %q, want only message 4", d.GetBody())
+	}
+	bad, err := env.client.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: &qgatev1.SubscribeRequest_Open{
+		Topic: "flt", Channel: "bad", Filter: `attributes.kind = "order"`}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a filter that does not compile: %v, want InvalidArgument", err)
+	}
+}
+
 // TestNSQNackAndClose: a nacked delivery comes back with attempt 2; a
 // stream that ends hands its unacked delivery back at once.
 func TestNSQNackAndClose(t *testing.T) {

@@ -336,6 +336,16 @@ func checkOpen(l *Limits, o *qgatev1.SubscribeRequest_Open) (backends.SubscribeO
 		}
 	}
 	opts.Retry = checkRetryPolicy(&v, o.GetRetryPolicy(), l.MaxDelay)
+	switch f := o.GetFilter(); {
+	case len(f) > MaxFilterBytes:
+		v.addf("open.filter", "is %d bytes; at most %d are allowed", len(f), MaxFilterBytes)
+	case f != "":
+		pred, err := compileFilter(f)
+		if err != nil {
+			v.add("open.filter", err.Error())
+		}
+		opts.Filter = pred
+	}
 	return opts, batch, v.err("open")
 }
 

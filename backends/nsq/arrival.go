@@ -19,6 +19,15 @@ import (
 func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	m.DisableAutoResponse()
 	s.lastArrival.Store(time.Now().UnixNano())
+	msg, info := decode(m)
+	if s.opts.Filter != nil && !s.opts.Filter(msg.Attributes) {
+		// Not for this channel: every copy fails the filter alike.
+		m.Finish()
+		if o, ok := s.p.cfg.Observer.(FilterObserver); ok && !info.standby {
+			o.Filtered(s.opts.Topic, s.opts.Channel)
+		}
+		return nil
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -26,7 +35,6 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		return nil
 	}
 	now := time.Now()
-	msg, info := decode(m)
 	if wait := info.notBefore.Sub(now); wait > notBeforePrecision {
 		// Not due yet: a standby copy, or a deferred message whose timer
 		// nsqd dropped. Defer it (again) until it is.
@@ -226,6 +234,14 @@ func decode(m *gonsq.Message) (backends.Message, copyInfo) {
 			copyInfo{dedup: e.Replicas > 1 || e.ClientID, anyTwin: e.ClientID, replicas: max(int(e.Replicas), 1), standby: e.Standby, notBefore: e.NotBefore}
 	}
 	return backends.Message{ID: string(m.ID[:]), Body: m.Body, PublishTime: time.Unix(0, m.Timestamp)}, copyInfo{replicas: 1}
+}
+
+// FilterObserver is an optional Observer method: an Observer that has it
+// is told of every message of topic/channel finished because it failed
+// the subscription's filter (once per message in the normal case: standby
+// copies are not counted).
+type FilterObserver interface {
+	Filtered(topic, channel string)
 }
 
 // ExpiryObserver is an optional Observer method: an Observer that has it

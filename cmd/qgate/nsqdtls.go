@@ -11,6 +11,7 @@ import (
 var (
 	_ nsq.ClaimObserver  = (*metrics.Metrics)(nil)
 	_ nsq.ExpiryObserver = (*metrics.Metrics)(nil)
+	_ nsq.FilterObserver = (*metrics.Metrics)(nil)
 )
 
 // nsqdSecurity sets the pool's TLS and AUTH secret for its connections to

@@ -37,6 +37,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	maxInFlight := fs.Uint("max-in-flight", 0, "most unacked deliveries at once (0: the server's default, 100)")
 	ackDeadline := fs.Duration("ack-deadline", 0, "time to ack a delivery before it is redelivered (0: the server's default, 60s)")
 	batch := fs.Uint("batch", 0, "take up to this many deliveries per server response, acked together (0 or 1: one at a time; at most --max-in-flight)")
+	filter := fs.String("filter", "", "deliver only messages for which this CEL expression over `attributes` is true, e.g. 'attributes.kind == \"order\"'; the others are finished on the channel, so give every subscriber of a channel the same filter")
 	deadExpired := fs.Bool("dead-letter-expired", false, "write expired messages to the dead-letter topic (TOPIC.dead) instead of dropping them")
 	batchBytes := fs.Uint("max-batch-bytes", 0, "with --batch, the most bytes per server response (0: the server's default, 1 MiB); this client accepts responses up to 4 MiB or this + 1 MiB, whichever is larger, so raise it to receive messages larger than 4 MiB")
 	if err := fs.parse(e, args); err != nil {
@@ -57,7 +58,7 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	// exact. Deliveries past --count are left unacked: the server hands
 	// them back when Receive ends.
 	settings := client.ReceiveSettings{MaxOutstandingMessages: int(*maxInFlight), AckDeadline: *ackDeadline,
-		MaxBatch: max(int(*batch), 1), MaxBatchBytes: int(*batchBytes), NumGoroutines: 1, DeadLetterExpired: *deadExpired,
+		MaxBatch: max(int(*batch), 1), MaxBatchBytes: int(*batchBytes), NumGoroutines: 1, DeadLetterExpired: *deadExpired, Filter: *filter,
 		OnStreamError: func(err error) { fmt.Fprintf(e.stderr, "qgate subscribe: %v; reconnecting\n", err) }}
 	if settings.MaxOutstandingMessages == 0 {
 		settings.MaxOutstandingMessages = serverDefaultMaxInFlight

@@ -34,6 +34,7 @@ type Metrics struct {
 	deadLetters  *prometheus.CounterVec
 	yielded      *prometheus.CounterVec
 	expired      *prometheus.CounterVec
+	filtered     *prometheus.CounterVec
 	nodesOut     *prometheus.CounterVec
 	capped       *prometheus.CounterVec
 	inFlight     *inFlightCollector
@@ -104,6 +105,9 @@ func New(opts ...Option) *Metrics {
 		acks:         counter("acks_total", "Acked deliveries.", "topic", "channel"),
 		nacks:        counter("nacks_total", "Nacked deliveries.", "topic", "channel"),
 		deadLetters:  counter("dead_letters_total", "Messages moved to a dead-letter topic: past max attempts, or expired with dead_letter_expired.", "topic", "channel"),
+		filtered: counter("filtered_total",
+			"Messages finished without delivery because they failed the subscription's filter (open.filter).",
+			"topic", "channel"),
 		expired: counter("expired_total",
 			"Messages met after their expiry (Message.ttl) and not delivered: finished, or moved to the dead-letter topic with dead_letter_expired.",
 			"topic", "channel"),
@@ -125,7 +129,7 @@ func New(opts ...Option) *Metrics {
 		m.grpc,
 		m.sends, m.sendErrors, m.retries, m.sendDuration,
 		m.failovers, m.failbacks, m.nodeState, m.nodeActive,
-		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired, m.nodesOut, m.capped, m.inFlight,
+		m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired, m.filtered, m.nodesOut, m.capped, m.inFlight,
 	)
 	return m
 }
@@ -157,7 +161,7 @@ func (m *Metrics) drop(k labelKey) {
 		}
 		return
 	}
-	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired} {
+	for _, v := range []*prometheus.CounterVec{m.deliveries, m.redeliveries, m.acks, m.nacks, m.deadLetters, m.yielded, m.expired, m.filtered} {
 		v.DeleteLabelValues(k.topic, k.channel)
 	}
 }
@@ -234,6 +238,12 @@ func (m *Metrics) ClaimLost(topic, channel string, _ bool) {
 // delivered (nsq.ExpiryObserver).
 func (m *Metrics) Expired(topic, channel string, _ bool) {
 	m.expired.WithLabelValues(m.labels.pair(topic, channel)).Inc()
+}
+
+// Filtered counts a message of topic/channel finished because it failed
+// the subscription's filter (nsq.FilterObserver).
+func (m *Metrics) Filtered(topic, channel string) {
+	m.filtered.WithLabelValues(m.labels.pair(topic, channel)).Inc()
 }
 
 // SendDone records the latency of a Send as the service sees it.

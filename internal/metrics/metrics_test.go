@@ -253,12 +253,14 @@ func TestPoolObserver(t *testing.T) {
 	m.ClaimLost("t", "c", false)
 	m.Expired("t", "c", false)
 	m.Expired("t", "c", true)
+	m.Filtered("t", "c")
 	wantValue(t, m, "qgate_sends_total", map[string]string{"node": "n0", "topic": "t"}, 2)
 	wantValue(t, m, "qgate_send_errors_total", map[string]string{"node": "n1", "topic": "t"}, 1)
 	wantValue(t, m, "qgate_send_retries_total", map[string]string{"topic": "t"}, 1)
 	wantValue(t, m, "qgate_dead_letters_total", map[string]string{"topic": "t", "channel": "c"}, 1)
 	wantValue(t, m, "qgate_claims_yielded_total", map[string]string{"topic": "t", "channel": "c"}, 1)
 	wantValue(t, m, "qgate_expired_total", map[string]string{"topic": "t", "channel": "c"}, 2)
+	wantValue(t, m, "qgate_filtered_total", map[string]string{"topic": "t", "channel": "c"}, 1)
 }
 
 func TestEjectionMetrics(t *testing.T) {

@@ -877,7 +877,25 @@ type SubscribeRequest_Open struct {
 	// Redelivery backoff for deliveries nacked without a delay and for
 	// deliveries whose ack deadline passed. Unset: both are redelivered at
 	// once.
-	RetryPolicy   *RetryPolicy `protobuf:"bytes,10,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RetryPolicy *RetryPolicy `protobuf:"bytes,10,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Only messages for which this CEL expression (https://cel.dev) is
+	// true are delivered; the others are finished without delivery (and
+	// counted in qgate_filtered_total). The expression sees one variable,
+	// `attributes` (map(string, string); empty for a body written by a plain
+	// NSQ producer), and must be of type bool, e.g.
+	// `attributes["kind"] == "order" && attributes.region.startsWith("eu")`
+	// or `has(attributes.priority)`. An expression that fails at run time
+	// (a missing key read with `attributes.x` or `attributes["x"]`, or one
+	// past its cost limit) counts as false: use has() or `"x" in
+	// attributes` for optional attributes. At most 4096 bytes. One that
+	// does not compile fails the open with INVALID_ARGUMENT and a violation
+	// on open.filter giving the line and column. Unset: every message.
+	//
+	// The filter belongs to the channel: a message that fails it is
+	// finished on the channel, so every subscriber of a channel should open
+	// with the same filter (with different ones, each message is judged by
+	// whichever subscriber it reaches). Use a channel per filter.
+	Filter        string `protobuf:"bytes,11,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -980,6 +998,13 @@ func (x *SubscribeRequest_Open) GetRetryPolicy() *RetryPolicy {
 		return x.RetryPolicy
 	}
 	return nil
+}
+
+func (x *SubscribeRequest_Open) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
 }
 
 // Ack acknowledges deliveries.
@@ -1373,12 +1398,12 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x1f\n" +
 	"\vmessage_ids\x18\x02 \x03(\tR\n" +
 	"messageIds\x12*\n" +
-	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xa7\x06\n" +
+	"\x06status\x18\x03 \x01(\v2\x12.google.rpc.StatusR\x06status\"\xbf\x06\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\x04open\x18\x01 \x01(\v2\x1f.qgate.v1.SubscribeRequest.OpenH\x00R\x04open\x122\n" +
 	"\x03ack\x18\x02 \x01(\v2\x1e.qgate.v1.SubscribeRequest.AckH\x00R\x03ack\x125\n" +
 	"\x04nack\x18\x03 \x01(\v2\x1f.qgate.v1.SubscribeRequest.NackH\x00R\x04nack\x12;\n" +
-	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\x96\x03\n" +
+	"\x06extend\x18\x04 \x01(\v2!.qgate.v1.SubscribeRequest.ExtendH\x00R\x06extend\x1a\xae\x03\n" +
 	"\x04Open\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\"\n" +
@@ -1390,7 +1415,8 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x0fmax_batch_bytes\x18\b \x01(\rR\rmaxBatchBytes\x12.\n" +
 	"\x13dead_letter_expired\x18\t \x01(\bR\x11deadLetterExpired\x128\n" +
 	"\fretry_policy\x18\n" +
-	" \x01(\v2\x15.qgate.v1.RetryPolicyR\vretryPolicy\x1a\x1e\n" +
+	" \x01(\v2\x15.qgate.v1.RetryPolicyR\vretryPolicy\x12\x16\n" +
+	"\x06filter\x18\v \x01(\tR\x06filter\x1a\x1e\n" +
 	"\x03Ack\x12\x17\n" +
 	"\aack_ids\x18\x01 \x03(\tR\x06ackIds\x1aP\n" +
 	"\x04Nack\x12\x17\n" +
