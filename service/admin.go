@@ -24,6 +24,14 @@ type Pool interface {
 	// SetDraining sets or clears a node's draining flag and returns the node
 	// after the change; backends.ErrNotFound for an unknown name.
 	SetDraining(name string, draining bool) (backends.NodeStatus, error)
+	// Backlog returns what every node holds for topic ("": every topic),
+	// in the order of Nodes.
+	Backlog(ctx context.Context, topic string) []backends.NodeBacklog
+	// ChannelOp carries out op on a channel on every node.
+	ChannelOp(ctx context.Context, topic, channel string, op backends.ChannelOp) []backends.NodeResult
+	// Send and Subscribe are the backend's, for Redrive.
+	Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error
+	Subscribe(ctx context.Context, opts backends.SubscribeOptions) (backends.Subscription, error)
 }
 
 // Admin implements qgate.v1.AdminService over a Pool.
@@ -39,7 +47,8 @@ type Admin struct {
 
 var _ qgatev1.AdminServiceServer = (*Admin)(nil)
 
-// NewAdmin returns an Admin for p. Of the options only WithLogger applies.
+// NewAdmin returns an Admin for p. Of the options WithLogger and
+// WithDefaultReplicas (the copies Redrive writes) apply.
 func NewAdmin(p Pool, opts ...Option) *Admin {
 	o := defaultOptions()
 	for _, opt := range opts {

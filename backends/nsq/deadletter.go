@@ -24,6 +24,10 @@ const (
 	// AttrDeadLetterExpireTime: the expiry (RFC 3339) of a dead letter whose
 	// message had one; the dead letter itself does not expire.
 	AttrDeadLetterExpireTime = "qgate-dead-letter-expire-time"
+	// AttrDeadLetterTopic and AttrDeadLetterChannel: where the message was
+	// dead-lettered from (AdminService.Redrive sends it back there).
+	AttrDeadLetterTopic   = "qgate-dead-letter-topic"
+	AttrDeadLetterChannel = "qgate-dead-letter-channel"
 )
 
 // Timings of dead-letter writes.
@@ -65,8 +69,9 @@ func (s *subscription) deadLetterLoop() {
 
 func (s *subscription) deadLetter(ctx context.Context, m *gonsq.Message) {
 	msg, info := decode(m)
-	attrs := make(map[string]string, len(msg.Attributes)+3)
+	attrs := make(map[string]string, len(msg.Attributes)+5)
 	maps.Copy(attrs, msg.Attributes)
+	attrs[AttrDeadLetterTopic], attrs[AttrDeadLetterChannel] = s.opts.Topic, s.opts.Channel
 	attrs[AttrDeadLetterAttempts] = strconv.Itoa(int(m.Attempts) - 1)
 	attrs[AttrDeadLetterReason] = fmt.Sprintf("delivered %d times, max attempts %d", int(m.Attempts)-1, s.opts.MaxAttempts)
 	if !msg.ExpireAt.IsZero() {

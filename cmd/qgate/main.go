@@ -56,6 +56,9 @@ var commands = []command{
 	{"send", "send messages to a topic", runSend},
 	{"subscribe", "print and ack the messages of a topic's channel", runSubscribe},
 	{"nodes", "show the node pool (--watch: follow changes)", runNodes},
+	{"backlog", "show what the nodes hold per topic and channel", runBacklog},
+	{"channel", "pause, resume or empty a channel on every node", runChannel},
+	{"redrive", "move messages from a dead-letter topic back", runRedrive},
 }
 
 // errUsage marks an error the command already explained with its usage;

@@ -234,6 +234,70 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("backlog, channel, redrive, filter, ttl", func(t *testing.T) {
+		// A message dead-lettered (max attempts 1, nacked), seen in the
+		// backlog, redriven back; a filter keeps one of two; a ttl shows.
+		client := qgatev1.NewQueueServiceClient(conn)
+		sctx, cancel := context.WithTimeout(t.Context(), time.Minute) // no Recv waits forever
+		defer cancel()
+		stream, err := client.Subscribe(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := &qgatev1.SubscribeRequest_Open{Topic: "clidl", Channel: "c", MaxAttempts: 1}
+		if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{Open: open}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil { // opened
+			t.Fatal(err)
+		}
+		if code, _, errOut := cli(t, "", "send", "--addr", addr, "--topic", "clidl", "poison"); code != 0 {
+			t.Fatalf("send: %d %s", code, errOut)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nack := &qgatev1.SubscribeRequest_Nack{AckIds: []string{resp.GetDelivery().GetAckId()}}
+		if err := stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Nack_{Nack: nack}}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			code, out, errOut := cli(t, "", "backlog", "--addr", addr, "--topic", "clidl.dead")
+			if code != 0 {
+				t.Fatalf("backlog: status %d, stderr %q", code, errOut)
+			}
+			if strings.Contains(out, "TOPIC") && strings.Contains(out, "clidl.dead") && strings.Fields(strings.Split(out, "\n")[1])[2] != "0" {
+				break // the dead letter, in the topic (no channel yet)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no dead letter in the backlog:\n%s", out)
+			}
+		}
+		code, out, errOut := cli(t, "", "redrive", "--addr", addr, "--topic", "clidl.dead", "--channel", "keep", "--idle", "500ms")
+		if code != 0 || strings.TrimSpace(out) != "moved 1, skipped 0" {
+			t.Fatalf("redrive: status %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		resp, err = stream.Recv()
+		if err != nil || string(resp.GetDelivery().GetBody()) != "poison" {
+			t.Fatalf("after redrive: %v, %v; want the message again", resp, err)
+		}
+		if code, out, _ := cli(t, "", "channel", "pause", "--addr", addr, "--topic", "clidl", "--channel", "c"); code != 0 || strings.Count(out, ": ok") != 3 {
+			t.Errorf("channel pause: status %d, stdout %q; want ok from 3 nodes", code, out)
+		}
+		if code, _, _ := cli(t, "", "channel", "frobnicate", "--addr", addr, "--topic", "clidl", "--channel", "c"); code != 2 {
+			t.Errorf("channel frobnicate: status %d, want 2", code)
+		}
+		cli(t, "", "send", "--addr", addr, "--topic", "clif", "--attr", "kind=order", "--ttl", "1h", "keep")
+		cli(t, "", "send", "--addr", addr, "--topic", "clif", "--attr", "kind=refund", "drop")
+		cli(t, "", "send", "--addr", addr, "--topic", "clif", "--attr", "kind=order", "keep2")
+		code, out, errOut = cli(t, "", "subscribe", "--addr", addr, "--topic", "clif", "--channel", "orders",
+			"--filter", `attributes.kind == "order"`, "--count", "2", "--json")
+		if code != 0 || strings.Contains(out, "ZHJvcA==") || !strings.Contains(out, "expireTime") {
+			t.Errorf("subscribe --filter: status %d, stdout %q, stderr %q; want the two orders, one with an expiry", code, out, errOut)
+		}
+	})
+
 	if code := stop(); code != 0 {
 		t.Errorf("serve exit status %d after shutdown, want 0", code)
 	}

@@ -57,7 +57,7 @@ func (g *gateway) startServer() error {
 		opts = append(opts, grpc.Creds(creds))
 	}
 	var err error
-	admin := service.NewAdmin(g.pool, service.WithLogger(g.log))
+	admin := service.NewAdmin(g.pool, service.WithLogger(g.log), service.WithDefaultReplicas(g.replicas))
 	g.srv, err = server.New(server.Config{
 		Addr:            g.listen,
 		Logger:          g.log,

@@ -199,6 +199,897 @@ func (NodeRole) EnumDescriptor() ([]byte, []int) {
 	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
+// GetBacklogRequest is the request of AdminService.GetBacklog.
+type GetBacklogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic; empty for every topic on the nodes.
+	Topic         string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBacklogRequest) Reset() {
+	*x = GetBacklogRequest{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBacklogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBacklogRequest) ProtoMessage() {}
+
+func (x *GetBacklogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBacklogRequest.ProtoReflect.Descriptor instead.
+func (*GetBacklogRequest) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetBacklogRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+// GetBacklogResponse is the response of AdminService.GetBacklog.
+type GetBacklogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per topic, summed over the nodes that answered.
+	Topics []*TopicBacklog `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// Per node.
+	Nodes         []*NodeBacklog `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBacklogResponse) Reset() {
+	*x = GetBacklogResponse{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBacklogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBacklogResponse) ProtoMessage() {}
+
+func (x *GetBacklogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBacklogResponse.ProtoReflect.Descriptor instead.
+func (*GetBacklogResponse) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetBacklogResponse) GetTopics() []*TopicBacklog {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *GetBacklogResponse) GetNodes() []*NodeBacklog {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeBacklog is what one node holds.
+type NodeBacklog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name, as ListNodes shows it.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Why the node's figures are missing; empty when it answered.
+	Error string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// Its topics.
+	Topics        []*TopicBacklog `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeBacklog) Reset() {
+	*x = NodeBacklog{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeBacklog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeBacklog) ProtoMessage() {}
+
+func (x *NodeBacklog) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeBacklog.ProtoReflect.Descriptor instead.
+func (*NodeBacklog) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeBacklog) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeBacklog) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *NodeBacklog) GetTopics() []*TopicBacklog {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+// TopicBacklog is a topic's messages.
+type TopicBacklog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Messages not yet copied to any channel (a topic without channels keeps
+	// them until one is created, and the first channel then gets them all).
+	Depth int64 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
+	// Messages the topic received since the node started.
+	MessageCount uint64 `protobuf:"varint,3,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
+	// Paused on the node (on every node that answered, for a sum).
+	Paused bool `protobuf:"varint,4,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Its channels.
+	Channels      []*ChannelBacklog `protobuf:"bytes,5,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicBacklog) Reset() {
+	*x = TopicBacklog{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicBacklog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicBacklog) ProtoMessage() {}
+
+func (x *TopicBacklog) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicBacklog.ProtoReflect.Descriptor instead.
+func (*TopicBacklog) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TopicBacklog) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicBacklog) GetDepth() int64 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *TopicBacklog) GetMessageCount() uint64 {
+	if x != nil {
+		return x.MessageCount
+	}
+	return 0
+}
+
+func (x *TopicBacklog) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *TopicBacklog) GetChannels() []*ChannelBacklog {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// ChannelBacklog is a channel's messages.
+type ChannelBacklog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Queued, ready to deliver (in memory and on disk).
+	Depth int64 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
+	// Delivered to a subscriber, not yet acknowledged.
+	InFlight int64 `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Deferred: a delayed send, a nack with a delay, a standby copy (qgate's
+	// replicas) or a copy waiting for another's outcome.
+	Deferred int64 `protobuf:"varint,4,opt,name=deferred,proto3" json:"deferred,omitempty"`
+	// Connections reading the channel (a qgate instance reads each node once
+	// per subscription).
+	Consumers int64 `protobuf:"varint,5,opt,name=consumers,proto3" json:"consumers,omitempty"`
+	// Paused (on every node that answered, for a sum).
+	Paused bool `protobuf:"varint,6,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Messages the channel received, requeued and timed out since the node
+	// started.
+	MessageCount uint64 `protobuf:"varint,7,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
+	// See message_count.
+	RequeueCount uint64 `protobuf:"varint,8,opt,name=requeue_count,json=requeueCount,proto3" json:"requeue_count,omitempty"`
+	// See message_count.
+	TimeoutCount  uint64 `protobuf:"varint,9,opt,name=timeout_count,json=timeoutCount,proto3" json:"timeout_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelBacklog) Reset() {
+	*x = ChannelBacklog{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelBacklog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelBacklog) ProtoMessage() {}
+
+func (x *ChannelBacklog) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelBacklog.ProtoReflect.Descriptor instead.
+func (*ChannelBacklog) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ChannelBacklog) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ChannelBacklog) GetDepth() int64 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetDeferred() int64 {
+	if x != nil {
+		return x.Deferred
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetConsumers() int64 {
+	if x != nil {
+		return x.Consumers
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *ChannelBacklog) GetMessageCount() uint64 {
+	if x != nil {
+		return x.MessageCount
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetRequeueCount() uint64 {
+	if x != nil {
+		return x.RequeueCount
+	}
+	return 0
+}
+
+func (x *ChannelBacklog) GetTimeoutCount() uint64 {
+	if x != nil {
+		return x.TimeoutCount
+	}
+	return 0
+}
+
+// PauseChannelRequest is the request of AdminService.PauseChannel.
+type PauseChannelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic. Required.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The channel. Required.
+	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseChannelRequest) Reset() {
+	*x = PauseChannelRequest{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseChannelRequest) ProtoMessage() {}
+
+func (x *PauseChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseChannelRequest.ProtoReflect.Descriptor instead.
+func (*PauseChannelRequest) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PauseChannelRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PauseChannelRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+// PauseChannelResponse is the response of AdminService.PauseChannel.
+type PauseChannelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the pool: how it took the operation.
+	Nodes         []*NodeResult `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseChannelResponse) Reset() {
+	*x = PauseChannelResponse{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseChannelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseChannelResponse) ProtoMessage() {}
+
+func (x *PauseChannelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseChannelResponse.ProtoReflect.Descriptor instead.
+func (*PauseChannelResponse) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PauseChannelResponse) GetNodes() []*NodeResult {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// ResumeChannelRequest is the request of AdminService.ResumeChannel.
+type ResumeChannelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic. Required.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The channel. Required.
+	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeChannelRequest) Reset() {
+	*x = ResumeChannelRequest{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeChannelRequest) ProtoMessage() {}
+
+func (x *ResumeChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeChannelRequest.ProtoReflect.Descriptor instead.
+func (*ResumeChannelRequest) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResumeChannelRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ResumeChannelRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+// ResumeChannelResponse is the response of AdminService.ResumeChannel.
+type ResumeChannelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the pool: how it took the operation.
+	Nodes         []*NodeResult `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeChannelResponse) Reset() {
+	*x = ResumeChannelResponse{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeChannelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeChannelResponse) ProtoMessage() {}
+
+func (x *ResumeChannelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeChannelResponse.ProtoReflect.Descriptor instead.
+func (*ResumeChannelResponse) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResumeChannelResponse) GetNodes() []*NodeResult {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// EmptyChannelRequest is the request of AdminService.EmptyChannel.
+type EmptyChannelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic. Required.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The channel. Required.
+	Channel       string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmptyChannelRequest) Reset() {
+	*x = EmptyChannelRequest{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmptyChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmptyChannelRequest) ProtoMessage() {}
+
+func (x *EmptyChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmptyChannelRequest.ProtoReflect.Descriptor instead.
+func (*EmptyChannelRequest) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EmptyChannelRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *EmptyChannelRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+// EmptyChannelResponse is the response of AdminService.EmptyChannel.
+type EmptyChannelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per node of the pool: how it took the operation.
+	Nodes         []*NodeResult `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmptyChannelResponse) Reset() {
+	*x = EmptyChannelResponse{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmptyChannelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmptyChannelResponse) ProtoMessage() {}
+
+func (x *EmptyChannelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmptyChannelResponse.ProtoReflect.Descriptor instead.
+func (*EmptyChannelResponse) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EmptyChannelResponse) GetNodes() []*NodeResult {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeResult is one node's answer to an operation.
+type NodeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Empty when the node carried it out; else why not.
+	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeResult) Reset() {
+	*x = NodeResult{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeResult) ProtoMessage() {}
+
+func (x *NodeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
+func (*NodeResult) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *NodeResult) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RedriveRequest is the request of AdminService.Redrive.
+type RedriveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic to read (a dead-letter topic, e.g. "orders.dead"). Required.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The channel of topic to read through: the messages queued for it are
+	// moved. Required; a channel that does not exist is created (it gets only
+	// the messages the topic still holds for no channel, and later ones).
+	Channel string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Where the messages go. Unset: each message's
+	// qgate-dead-letter-topic attribute (the topic it was dead-lettered
+	// from), and a message without one is left in place (not acknowledged)
+	// and counted in skipped.
+	ToTopic string `protobuf:"bytes,3,opt,name=to_topic,json=toTopic,proto3" json:"to_topic,omitempty"`
+	// The most messages to move; 0 means 1000, at most 100000.
+	MaxMessages uint32 `protobuf:"varint,4,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	// The most messages per second; 0 means no limit.
+	Rate uint32 `protobuf:"varint,5,opt,name=rate,proto3" json:"rate,omitempty"`
+	// How long to wait for the next message before ending; unset means 2 s,
+	// at most 1 minute.
+	IdleTimeout   *durationpb.Duration `protobuf:"bytes,6,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveRequest) Reset() {
+	*x = RedriveRequest{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveRequest) ProtoMessage() {}
+
+func (x *RedriveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveRequest.ProtoReflect.Descriptor instead.
+func (*RedriveRequest) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RedriveRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *RedriveRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *RedriveRequest) GetToTopic() string {
+	if x != nil {
+		return x.ToTopic
+	}
+	return ""
+}
+
+func (x *RedriveRequest) GetMaxMessages() uint32 {
+	if x != nil {
+		return x.MaxMessages
+	}
+	return 0
+}
+
+func (x *RedriveRequest) GetRate() uint32 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *RedriveRequest) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
+	}
+	return nil
+}
+
+// RedriveResponse is the response of AdminService.Redrive.
+type RedriveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Messages written to their destination and acknowledged on the channel
+	// read.
+	Moved uint32 `protobuf:"varint,1,opt,name=moved,proto3" json:"moved,omitempty"`
+	// Messages left in place (no destination known, or the write failed:
+	// see error); they are handed back to the channel read.
+	Skipped uint32 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Why the redrive ended early, if it did (a write failed, the call's
+	// deadline passed); empty when it ended by max_messages or idle_timeout.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveResponse) Reset() {
+	*x = RedriveResponse{}
+	mi := &file_qgate_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveResponse) ProtoMessage() {}
+
+func (x *RedriveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qgate_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveResponse.ProtoReflect.Descriptor instead.
+func (*RedriveResponse) Descriptor() ([]byte, []int) {
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RedriveResponse) GetMoved() uint32 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *RedriveResponse) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *RedriveResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // Node describes one nsqd node of the pool.
 type Node struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -249,7 +1140,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[0]
+	mi := &file_qgate_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +1152,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[0]
+	mi := &file_qgate_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +1165,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Node) GetName() string {
@@ -405,7 +1296,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[1]
+	mi := &file_qgate_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +1308,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[1]
+	mi := &file_qgate_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +1321,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 // ListNodesResponse is the response of AdminService.ListNodes.
@@ -444,7 +1335,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[2]
+	mi := &file_qgate_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +1347,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[2]
+	mi := &file_qgate_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +1360,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -488,7 +1379,7 @@ type WatchNodesRequest struct {
 
 func (x *WatchNodesRequest) Reset() {
 	*x = WatchNodesRequest{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[3]
+	mi := &file_qgate_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1391,7 @@ func (x *WatchNodesRequest) String() string {
 func (*WatchNodesRequest) ProtoMessage() {}
 
 func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[3]
+	mi := &file_qgate_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1404,7 @@ func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // WatchNodesResponse is one event of AdminService.WatchNodes.
@@ -531,7 +1422,7 @@ type WatchNodesResponse struct {
 
 func (x *WatchNodesResponse) Reset() {
 	*x = WatchNodesResponse{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[4]
+	mi := &file_qgate_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +1434,7 @@ func (x *WatchNodesResponse) String() string {
 func (*WatchNodesResponse) ProtoMessage() {}
 
 func (x *WatchNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[4]
+	mi := &file_qgate_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +1447,7 @@ func (x *WatchNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodesResponse.ProtoReflect.Descriptor instead.
 func (*WatchNodesResponse) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchNodesResponse) GetNode() *Node {
@@ -591,7 +1482,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[5]
+	mi := &file_qgate_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +1494,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[5]
+	mi := &file_qgate_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +1507,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainNodeRequest) GetName() string {
@@ -637,7 +1528,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[6]
+	mi := &file_qgate_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +1540,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[6]
+	mi := &file_qgate_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +1553,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainNodeResponse) GetNode() *Node {
@@ -683,7 +1574,7 @@ type UndrainNodeRequest struct {
 
 func (x *UndrainNodeRequest) Reset() {
 	*x = UndrainNodeRequest{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[7]
+	mi := &file_qgate_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +1586,7 @@ func (x *UndrainNodeRequest) String() string {
 func (*UndrainNodeRequest) ProtoMessage() {}
 
 func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[7]
+	mi := &file_qgate_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +1599,7 @@ func (x *UndrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*UndrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UndrainNodeRequest) GetName() string {
@@ -729,7 +1620,7 @@ type UndrainNodeResponse struct {
 
 func (x *UndrainNodeResponse) Reset() {
 	*x = UndrainNodeResponse{}
-	mi := &file_qgate_v1_admin_proto_msgTypes[8]
+	mi := &file_qgate_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1632,7 @@ func (x *UndrainNodeResponse) String() string {
 func (*UndrainNodeResponse) ProtoMessage() {}
 
 func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qgate_v1_admin_proto_msgTypes[8]
+	mi := &file_qgate_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1645,7 @@ func (x *UndrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*UndrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_qgate_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UndrainNodeResponse) GetNode() *Node {
@@ -768,7 +1659,62 @@ var File_qgate_v1_admin_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14qgate/v1/admin.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x05\n" +
+	"\x14qgate/v1/admin.proto\x12\bqgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n" +
+	"\x11GetBacklogRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\"q\n" +
+	"\x12GetBacklogResponse\x12.\n" +
+	"\x06topics\x18\x01 \x03(\v2\x16.qgate.v1.TopicBacklogR\x06topics\x12+\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x15.qgate.v1.NodeBacklogR\x05nodes\"g\n" +
+	"\vNodeBacklog\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12.\n" +
+	"\x06topics\x18\x03 \x03(\v2\x16.qgate.v1.TopicBacklogR\x06topics\"\xad\x01\n" +
+	"\fTopicBacklog\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\x03R\x05depth\x12#\n" +
+	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\x12\x16\n" +
+	"\x06paused\x18\x04 \x01(\bR\x06paused\x124\n" +
+	"\bchannels\x18\x05 \x03(\v2\x18.qgate.v1.ChannelBacklogR\bchannels\"\x9e\x02\n" +
+	"\x0eChannelBacklog\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\x03R\x05depth\x12\x1b\n" +
+	"\tin_flight\x18\x03 \x01(\x03R\binFlight\x12\x1a\n" +
+	"\bdeferred\x18\x04 \x01(\x03R\bdeferred\x12\x1c\n" +
+	"\tconsumers\x18\x05 \x01(\x03R\tconsumers\x12\x16\n" +
+	"\x06paused\x18\x06 \x01(\bR\x06paused\x12#\n" +
+	"\rmessage_count\x18\a \x01(\x04R\fmessageCount\x12#\n" +
+	"\rrequeue_count\x18\b \x01(\x04R\frequeueCount\x12#\n" +
+	"\rtimeout_count\x18\t \x01(\x04R\ftimeoutCount\"E\n" +
+	"\x13PauseChannelRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\"B\n" +
+	"\x14PauseChannelResponse\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.qgate.v1.NodeResultR\x05nodes\"F\n" +
+	"\x14ResumeChannelRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\"C\n" +
+	"\x15ResumeChannelResponse\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.qgate.v1.NodeResultR\x05nodes\"E\n" +
+	"\x13EmptyChannelRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\"B\n" +
+	"\x14EmptyChannelResponse\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.qgate.v1.NodeResultR\x05nodes\"6\n" +
+	"\n" +
+	"NodeResult\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xd0\x01\n" +
+	"\x0eRedriveRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x19\n" +
+	"\bto_topic\x18\x03 \x01(\tR\atoTopic\x12!\n" +
+	"\fmax_messages\x18\x04 \x01(\rR\vmaxMessages\x12\x12\n" +
+	"\x04rate\x18\x05 \x01(\rR\x04rate\x12<\n" +
+	"\fidle_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"W\n" +
+	"\x0fRedriveResponse\x12\x14\n" +
+	"\x05moved\x18\x01 \x01(\rR\x05moved\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\rR\askipped\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x99\x05\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vtcp_address\x18\x02 \x01(\tR\n" +
@@ -823,13 +1769,19 @@ const file_qgate_v1_admin_proto_rawDesc = "" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_PRIMARY\x10\x01\x12\x14\n" +
-	"\x10NODE_ROLE_BACKUP\x10\x022\xb1\x02\n" +
+	"\x10NODE_ROLE_BACKUP\x10\x022\xaa\x05\n" +
 	"\fAdminService\x12D\n" +
 	"\tListNodes\x12\x1a.qgate.v1.ListNodesRequest\x1a\x1b.qgate.v1.ListNodesResponse\x12I\n" +
 	"\n" +
 	"WatchNodes\x12\x1b.qgate.v1.WatchNodesRequest\x1a\x1c.qgate.v1.WatchNodesResponse0\x01\x12D\n" +
 	"\tDrainNode\x12\x1a.qgate.v1.DrainNodeRequest\x1a\x1b.qgate.v1.DrainNodeResponse\x12J\n" +
-	"\vUndrainNode\x12\x1c.qgate.v1.UndrainNodeRequest\x1a\x1d.qgate.v1.UndrainNodeResponseB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
+	"\vUndrainNode\x12\x1c.qgate.v1.UndrainNodeRequest\x1a\x1d.qgate.v1.UndrainNodeResponse\x12G\n" +
+	"\n" +
+	"GetBacklog\x12\x1b.qgate.v1.GetBacklogRequest\x1a\x1c.qgate.v1.GetBacklogResponse\x12M\n" +
+	"\fPauseChannel\x12\x1d.qgate.v1.PauseChannelRequest\x1a\x1e.qgate.v1.PauseChannelResponse\x12P\n" +
+	"\rResumeChannel\x12\x1e.qgate.v1.ResumeChannelRequest\x1a\x1f.qgate.v1.ResumeChannelResponse\x12M\n" +
+	"\fEmptyChannel\x12\x1d.qgate.v1.EmptyChannelRequest\x1a\x1e.qgate.v1.EmptyChannelResponse\x12>\n" +
+	"\aRedrive\x12\x18.qgate.v1.RedriveRequest\x1a\x19.qgate.v1.RedriveResponseB-Z+github.com/qgate/qgate/gen/qgate/v1;qgatev1b\x06proto3"
 
 var (
 	file_qgate_v1_admin_proto_rawDescOnce sync.Once
@@ -844,49 +1796,81 @@ func file_qgate_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_qgate_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_qgate_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_qgate_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_qgate_v1_admin_proto_goTypes = []any{
 	(NodeState)(0),                // 0: qgate.v1.NodeState
 	(OutReason)(0),                // 1: qgate.v1.OutReason
 	(NodeRole)(0),                 // 2: qgate.v1.NodeRole
-	(*Node)(nil),                  // 3: qgate.v1.Node
-	(*ListNodesRequest)(nil),      // 4: qgate.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 5: qgate.v1.ListNodesResponse
-	(*WatchNodesRequest)(nil),     // 6: qgate.v1.WatchNodesRequest
-	(*WatchNodesResponse)(nil),    // 7: qgate.v1.WatchNodesResponse
-	(*DrainNodeRequest)(nil),      // 8: qgate.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),     // 9: qgate.v1.DrainNodeResponse
-	(*UndrainNodeRequest)(nil),    // 10: qgate.v1.UndrainNodeRequest
-	(*UndrainNodeResponse)(nil),   // 11: qgate.v1.UndrainNodeResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*GetBacklogRequest)(nil),     // 3: qgate.v1.GetBacklogRequest
+	(*GetBacklogResponse)(nil),    // 4: qgate.v1.GetBacklogResponse
+	(*NodeBacklog)(nil),           // 5: qgate.v1.NodeBacklog
+	(*TopicBacklog)(nil),          // 6: qgate.v1.TopicBacklog
+	(*ChannelBacklog)(nil),        // 7: qgate.v1.ChannelBacklog
+	(*PauseChannelRequest)(nil),   // 8: qgate.v1.PauseChannelRequest
+	(*PauseChannelResponse)(nil),  // 9: qgate.v1.PauseChannelResponse
+	(*ResumeChannelRequest)(nil),  // 10: qgate.v1.ResumeChannelRequest
+	(*ResumeChannelResponse)(nil), // 11: qgate.v1.ResumeChannelResponse
+	(*EmptyChannelRequest)(nil),   // 12: qgate.v1.EmptyChannelRequest
+	(*EmptyChannelResponse)(nil),  // 13: qgate.v1.EmptyChannelResponse
+	(*NodeResult)(nil),            // 14: qgate.v1.NodeResult
+	(*RedriveRequest)(nil),        // 15: qgate.v1.RedriveRequest
+	(*RedriveResponse)(nil),       // 16: qgate.v1.RedriveResponse
+	(*Node)(nil),                  // 17: qgate.v1.Node
+	(*ListNodesRequest)(nil),      // 18: qgate.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 19: qgate.v1.ListNodesResponse
+	(*WatchNodesRequest)(nil),     // 20: qgate.v1.WatchNodesRequest
+	(*WatchNodesResponse)(nil),    // 21: qgate.v1.WatchNodesResponse
+	(*DrainNodeRequest)(nil),      // 22: qgate.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),     // 23: qgate.v1.DrainNodeResponse
+	(*UndrainNodeRequest)(nil),    // 24: qgate.v1.UndrainNodeRequest
+	(*UndrainNodeResponse)(nil),   // 25: qgate.v1.UndrainNodeResponse
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_qgate_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: qgate.v1.Node.role:type_name -> qgate.v1.NodeRole
-	0,  // 1: qgate.v1.Node.state:type_name -> qgate.v1.NodeState
-	12, // 2: qgate.v1.Node.state_since:type_name -> google.protobuf.Timestamp
-	12, // 3: qgate.v1.Node.last_check:type_name -> google.protobuf.Timestamp
-	13, // 4: qgate.v1.Node.last_check_latency:type_name -> google.protobuf.Duration
-	1,  // 5: qgate.v1.Node.out_reason:type_name -> qgate.v1.OutReason
-	12, // 6: qgate.v1.Node.out_until:type_name -> google.protobuf.Timestamp
-	3,  // 7: qgate.v1.ListNodesResponse.nodes:type_name -> qgate.v1.Node
-	3,  // 8: qgate.v1.WatchNodesResponse.node:type_name -> qgate.v1.Node
-	0,  // 9: qgate.v1.WatchNodesResponse.previous_state:type_name -> qgate.v1.NodeState
-	3,  // 10: qgate.v1.DrainNodeResponse.node:type_name -> qgate.v1.Node
-	3,  // 11: qgate.v1.UndrainNodeResponse.node:type_name -> qgate.v1.Node
-	4,  // 12: qgate.v1.AdminService.ListNodes:input_type -> qgate.v1.ListNodesRequest
-	6,  // 13: qgate.v1.AdminService.WatchNodes:input_type -> qgate.v1.WatchNodesRequest
-	8,  // 14: qgate.v1.AdminService.DrainNode:input_type -> qgate.v1.DrainNodeRequest
-	10, // 15: qgate.v1.AdminService.UndrainNode:input_type -> qgate.v1.UndrainNodeRequest
-	5,  // 16: qgate.v1.AdminService.ListNodes:output_type -> qgate.v1.ListNodesResponse
-	7,  // 17: qgate.v1.AdminService.WatchNodes:output_type -> qgate.v1.WatchNodesResponse
-	9,  // 18: qgate.v1.AdminService.DrainNode:output_type -> qgate.v1.DrainNodeResponse
-	11, // 19: qgate.v1.AdminService.UndrainNode:output_type -> qgate.v1.UndrainNodeResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 0: qgate.v1.GetBacklogResponse.topics:type_name -> qgate.v1.TopicBacklog
+	5,  // 1: qgate.v1.GetBacklogResponse.nodes:type_name -> qgate.v1.NodeBacklog
+	6,  // 2: qgate.v1.NodeBacklog.topics:type_name -> qgate.v1.TopicBacklog
+	7,  // 3: qgate.v1.TopicBacklog.channels:type_name -> qgate.v1.ChannelBacklog
+	14, // 4: qgate.v1.PauseChannelResponse.nodes:type_name -> qgate.v1.NodeResult
+	14, // 5: qgate.v1.ResumeChannelResponse.nodes:type_name -> qgate.v1.NodeResult
+	14, // 6: qgate.v1.EmptyChannelResponse.nodes:type_name -> qgate.v1.NodeResult
+	26, // 7: qgate.v1.RedriveRequest.idle_timeout:type_name -> google.protobuf.Duration
+	2,  // 8: qgate.v1.Node.role:type_name -> qgate.v1.NodeRole
+	0,  // 9: qgate.v1.Node.state:type_name -> qgate.v1.NodeState
+	27, // 10: qgate.v1.Node.state_since:type_name -> google.protobuf.Timestamp
+	27, // 11: qgate.v1.Node.last_check:type_name -> google.protobuf.Timestamp
+	26, // 12: qgate.v1.Node.last_check_latency:type_name -> google.protobuf.Duration
+	1,  // 13: qgate.v1.Node.out_reason:type_name -> qgate.v1.OutReason
+	27, // 14: qgate.v1.Node.out_until:type_name -> google.protobuf.Timestamp
+	17, // 15: qgate.v1.ListNodesResponse.nodes:type_name -> qgate.v1.Node
+	17, // 16: qgate.v1.WatchNodesResponse.node:type_name -> qgate.v1.Node
+	0,  // 17: qgate.v1.WatchNodesResponse.previous_state:type_name -> qgate.v1.NodeState
+	17, // 18: qgate.v1.DrainNodeResponse.node:type_name -> qgate.v1.Node
+	17, // 19: qgate.v1.UndrainNodeResponse.node:type_name -> qgate.v1.Node
+	18, // 20: qgate.v1.AdminService.ListNodes:input_type -> qgate.v1.ListNodesRequest
+	20, // 21: qgate.v1.AdminService.WatchNodes:input_type -> qgate.v1.WatchNodesRequest
+	22, // 22: qgate.v1.AdminService.DrainNode:input_type -> qgate.v1.DrainNodeRequest
+	24, // 23: qgate.v1.AdminService.UndrainNode:input_type -> qgate.v1.UndrainNodeRequest
+	3,  // 24: qgate.v1.AdminService.GetBacklog:input_type -> qgate.v1.GetBacklogRequest
+	8,  // 25: qgate.v1.AdminService.PauseChannel:input_type -> qgate.v1.PauseChannelRequest
+	10, // 26: qgate.v1.AdminService.ResumeChannel:input_type -> qgate.v1.ResumeChannelRequest
+	12, // 27: qgate.v1.AdminService.EmptyChannel:input_type -> qgate.v1.EmptyChannelRequest
+	15, // 28: qgate.v1.AdminService.Redrive:input_type -> qgate.v1.RedriveRequest
+	19, // 29: qgate.v1.AdminService.ListNodes:output_type -> qgate.v1.ListNodesResponse
+	21, // 30: qgate.v1.AdminService.WatchNodes:output_type -> qgate.v1.WatchNodesResponse
+	23, // 31: qgate.v1.AdminService.DrainNode:output_type -> qgate.v1.DrainNodeResponse
+	25, // 32: qgate.v1.AdminService.UndrainNode:output_type -> qgate.v1.UndrainNodeResponse
+	4,  // 33: qgate.v1.AdminService.GetBacklog:output_type -> qgate.v1.GetBacklogResponse
+	9,  // 34: qgate.v1.AdminService.PauseChannel:output_type -> qgate.v1.PauseChannelResponse
+	11, // 35: qgate.v1.AdminService.ResumeChannel:output_type -> qgate.v1.ResumeChannelResponse
+	13, // 36: qgate.v1.AdminService.EmptyChannel:output_type -> qgate.v1.EmptyChannelResponse
+	16, // 37: qgate.v1.AdminService.Redrive:output_type -> qgate.v1.RedriveResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_admin_proto_init() }
@@ -900,7 +1884,7 @@ func file_qgate_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qgate_v1_admin_proto_rawDesc), len(file_qgate_v1_admin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

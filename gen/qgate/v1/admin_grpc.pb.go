@@ -19,10 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListNodes_FullMethodName   = "/qgate.v1.AdminService/ListNodes"
-	AdminService_WatchNodes_FullMethodName  = "/qgate.v1.AdminService/WatchNodes"
-	AdminService_DrainNode_FullMethodName   = "/qgate.v1.AdminService/DrainNode"
-	AdminService_UndrainNode_FullMethodName = "/qgate.v1.AdminService/UndrainNode"
+	AdminService_ListNodes_FullMethodName     = "/qgate.v1.AdminService/ListNodes"
+	AdminService_WatchNodes_FullMethodName    = "/qgate.v1.AdminService/WatchNodes"
+	AdminService_DrainNode_FullMethodName     = "/qgate.v1.AdminService/DrainNode"
+	AdminService_UndrainNode_FullMethodName   = "/qgate.v1.AdminService/UndrainNode"
+	AdminService_GetBacklog_FullMethodName    = "/qgate.v1.AdminService/GetBacklog"
+	AdminService_PauseChannel_FullMethodName  = "/qgate.v1.AdminService/PauseChannel"
+	AdminService_ResumeChannel_FullMethodName = "/qgate.v1.AdminService/ResumeChannel"
+	AdminService_EmptyChannel_FullMethodName  = "/qgate.v1.AdminService/EmptyChannel"
+	AdminService_Redrive_FullMethodName       = "/qgate.v1.AdminService/Redrive"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -46,6 +51,36 @@ type AdminServiceClient interface {
 	// UndrainNode puts a drained node back into rotation. NOT_FOUND for an
 	// unknown name.
 	UndrainNode(ctx context.Context, in *UndrainNodeRequest, opts ...grpc.CallOption) (*UndrainNodeResponse, error)
+	// GetBacklog reports what the nodes hold for a topic (or every topic), per
+	// channel: summed over the nodes that answered, and per node. A node that
+	// does not answer is listed with its error; the call fails only when no
+	// node answers (UNAVAILABLE).
+	GetBacklog(ctx context.Context, in *GetBacklogRequest, opts ...grpc.CallOption) (*GetBacklogResponse, error)
+	// PauseChannel stops deliveries of a channel on every node (nsqd keeps
+	// queueing its messages); ResumeChannel starts them again; EmptyChannel
+	// deletes every message queued for the channel on every node (messages in
+	// flight to a subscriber are not affected). Each answers per node; a node
+	// that does not answer is listed with its error.
+	PauseChannel(ctx context.Context, in *PauseChannelRequest, opts ...grpc.CallOption) (*PauseChannelResponse, error)
+	// See PauseChannel.
+	ResumeChannel(ctx context.Context, in *ResumeChannelRequest, opts ...grpc.CallOption) (*ResumeChannelResponse, error)
+	// See PauseChannel.
+	EmptyChannel(ctx context.Context, in *EmptyChannelRequest, opts ...grpc.CallOption) (*EmptyChannelResponse, error)
+	// Redrive moves messages from a topic (typically a dead-letter topic),
+	// read through one of its channels, back to the topic they were
+	// dead-lettered from (or a named one), keeping their bodies and
+	// attributes and adding qgate-redriven-from (the topic read),
+	// qgate-redriven-time and qgate-redriven-id (the message's id). A
+	// redriven message gets a new id, "rd-" and 32 hex digits derived from
+	// its id and its dead letter's publish time: its old id is remembered as
+	// settled on the channel it was dead-lettered from (for the dedup
+	// window), and a retried redrive of the same dead letter makes the same
+	// id, so it is delivered once. Each message is written (with the
+	// server's default replicas) before it is acknowledged on the channel
+	// read, so a failure leaves it where it was. It ends after max_messages,
+	// when nothing arrives for idle_timeout, or when the call's deadline
+	// passes, and reports how many it moved.
+	Redrive(ctx context.Context, in *RedriveRequest, opts ...grpc.CallOption) (*RedriveResponse, error)
 }
 
 type adminServiceClient struct {
@@ -105,6 +140,56 @@ func (c *adminServiceClient) UndrainNode(ctx context.Context, in *UndrainNodeReq
 	return out, nil
 }
 
+func (c *adminServiceClient) GetBacklog(ctx context.Context, in *GetBacklogRequest, opts ...grpc.CallOption) (*GetBacklogResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBacklogResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetBacklog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PauseChannel(ctx context.Context, in *PauseChannelRequest, opts ...grpc.CallOption) (*PauseChannelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseChannelResponse)
+	err := c.cc.Invoke(ctx, AdminService_PauseChannel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ResumeChannel(ctx context.Context, in *ResumeChannelRequest, opts ...grpc.CallOption) (*ResumeChannelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeChannelResponse)
+	err := c.cc.Invoke(ctx, AdminService_ResumeChannel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) EmptyChannel(ctx context.Context, in *EmptyChannelRequest, opts ...grpc.CallOption) (*EmptyChannelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EmptyChannelResponse)
+	err := c.cc.Invoke(ctx, AdminService_EmptyChannel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Redrive(ctx context.Context, in *RedriveRequest, opts ...grpc.CallOption) (*RedriveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveResponse)
+	err := c.cc.Invoke(ctx, AdminService_Redrive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -126,6 +211,36 @@ type AdminServiceServer interface {
 	// UndrainNode puts a drained node back into rotation. NOT_FOUND for an
 	// unknown name.
 	UndrainNode(context.Context, *UndrainNodeRequest) (*UndrainNodeResponse, error)
+	// GetBacklog reports what the nodes hold for a topic (or every topic), per
+	// channel: summed over the nodes that answered, and per node. A node that
+	// does not answer is listed with its error; the call fails only when no
+	// node answers (UNAVAILABLE).
+	GetBacklog(context.Context, *GetBacklogRequest) (*GetBacklogResponse, error)
+	// PauseChannel stops deliveries of a channel on every node (nsqd keeps
+	// queueing its messages); ResumeChannel starts them again; EmptyChannel
+	// deletes every message queued for the channel on every node (messages in
+	// flight to a subscriber are not affected). Each answers per node; a node
+	// that does not answer is listed with its error.
+	PauseChannel(context.Context, *PauseChannelRequest) (*PauseChannelResponse, error)
+	// See PauseChannel.
+	ResumeChannel(context.Context, *ResumeChannelRequest) (*ResumeChannelResponse, error)
+	// See PauseChannel.
+	EmptyChannel(context.Context, *EmptyChannelRequest) (*EmptyChannelResponse, error)
+	// Redrive moves messages from a topic (typically a dead-letter topic),
+	// read through one of its channels, back to the topic they were
+	// dead-lettered from (or a named one), keeping their bodies and
+	// attributes and adding qgate-redriven-from (the topic read),
+	// qgate-redriven-time and qgate-redriven-id (the message's id). A
+	// redriven message gets a new id, "rd-" and 32 hex digits derived from
+	// its id and its dead letter's publish time: its old id is remembered as
+	// settled on the channel it was dead-lettered from (for the dedup
+	// window), and a retried redrive of the same dead letter makes the same
+	// id, so it is delivered once. Each message is written (with the
+	// server's default replicas) before it is acknowledged on the channel
+	// read, so a failure leaves it where it was. It ends after max_messages,
+	// when nothing arrives for idle_timeout, or when the call's deadline
+	// passes, and reports how many it moved.
+	Redrive(context.Context, *RedriveRequest) (*RedriveResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -147,6 +262,21 @@ func (UnimplementedAdminServiceServer) DrainNode(context.Context, *DrainNodeRequ
 }
 func (UnimplementedAdminServiceServer) UndrainNode(context.Context, *UndrainNodeRequest) (*UndrainNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UndrainNode not implemented")
+}
+func (UnimplementedAdminServiceServer) GetBacklog(context.Context, *GetBacklogRequest) (*GetBacklogResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBacklog not implemented")
+}
+func (UnimplementedAdminServiceServer) PauseChannel(context.Context, *PauseChannelRequest) (*PauseChannelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseChannel not implemented")
+}
+func (UnimplementedAdminServiceServer) ResumeChannel(context.Context, *ResumeChannelRequest) (*ResumeChannelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeChannel not implemented")
+}
+func (UnimplementedAdminServiceServer) EmptyChannel(context.Context, *EmptyChannelRequest) (*EmptyChannelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EmptyChannel not implemented")
+}
+func (UnimplementedAdminServiceServer) Redrive(context.Context, *RedriveRequest) (*RedriveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Redrive not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -234,6 +364,96 @@ func _AdminService_UndrainNode_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetBacklog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBacklogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetBacklog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetBacklog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetBacklog(ctx, req.(*GetBacklogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PauseChannel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseChannelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PauseChannel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PauseChannel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PauseChannel(ctx, req.(*PauseChannelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ResumeChannel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeChannelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ResumeChannel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ResumeChannel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ResumeChannel(ctx, req.(*ResumeChannelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_EmptyChannel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmptyChannelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EmptyChannel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EmptyChannel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EmptyChannel(ctx, req.(*EmptyChannelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Redrive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Redrive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Redrive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Redrive(ctx, req.(*RedriveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +472,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UndrainNode",
 			Handler:    _AdminService_UndrainNode_Handler,
+		},
+		{
+			MethodName: "GetBacklog",
+			Handler:    _AdminService_GetBacklog_Handler,
+		},
+		{
+			MethodName: "PauseChannel",
+			Handler:    _AdminService_PauseChannel_Handler,
+		},
+		{
+			MethodName: "ResumeChannel",
+			Handler:    _AdminService_ResumeChannel_Handler,
+		},
+		{
+			MethodName: "EmptyChannel",
+			Handler:    _AdminService_EmptyChannel_Handler,
+		},
+		{
+			MethodName: "Redrive",
+			Handler:    _AdminService_Redrive_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
