@@ -84,6 +84,12 @@ type Sizer interface {
 	BatchSize(n, total int) int
 }
 
+// MaxDelayer is implemented by a Backend whose longest SendOptions.Delay
+// is known; the service refuses longer delays before anything is written.
+type MaxDelayer interface {
+	MaxDelay() time.Duration
+}
+
 // MessageSize is b's MessageSize when b is a Sizer, else the size of m's
 // body and attributes.
 func MessageSize(b Backend, m *Message) int {

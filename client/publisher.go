@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
@@ -33,6 +34,12 @@ type Message struct {
 	Attributes map[string]string
 	// Delay, if above 0, overrides PublishSettings.Delay for this message.
 	Delay time.Duration
+	// DeliverAt, if not zero, is when the message is due
+	// (qgate.v1.SendRequest.deliver_at): at most the server's delay limit
+	// ahead (366 days by default); a time in the past means at once. It
+	// overrides any Delay. Unlike a delay, it is not counted again when a
+	// send is retried.
+	DeliverAt time.Time
 	// Replicas, if above 0, overrides PublishSettings.Replicas for this
 	// message.
 	Replicas int
@@ -87,7 +94,9 @@ type PublishSettings struct {
 	// Retry is the backoff between attempts of a batch and between
 	// attempts to open the stream. Default DefaultRetry.
 	Retry Backoff
-	// Delay defers delivery of every message (at most 1 h); 0 means at once.
+	// Delay defers delivery of every message (at most the server's delay
+	// limit: 366 days by default); 0 means at once. A retried send counts
+	// it again from its own acceptance (Message.DeliverAt does not).
 	Delay time.Duration
 	// Replicas is how many nodes, each in a different group, must
 	// acknowledge a copy; 0 means the server's default.
@@ -177,8 +186,9 @@ func failedResult(err error) *PublishResult {
 
 // batchKey is what the messages of one request share.
 type batchKey struct {
-	delay    time.Duration
-	replicas int
+	delay     time.Duration
+	deliverAt int64 // Unix nanoseconds; 0: none
+	replicas  int
 }
 
 // batch is one SendStream request and the results it settles.
@@ -273,6 +283,9 @@ func (p *Publisher) Publish(ctx context.Context, m *Message) *PublishResult {
 	key := batchKey{delay: p.s.Delay, replicas: p.s.Replicas}
 	if m.Delay > 0 {
 		key.delay = m.Delay
+	}
+	if !m.DeliverAt.IsZero() {
+		key.delay, key.deliverAt = 0, m.DeliverAt.UnixNano()
 	}
 	if m.Replicas > 0 {
 		key.replicas = m.Replicas
@@ -406,6 +419,9 @@ func (b *batch) request(topic string, id uint64) *qgatev1.SendStreamRequest {
 		send := &qgatev1.SendRequest{Topic: topic, Messages: b.msgs, Replicas: uint32(b.key.replicas)}
 		if b.key.delay > 0 {
 			send.Delay = durationpb.New(b.key.delay)
+		}
+		if b.key.deliverAt != 0 {
+			send.DeliverAt = timestamppb.New(time.Unix(0, b.key.deliverAt))
 		}
 		b.req = &qgatev1.SendStreamRequest{Send: send}
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq"
@@ -41,6 +42,13 @@ func startNSQ(t *testing.T, n int, opts ...Option) *nsqEnv {
 
 func startNSQMode(t *testing.T, mode nsq.Mode, n int, opts ...Option) *nsqEnv {
 	t.Helper()
+	return startNSQWith(t, mode, n, nil, opts...)
+}
+
+// startNSQWith is startNSQMode with the pool's config changed by tweak
+// (if not nil).
+func startNSQWith(t *testing.T, mode nsq.Mode, n int, tweak func(*nsq.Config), opts ...Option) *nsqEnv {
+	t.Helper()
 	nodes := nsqdtest.StartNodes(t, n)
 	cfgs := make([]nsq.NodeConfig, n)
 	for i, nd := range nodes {
@@ -50,11 +58,15 @@ func startNSQMode(t *testing.T, mode nsq.Mode, n int, opts ...Option) *nsqEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := nsq.New(nsq.Config{
+	cfg := nsq.Config{
 		Groups: groups,
 		Check:  health.Config{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Fall: 2, Rise: 2, Jitter: -1},
 		Logger: nsqdtest.Logger(t, slog.LevelWarn),
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	pool, err := nsq.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +255,54 @@ func TestNSQExpiry(t *testing.T) {
 	dead, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "gone.dead", Channel: "raw"})
 	if d := recvDelivery(t, dead); d.GetMessageId() != "short" || d.GetAttributes()["qgate-dead-letter-reason"] != "expired" || d.GetExpireTime() != nil {
 		t.Errorf("dead letter %v, want short, reason expired, no expire_time", d)
+	}
+}
+
+// TestNSQLongDelay: through gRPC and real nsqd with a timer topic, the
+// send limit is the pool's (366 days), a delay and a deliver_at beyond the
+// timer hop are delivered once, not before they are due, as attempt 1; a
+// deliver_at in the past is delivered at once.
+func TestNSQLongDelay(t *testing.T) {
+	env := startNSQWith(t, nsq.ModeCluster, 2, func(c *nsq.Config) {
+		c.TimerTopic, c.TimerHop = nsq.DefaultTimerTopic, 100*time.Millisecond
+	})
+	if got := env.queue.Limits().MaxSendDelay; got != nsq.MaxLongDelay {
+		t.Fatalf("MaxSendDelay = %v, want the pool's %v", got, nsq.MaxLongDelay)
+	}
+	stream, _ := subscribe(t, env.client, &qgatev1.SubscribeRequest_Open{Topic: "later", Channel: "c"})
+	start := time.Now()
+	due := map[string]time.Time{"past": start, "delay": start.Add(time.Second), "at": start.Add(1500 * time.Millisecond)}
+	reqs := []*qgatev1.SendRequest{
+		{Topic: "later", Messages: []*qgatev1.Message{{Id: "delay", Body: []byte("d")}}, Delay: durationpb.New(time.Second), Replicas: 2},
+		{Topic: "later", Messages: []*qgatev1.Message{{Id: "at", Body: []byte("a")}}, DeliverAt: timestamppb.New(due["at"])},
+		{Topic: "later", Messages: []*qgatev1.Message{{Id: "past", Body: []byte("p")}}, DeliverAt: timestamppb.New(start.Add(-time.Hour))},
+	}
+	for _, r := range reqs {
+		if _, err := env.client.Send(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range len(due) {
+		d := recvDelivery(t, stream)
+		now := time.Now()
+		want, ok := due[d.GetMessageId()]
+		switch {
+		case !ok:
+			t.Fatalf("delivered %q: unknown or twice", d.GetMessageId())
+		case now.Before(want.Add(-10 * time.Millisecond)):
+			t.Errorf("%q delivered %v early", d.GetMessageId(), want.Sub(now))
+		case d.GetAttempt() != 1:
+			t.Errorf("%q delivered as attempt %d, want 1", d.GetMessageId(), d.GetAttempt())
+		}
+		t.Logf("%s: %v after due", d.GetMessageId(), now.Sub(want))
+		delete(due, d.GetMessageId())
+		if err := stream.Send(ackReq(d.GetAckId())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := env.client.Send(t.Context(), &qgatev1.SendRequest{Topic: "later", Messages: msgs("x"), Delay: durationpb.New(nsq.MaxLongDelay + time.Second)})
+	if code, fields := violationFields(err); code != codes.InvalidArgument || !slices.Equal(fields, []string{"delay"}) {
+		t.Errorf("a delay past 366 days: %v %q, want InvalidArgument on delay", code, fields)
 	}
 }
 

@@ -21,9 +21,13 @@ type Limits struct {
 	// message, 4 bytes and its enveloped size). nsqd's --max-body-size.
 	// Default 5 MiB.
 	MaxBatchBytes int
-	// MaxDelay bounds Send's delay and Nack's delay: nsqd's
+	// MaxDelay bounds Nack's delay and retry backoffs: nsqd's
 	// --max-req-timeout. Default 1 h.
 	MaxDelay time.Duration
+	// MaxSendDelay bounds Send's delay and deliver_at. Default: the
+	// backend's MaxDelay when it is a backends.MaxDelayer (366 days for
+	// an NSQ pool with a timer topic), else MaxDelay.
+	MaxSendDelay time.Duration
 	// MaxInFlight bounds Subscribe's max_in_flight: nsqd's
 	// --max-rdy-count. Default 2500.
 	MaxInFlight int

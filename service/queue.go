@@ -39,6 +39,12 @@ func New(b backends.Backend, opts ...Option) *Queue {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.limits.MaxSendDelay <= 0 {
+		o.limits.MaxSendDelay = o.limits.MaxDelay
+		if md, ok := b.(backends.MaxDelayer); ok {
+			o.limits.MaxSendDelay = md.MaxDelay()
+		}
+	}
 	return &Queue{
 		backend: b,
 		opts:    o,

@@ -104,7 +104,22 @@ func (v *violations) checkDuration(field string, d *durationpb.Duration, def, lo
 func checkSend(l *Limits, sz backends.Sizer, req *qgatev1.SendRequest) (time.Duration, error) {
 	var v violations
 	v.checkName("topic", req.GetTopic())
-	delay := v.checkDuration("delay", req.GetDelay(), 0, 0, l.MaxDelay)
+	maxDelay := cmp.Or(l.MaxSendDelay, l.MaxDelay)
+	delay := v.checkDuration("delay", req.GetDelay(), 0, 0, maxDelay)
+	if at := req.GetDeliverAt(); at != nil {
+		switch err := at.CheckValid(); {
+		case err != nil:
+			v.addf("deliver_at", "is not a valid timestamp: %v", err)
+		case req.GetDelay() != nil:
+			v.add("deliver_at", "is set with delay; set one of them")
+		default:
+			t := at.AsTime()
+			if delay = max(time.Until(t), 0); delay > maxDelay {
+				v.addf("deliver_at", "is %s, %v from now; at most %v ahead is allowed",
+					t.Format(time.RFC3339Nano), delay.Round(time.Second), maxDelay)
+			}
+		}
+	}
 	if r := req.GetReplicas(); r > MaxReplicas {
 		v.addf("replicas", "is %d; at most %d are allowed (0 means the server default)", r, MaxReplicas)
 	}

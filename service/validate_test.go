@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/qgate/qgate/backends"
 	"github.com/qgate/qgate/backends/nsq"
@@ -129,6 +130,12 @@ func badSendRequests() []struct {
 		{"negative delay", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(-time.Second)}, []string{"delay"}},
 		{"malformed delay", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: &durationpb.Duration{Seconds: 1, Nanos: -1}}, []string{"delay"}},
 		{"several bad fields", &qgatev1.SendRequest{Topic: "a b", Messages: msgs("a", ""), Delay: durationpb.New(2 * time.Hour)}, []string{"delay", "messages[1].body", "topic"}},
+		{"ok deliver_at in the past", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: timestamppb.New(time.Now().Add(-time.Hour))}, nil},
+		{"ok deliver_at within the limit", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: timestamppb.New(time.Now().Add(50 * time.Minute))}, nil},
+		{"deliver_at past the limit", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: timestamppb.New(time.Now().Add(2 * time.Hour))}, []string{"deliver_at"}},
+		{"deliver_at with delay", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(time.Second), DeliverAt: timestamppb.New(time.Now())}, []string{"deliver_at"}},
+		{"malformed deliver_at", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: &timestamppb.Timestamp{Seconds: 1, Nanos: -1}}, []string{"deliver_at"}},
+		{"ttl not outlasting deliver_at", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(10 * time.Minute), DeliverAt: timestamppb.New(time.Now().Add(30 * time.Minute))}, []string{"messages[0].ttl"}},
 
 		{"ok client ids", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("a", strings.Repeat("x", 64), "AZaz09._:-", "")}, nil},
 		{"ok empty ids repeat", &qgatev1.SendRequest{Topic: "t", Messages: idMsgs("", "")}, nil},
@@ -146,6 +153,31 @@ func badSendRequests() []struct {
 		{"ttl not longer than the delay", &qgatev1.SendRequest{Topic: "t", Messages: ttlMsgs(time.Minute, 2*time.Minute), Delay: durationpb.New(time.Minute)}, []string{"messages[0].ttl"}},
 		{"max body with a ttl (the expiry counts)", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Body: []byte(strings.Repeat("b", big)), Ttl: durationpb.New(time.Minute)}}}, []string{"messages[0].body"}},
 		{"max body with a 64-byte id (the id counts)", &qgatev1.SendRequest{Topic: "t", Messages: []*qgatev1.Message{{Id: strings.Repeat("x", 64), Body: []byte(strings.Repeat("b", big))}}}, []string{"messages[0].body"}},
+	}
+}
+
+// TestCheckSendLongDelay: with MaxSendDelay (a backend with a timer),
+// delay and deliver_at take up to it, and not past it.
+func TestCheckSendLongDelay(t *testing.T) {
+	l := DefaultLimits()
+	l.MaxSendDelay = nsq.MaxLongDelay
+	for _, tc := range []struct {
+		name   string
+		req    *qgatev1.SendRequest
+		fields []string
+	}{
+		{"7 days", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(7 * 24 * time.Hour)}, nil},
+		{"366 days", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(nsq.MaxLongDelay)}, nil},
+		{"366 days and 1ns", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), Delay: durationpb.New(nsq.MaxLongDelay + 1)}, []string{"delay"}},
+		{"at in 30 days", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: timestamppb.New(time.Now().Add(30 * 24 * time.Hour))}, nil},
+		{"at in 367 days", &qgatev1.SendRequest{Topic: "t", Messages: msgs("x"), DeliverAt: timestamppb.New(time.Now().Add(nsq.MaxLongDelay + 24*time.Hour))}, []string{"deliver_at"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := checkSend(&l, nsq.Sizer{}, tc.req)
+			if code, fields := violationFields(err); !slices.Equal(fields, tc.fields) || (tc.fields != nil && code != codes.InvalidArgument) {
+				t.Errorf("got %v %q, want %q (%v)", code, fields, tc.fields, err)
+			}
+		})
 	}
 }
 

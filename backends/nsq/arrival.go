@@ -39,7 +39,20 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 		// Not due yet: a standby copy, or a deferred message whose timer
 		// nsqd dropped. Defer it (again) until it is.
 		s.mu.Unlock()
-		m.RequeueWithoutBackoff(min(wait, maxRequeueDelay))
+		m.RequeueWithoutBackoff(min(wait, s.p.cfg.TimerHop))
+		return nil
+	}
+	if s.timer {
+		// A timer message that is due: to the mover as it is (no filter,
+		// expiry or deduplication here; its own topic's subscriptions
+		// apply them).
+		msg.ExpireAt = time.Time{} // nor in Receive
+		d := &delivery{s: s, msg: m, arrived: now, nsqDeadline: now.Add(s.msgTimeout - deliverySkew)}
+		d.d = backends.Delivery{Message: msg, Attempt: int(m.Attempts), Acker: d}
+		s.held[d] = struct{}{}
+		s.queue = append(s.queue, d)
+		s.mu.Unlock()
+		wake(s.avail)
 		return nil
 	}
 	if expired(msg, now) {

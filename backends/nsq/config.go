@@ -138,6 +138,18 @@ type Config struct {
 	// channels of instances gone for AckChannelExpiry are deleted by the
 	// others. Empty: acks are shared only between this pool's subscriptions.
 	AckTopic string
+	// TimerTopic, if set, is the NSQ topic that holds messages sent with a
+	// delay longer than TimerHop until they are due (see "Long delays" in
+	// the package documentation): the pool reads it on TimerChannel, shared
+	// by every instance, and writes each message to its topic, on the node
+	// that held it, when it is due. Empty: Send refuses such delays
+	// (ErrRejected) and MaxDelay is TimerHop.
+	TimerTopic string
+	// TimerHop is the longest time nsqd defers a message in one step (DPUB
+	// or REQ): nsqd's --max-req-timeout, which it must not exceed. A longer
+	// delay waits on TimerTopic in steps of at most TimerHop. Default 1h
+	// (nsqd's default); at least 10ms.
+	TimerHop time.Duration
 	// InstanceID names this pool among those sharing AckTopic. Default: a
 	// random id.
 	InstanceID string
@@ -212,6 +224,14 @@ const (
 	DefaultClaimSettle         = 250 * time.Millisecond
 	// DefaultAckTopic is the ack topic qgate serve uses.
 	DefaultAckTopic = "qgate.acks"
+	// DefaultTimerTopic is the timer topic qgate serve uses.
+	DefaultTimerTopic = "qgate.timer"
+	// DefaultTimerHop is nsqd's default --max-req-timeout.
+	DefaultTimerHop = time.Hour
+	// TimerChannel is the channel on which every pool reads TimerTopic.
+	TimerChannel = "qgate"
+	// MaxLongDelay is the longest delay a pool with a TimerTopic takes.
+	MaxLongDelay = 366 * 24 * time.Hour
 )
 
 // GroupsForMode lays out nodes as the groups of a mode preset: cluster makes
@@ -259,6 +279,7 @@ func (cfg Config) withDefaults() Config {
 	cfg.DedupMaxIDs = cmp.Or(cfg.DedupMaxIDs, DefaultDedupMaxIDs)
 	cfg.StandbyDelay = cmp.Or(cfg.StandbyDelay, DefaultStandbyDelay)
 	cfg.ClaimSettle = cmp.Or(cfg.ClaimSettle, DefaultClaimSettle)
+	cfg.TimerHop = cmp.Or(cfg.TimerHop, DefaultTimerHop)
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = randomID()
 	}
@@ -320,6 +341,12 @@ func (cfg Config) validate() error {
 	}
 	if cfg.AckTopic != "" && !gonsq.IsValidTopicName(cfg.AckTopic) {
 		errs = append(errs, fmt.Errorf("ack topic %q: not a valid NSQ topic name", cfg.AckTopic))
+	}
+	if cfg.TimerTopic != "" && !gonsq.IsValidTopicName(cfg.TimerTopic) {
+		errs = append(errs, fmt.Errorf("timer topic %q: not a valid NSQ topic name", cfg.TimerTopic))
+	}
+	if cfg.TimerHop < 10*time.Millisecond || cfg.TimerHop > maxRequeueDelay {
+		errs = append(errs, fmt.Errorf("timer hop %v: must be between 10ms and %v", cfg.TimerHop, maxRequeueDelay))
 	}
 	if !gonsq.IsValidChannelName(ackChannel(cfg.InstanceID)) {
 		errs = append(errs, fmt.Errorf("instance id %q: makes no valid NSQ channel name", cfg.InstanceID))

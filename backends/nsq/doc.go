@@ -171,6 +171,33 @@
 // deferred message's timer when it writes it to disk (--mem-queue-size=0),
 // and a subscription that receives it early defers it again.
 //
+// # Long delays
+//
+// nsqd defers a message (DPUB, REQ) for at most its --max-req-timeout
+// (Config.TimerHop, 1h by default). A Send with a longer delay (up to
+// MaxLongDelay, 366 days) needs Config.TimerTopic (qgate serve:
+// qgate.timer): each copy's envelope, its not_before set to its due time,
+// gets the destination topic appended (envelope.AppendTimerTopic) and is
+// written to the timer topic without deferral, on the node the copy would
+// have gone to. Every pool reads the timer topic on TimerChannel, shared
+// by all instances (timerMover). As with any message that arrives before
+// its not_before, the subscription defers it (REQ) by at most TimerHop,
+// again and again, until it is due; the mover then writes the envelope to
+// its topic on the same node (so the copies of a replicated send stay on
+// distinct nodes) and only then finishes the timer message. Its topic's
+// subscriptions see a fresh message, attempt 1, no earlier than its due
+// time.
+//
+// What it costs and risks: every step is a REQ, and the message's return
+// from nsqd's deferred queue is a disk write (an fsync with
+// --sync-every=1), once per TimerHop per waiting copy. While deferred, a
+// timer message is in nsqd's memory: a graceful exit of nsqd writes it to
+// disk (it comes back at once and is deferred again); a SIGKILL loses the
+// node's copy (replicas keep the others). A mover that dies between its
+// two writes leaves the message to be written again: a duplicate, which
+// subscriptions drop for replicated and client-id messages. A message
+// waits while no qgate instance runs, and is delivered when one does.
+//
 // # Subscriptions
 //
 // A subscription reads from every node of every group (primaries, backups

@@ -43,8 +43,9 @@ type Pool struct {
 	// Config.AckTopic).
 	acked  *ackedIDs
 	bus    *ackBus
-	peers  busPeers // the other instances the bus hears of
-	stalls stalls   // the pool's own recent stalls (stall.go)
+	timer  *timerMover // nil without Config.TimerTopic
+	peers  busPeers    // the other instances the bus hears of
+	stalls stalls      // the pool's own recent stalls (stall.go)
 
 	rr uint64 // round-robin counter over groups; guarded by rrMu
 	// rrMu is separate from mu so picking a group never waits on a writer.
@@ -111,6 +112,9 @@ func New(cfg Config) (*Pool, error) {
 	}
 	if cfg.AckTopic != "" {
 		p.startAckBus()
+	}
+	if cfg.TimerTopic != "" {
+		p.startTimer()
 	}
 	p.log.Info("nsq pool started", "groups", len(p.groups), "nodes", len(created), "instance", cfg.InstanceID)
 	return p, nil
@@ -228,6 +232,9 @@ func (p *Pool) Close() error {
 }
 
 func (p *Pool) close() {
+	if p.timer != nil {
+		p.timer.close() // its writes end while the pool can still send
+	}
 	if p.bus != nil {
 		p.bus.close() // flush what is queued while the pool can still send
 	}

@@ -59,7 +59,11 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 			o.SendUnderReplicated(topic, len(first), replicas)
 		}
 		if len(first) == 1 {
-			return p.sendOnce(ctx, topic, encode(msgs, 1, delay, false, time.Time{}), delay)
+			bodies := encode(msgs, 1, delay, false, time.Time{})
+			if p.long(delay) {
+				return p.sendOnce(ctx, p.cfg.TimerTopic, p.toTimer(topic, bodies), 0)
+			}
+			return p.sendOnce(ctx, topic, bodies, delay)
 		}
 		replicas = len(first)
 	}
@@ -76,6 +80,14 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 	// attempt may have landed and be delivered at once), the standbys at D,
 	// 1.5 D, ...
 	moved := encode(msgs, replicas, 0, true, now.Add(delay+d/2))
+	// A long delay: every copy waits on the timer topic (see
+	// timerMover), written without deferral, until its not_before.
+	long := p.long(delay)
+	to, primaryDelay := topic, delay
+	if long {
+		to, primaryDelay = p.cfg.TimerTopic, 0
+		primary, moved = p.toTimer(topic, primary), p.toTimer(topic, moved)
+	}
 	rs := &replicaSet{busy: make(map[*node]bool, replicas)}
 	for _, n := range first {
 		rs.busy[n] = true
@@ -85,9 +97,12 @@ func (p *Pool) sendReplicated(ctx context.Context, topic string, msgs []*backend
 	errc := make(chan error, replicas)
 	for i, n := range first[1:] {
 		standby := encode(msgs, replicas, 0, true, now.Add(delay+d+time.Duration(i)*d/2))
-		go func() { errc <- p.sendCopy(cctx, topic, standby, 0, nil, n, rs, start) }()
+		if long {
+			standby = p.toTimer(topic, standby)
+		}
+		go func() { errc <- p.sendCopy(cctx, to, standby, 0, nil, n, rs, start) }()
 	}
-	errc <- p.sendCopy(cctx, topic, primary, delay, moved, first[0], rs, start)
+	errc <- p.sendCopy(cctx, to, primary, primaryDelay, moved, first[0], rs, start)
 	var firstErr error
 	for range replicas {
 		if err := <-errc; err != nil && firstErr == nil {

@@ -31,10 +31,17 @@ func (p *Pool) Send(ctx context.Context, topic string, msgs []*backends.Message,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := p.checkDelay(topic, opts.Delay); err != nil {
+		return err
+	}
 	if opts.Replicas > 1 {
 		return p.sendReplicated(ctx, topic, msgs, opts.Delay, opts.Replicas)
 	}
-	return p.sendOnce(ctx, topic, encode(msgs, 1, opts.Delay, false, time.Time{}), opts.Delay)
+	bodies := encode(msgs, 1, opts.Delay, false, time.Time{})
+	if p.long(opts.Delay) {
+		return p.sendOnce(ctx, p.cfg.TimerTopic, p.toTimer(topic, bodies), 0)
+	}
+	return p.sendOnce(ctx, topic, bodies, opts.Delay)
 }
 
 // sendOnce writes bodies to one node, moving to the next usable node when

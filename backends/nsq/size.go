@@ -24,8 +24,8 @@ type Sizer struct{}
 // MessageSize returns the size of m in nsqd: its body in qgate's envelope
 // as large as any copy of it can be (largest publish time, a replica count,
 // a due time, the standby mark, the client-id mark if it has a
-// client-chosen id, and the largest expiry if it expires), so a message
-// that fits nsqd's
+// client-chosen id, the largest expiry if it expires, and the longest
+// timer topic of a long delay), so a message that fits nsqd's
 // --max-msg-size fits it with any replicas and any delay.
 func (Sizer) MessageSize(m *backends.Message) int {
 	e := envelope.Message{ID: m.ID, Attributes: m.Attributes, PublishTime: sizingTime, Body: m.Body,
@@ -33,7 +33,8 @@ func (Sizer) MessageSize(m *backends.Message) int {
 	if !m.ExpireAt.IsZero() {
 		e.ExpireAt = sizingTime
 	}
-	return envelope.Size(&e)
+	// Room for a timer topic: the same limit for every delay.
+	return envelope.Size(&e) + envelope.MaxTimerTopicSize
 }
 
 // BatchSize returns the size of the body of nsqd's MPUB command for n

@@ -56,7 +56,10 @@ const (
 type subscription struct {
 	p    *Pool
 	opts backends.SubscribeOptions
-	log  *slog.Logger
+	// timer: the pool's reader of Config.TimerTopic (see timer.go), which
+	// takes each message as it is once due.
+	timer bool
+	log   *slog.Logger
 	// msgTimeout is nsqd's timeout of a delivery to this consumer: the ack
 	// deadline clamped to what nsqd accepts.
 	msgTimeout time.Duration
@@ -98,6 +101,14 @@ type subscription struct {
 // of the pool. ctx bounds the first connection round; nodes that cannot be
 // reached yet are connected when they come up.
 func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (backends.Subscription, error) {
+	s, err := p.subscribe(ctx, opts, false)
+	if err != nil {
+		return nil, err // not a typed nil
+	}
+	return s, nil
+}
+
+func (p *Pool) subscribe(ctx context.Context, opts backends.SubscribeOptions, timer bool) (*subscription, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -119,6 +130,7 @@ func (p *Pool) Subscribe(ctx context.Context, opts backends.SubscribeOptions) (b
 	s := &subscription{
 		p:          p,
 		opts:       opts,
+		timer:      timer,
 		consumers:  make(map[string]*gonsq.Consumer),
 		msgTimeout: msgTimeout(opts.AckDeadline),
 		log:        p.log.With("topic", opts.Topic, "channel", opts.Channel),

@@ -36,7 +36,8 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	topic := fs.String("topic", "", "topic to send to (required)")
 	attrs := attrFlag{}
 	fs.Var(attrs, "attr", "attribute `key=value` for every message (repeatable)")
-	delay := fs.Duration("delay", 0, "deliver the messages after this delay (at most 1h)")
+	delay := fs.Duration("delay", 0, "deliver the messages after this delay (at most 366 days; 1h if the server's timer topic is off)")
+	deliverAt := fs.String("deliver-at", "", "deliver the messages at this `time` (RFC 3339, e.g. 2026-12-24T18:00:00Z); excludes --delay")
 	ttl := fs.Duration("ttl", 0, "the messages expire this long after qgate accepts them: not delivered after (1ms to 366 days, longer than --delay; 0: never)")
 	file := fs.String("f", "", "read messages from this file, one per line")
 	batch := fs.Int("batch", 100, "most messages per request")
@@ -59,6 +60,16 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	if *batch < 1 {
 		return fs.usageErr(e, "--batch must be at least 1")
 	}
+	var at time.Time
+	if *deliverAt != "" {
+		if *delay != 0 {
+			return fs.usageErr(e, "--delay and --deliver-at exclude each other")
+		}
+		var err error
+		if at, err = time.Parse(time.RFC3339Nano, *deliverAt); err != nil {
+			return fs.usageErr(e, "--deliver-at: %v (want RFC 3339, e.g. 2026-12-24T18:00:00Z)", err)
+		}
+	}
 	c, err := cf.client(ctx, e)
 	if err != nil {
 		return err
@@ -70,6 +81,7 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		out: e.stdout,
 		id:  messageIDs(*id, *idPrefix),
 		ttl: *ttl,
+		at:  at,
 	}
 	defer s.pub.Stop()
 	if !*quiet {
@@ -102,6 +114,7 @@ type sender struct {
 	added   int              // messages published, for id
 	id      func(int) string // the id of the nth message (from 1); nil: the client's
 	ttl     time.Duration    // each message's TTL; 0: none
+	at      time.Time        // each message's due time; zero: none
 	// progress, if set, gets a line about once a second while lines are
 	// sent, and a last one at the end if any was written.
 	progress     io.Writer
@@ -141,7 +154,7 @@ func (s *sender) report(final bool) {
 
 func (s *sender) add(ctx context.Context, body []byte, attrs map[string]string) {
 	s.added++
-	m := &client.Message{Body: body, Attributes: attrs, TTL: s.ttl}
+	m := &client.Message{Body: body, Attributes: attrs, TTL: s.ttl, DeliverAt: s.at}
 	if s.id != nil {
 		m.ID = s.id(s.added)
 	}

@@ -77,6 +77,8 @@ type serveFlags struct {
 	minReplicas         int
 	standbyDelay        time.Duration
 	ackTopic            string
+	timerTopic          string
+	timerHop            time.Duration
 	shutdownTimeout     time.Duration
 	logLevel, logFormat string
 
@@ -118,6 +120,8 @@ func newServeFlags() *serveFlags {
 	fs.IntVar(&f.replicas, "replicas", 2, "copies of a Send that does not ask for a number itself, each acknowledged by a different node (distinct groups first; failover: the active node and a backup), so an acknowledged message survives the loss of a node; 1 keeps one copy (at most 3)")
 	fs.IntVar(&f.minReplicas, "min-replicas", 0, "fewest copies a replicated Send may write when fewer nodes than it asks for are usable (fewer: UNAVAILABLE); 0: every copy asked for")
 	fs.DurationVar(&f.standbyDelay, "standby-delay", nsq.DefaultStandbyDelay, "when a replicated message's standby copies become deliverable (if it was not acked by then): after its send (and delay) plus this")
+	fs.StringVar(&f.timerTopic, "timer-topic", nsq.DefaultTimerTopic, "NSQ topic that holds messages sent with a delay longer than --timer-hop until they are due, read by every qgate instance sharing the nodes (\"off\": delays up to --timer-hop only)")
+	fs.DurationVar(&f.timerHop, "timer-hop", nsq.DefaultTimerHop, "longest step of nsqd's deferral: nsqd's --max-req-timeout, which it must not exceed")
 	fs.StringVar(&f.ackTopic, "ack-topic", nsq.DefaultAckTopic, "NSQ topic through which qgate instances sharing nodes share acks, so a replicated message is delivered once across them (\"off\": not shared)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long running calls may take to finish on shutdown")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -241,6 +245,13 @@ func (f *serveFlags) applyFlags(s *settings) error {
 	if s.poolCfg.AckTopic == "off" {
 		s.poolCfg.AckTopic = ""
 	}
+	if s.poolCfg.TimerTopic == "" || f.set("timer-topic") {
+		s.poolCfg.TimerTopic = f.timerTopic
+	}
+	if s.poolCfg.TimerTopic == "off" {
+		s.poolCfg.TimerTopic = ""
+	}
+	override("timer-hop", &s.poolCfg.TimerHop, f.timerHop)
 	override("attempt-timeout", &s.poolCfg.AttemptTimeout, f.attemptTimeout)
 	override("attempt-timeout-min", &s.poolCfg.AttemptTimeoutMin, f.attemptTimeoutMin)
 	if s.poolCfg.AttemptTimeoutMin > s.poolCfg.AttemptTimeout && !f.set("attempt-timeout-min") {

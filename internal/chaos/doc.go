@@ -123,6 +123,14 @@
 // than 1 s after its Send's end + ttl, and some expired and some
 // expiring delivered (the run proves something).
 //
+// S20 checks issue 13's long delays: every message is sent with a delay
+// of 3 s (10 s long) through 2 qgate processes whose timer hop is 1 s,
+// so each waits on the timer topic in steps; 1 of 3 nodes is SIGTERMed
+// and restarted (nsqd writes the deferred messages to disk without their
+// timers), then a qgate is SIGKILLed and restarted: lost = 0, none
+// delivered more than 10 ms before it was due, none delivered as an
+// attempt above 1 but redeliveries (reported).
+//
 // Every scenario also promises unexpected = 0, id mismatches = 0 and failed
 // but delivered = 0. Short forms take 7-14 s each, S17 about 25 s (go test
 // ./internal/chaos/); long forms (Params.Long, qgate chaos --long) hold

@@ -35,6 +35,9 @@ type gatewayConfig struct {
 	// replicated message across the harness's qgates).
 	StandbyDelay time.Duration
 	AckTopic     string
+	// TimerTopic and TimerHop: see nsq.Config (long delays).
+	TimerTopic string
+	TimerHop   time.Duration
 }
 
 func (gc gatewayConfig) poolConfig(log *slog.Logger) nsq.Config {
@@ -50,6 +53,8 @@ func (gc gatewayConfig) poolConfig(log *slog.Logger) nsq.Config {
 		AttemptTimeout: gc.AttemptTimeout,
 		StandbyDelay:   gc.StandbyDelay,
 		AckTopic:       gc.AckTopic,
+		TimerTopic:     gc.TimerTopic,
+		TimerHop:       gc.TimerHop,
 		Logger:         log,
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/qgate/qgate/backends/nsq"
 )
 
 // addLeft reports what the nodes still hold after the drain: messages
@@ -125,6 +127,12 @@ func (h *Harness) nodesLeft(ctx context.Context) (total int64, ok bool) {
 		if t := st.Topic(h.topic); t != nil {
 			n += t.Depth
 		}
+		// Long delays wait on the timer topic.
+		w, _ := left(st, nsq.DefaultTimerTopic, nsq.TimerChannel)
+		if t := st.Topic(nsq.DefaultTimerTopic); t != nil {
+			w += t.Depth
+		}
+		total += w
 		total += n
 	}
 	return total, true

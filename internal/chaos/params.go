@@ -89,6 +89,10 @@ type Scenario struct {
 	// 10 s; the scenarios that promise a duplicate rate use qgate serve's
 	// default, nsq.DefaultStandbyDelay).
 	StandbyDelay time.Duration
+	// TimerHop is the qgates' timer hop (nsq.Config.TimerHop; default
+	// nsq.DefaultTimerHop): a delay longer than it waits on the timer
+	// topic, which every qgate reads.
+	TimerHop time.Duration
 	// Setup adjusts the harness before the subscribers and publishers
 	// start: more subscribers, the ack policy, deferred publishers.
 	Setup func(ctx context.Context, h *Harness) error

@@ -135,6 +135,7 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			CheckInterval: h.Sc.CheckInterval, CheckTimeout: 250 * time.Millisecond,
 			Fall: 2, Rise: 2, FailbackHold: time.Second, AttemptTimeout: 500 * time.Millisecond,
 			StandbyDelay: h.Sc.StandbyDelay, AckTopic: nsq.DefaultAckTopic,
+			TimerTopic: nsq.DefaultTimerTopic, TimerHop: h.Sc.TimerHop,
 		}}
 		h.inst = append(h.inst, in)
 		if in.gw, err = h.startGateway(ctx, in.gc); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -105,4 +106,98 @@ func measureExpiry(h *Harness, r *Report) {
 	r.AddText("delivered after expiry", float64(len(late)), "", fmt.Sprintf("%d %s", len(late), strings.Join(late[:min(len(late), maxListed)], "; ")))
 	r.AddText("expired, not delivered", float64(len(expired)), "", fmt.Sprintf("%d acked messages with a ttl", len(expired)))
 	r.Add("expiring delivered", float64(len(delivered)), "")
+}
+
+// earlyPrecision: a deferred message seen by a subscriber more than this
+// before its due time (its Send's start + delay, never later than the
+// gateway's own due time) was delivered early. A subscription delivers a
+// message at most notBeforePrecision (10 ms) before it is due.
+const earlyPrecision = 10 * time.Millisecond
+
+var (
+	noEarly = Promise{Metric: "delivered early", Max: never,
+		Why: "no subscriber sees a deferred message before it is due"}
+	someDeferred = Promise{Metric: "deferred delivered", Min: 1, Max: math.Inf(1),
+		Why: "delayed messages were delivered (else the run proves nothing)"}
+)
+
+// s20 is long delays: every message waits 3 s (10 s long) with a timer
+// hop of 1 s, so on the timer topic, in steps; a node is SIGTERMed and
+// restarted while it holds deferred timer messages (nsqd writes them to
+// disk without their timers: they come back at once and must be deferred
+// again), then a qgate process is SIGKILLed and restarted (its mover's
+// messages in flight come back to the other's after the mover's ack
+// deadline). None early, none lost.
+func s20() Scenario {
+	sc := issue9(Scenario{
+		Name:     "S20",
+		Title:    "every message delayed 3 s (10 s long) past a 1 s timer hop, a quarter of the rate, SIGTERM 1 of 3 nodes and restart, then SIGKILL a qgate and restart (replicas=2, 2 qgate processes)",
+		Replicas: 2, Gateways: 2, Child: true,
+		TimerHop: time.Second,
+		Setup: func(_ context.Context, h *Harness) error {
+			// A quarter of the rate: with --sync-every=1 every step costs
+			// nsqd an fsync (see the notes).
+			delay := h.d(3*time.Second, 10*time.Second)
+			for g, in := range h.inst {
+				h.addPublisher(in.queue, fmt.Sprintf("p%d", g+1), h.rate/4/len(h.inst), delay)
+			}
+			return nil
+		},
+		Fault: func(ctx context.Context, h *Harness) error {
+			if err := h.nodeFault(ctx, "n1", "SIGTERM", "restart", h.d(2*time.Second, 5*time.Second)); err != nil {
+				return err
+			}
+			if err := h.Sleep(ctx, time.Second); err != nil {
+				return err
+			}
+			f := h.Begin("qgate2 SIGKILL")
+			if err := h.StopGatewayN(1, true); err != nil {
+				return err
+			}
+			if err := h.Sleep(ctx, time.Second); err != nil {
+				return err
+			}
+			err := h.StartGatewayN(ctx, 1)
+			h.Heal(f)
+			return err
+		},
+		Measure:  measureDeferred,
+		Promises: []Promise{noLoss, noEarly, someDeferred},
+		Notes: []string{"issue 13: long delays through the timer topic",
+			"each step of a deferred message costs nsqd a disk write (an fsync with --sync-every=1) when it is due again; late after due grows when the steps outrun the disk",
+			fmt.Sprintf("delivered early: seen more than %v before its Send's start + delay", earlyPrecision)},
+	})
+	sc.Streams = false
+	return sc
+}
+
+// measureDeferred counts deliveries of deferred messages, those seen
+// before they were due, and how late the first delivery of each was.
+func measureDeferred(h *Harness, r *Report) {
+	var early []string
+	first := map[string]time.Duration{}
+	for _, d := range h.ledger.Deliveries() {
+		v, ok := h.due.Load(d.ID)
+		if !ok {
+			continue
+		}
+		late := d.At.Sub(v.(time.Time))
+		if late < -earlyPrecision {
+			early = append(early, fmt.Sprintf("%s %.3fs early, attempt %d", d.ID, -late.Seconds(), d.Attempt))
+		}
+		if l, ok := first[d.ID]; !ok || late < l {
+			first[d.ID] = late
+		}
+	}
+	lates := make([]float64, 0, len(first))
+	for _, l := range first {
+		lates = append(lates, l.Seconds())
+	}
+	slices.Sort(lates)
+	r.AddText("delivered early", float64(len(early)), "", fmt.Sprintf("%d %s", len(early), strings.Join(early[:min(len(early), maxListed)], "; ")))
+	r.Add("deferred delivered", float64(len(first)), "")
+	if n := len(lates); n > 0 {
+		r.AddText("late after due", lates[n/2], "s", fmt.Sprintf("median %.3f s, p99 %.3f s, max %.3f s (first delivery of each)",
+			lates[n/2], lates[n*99/100], lates[n-1]))
+	}
 }

@@ -26,6 +26,8 @@
 //	min_replicas: 0               # fewest copies when fewer nodes are usable; 0: all
 //	standby_delay: 30s            # when standby copies become deliverable
 //	ack_topic: qgate.acks         # shared acks between instances; "off": none
+//	timer_topic: qgate.timer      # holds delays over timer_hop; "off": delays up to timer_hop
+//	timer_hop: 1h                 # nsqd's --max-req-timeout
 //	eject: {consecutive: 2, base: 5s, max: 1m, decay: 30s, max_percent: 50}
 //	lookupd: {addrs: [http://10.0.0.9:4161], poll_interval: 5s}
 //	limits: {max_body_bytes: 1048576, max_batch_messages: 1000, max_batch_bytes: 5242880}
@@ -143,6 +145,10 @@ type File struct {
 	MinReplicas  int
 	StandbyDelay time.Duration
 	AckTopic     string
+	// TimerTopic and TimerHop: see nsq.Config; TimerTopicOff for none, ""
+	// for the default.
+	TimerTopic string
+	TimerHop   time.Duration
 	// Lookupd configures nsqlookupd discovery.
 	Lookupd Lookupd
 	// Limits bounds requests.
@@ -160,6 +166,9 @@ type File struct {
 
 // AckTopicOff as ack_topic turns the sharing of acks off.
 const AckTopicOff = "off"
+
+// TimerTopicOff as timer_topic turns long delays off.
+const TimerTopicOff = "off"
 
 // MaxEmbedded is the most embedded nodes a file may ask for: they are for
 // trying qgate on one machine, each a whole nsqd in the process.
@@ -283,6 +292,8 @@ func (f *File) PoolConfig() (nsq.Config, error) {
 		MinReplicas:         f.MinReplicas,
 		StandbyDelay:        f.StandbyDelay,
 		AckTopic:            f.AckTopic,
+		TimerTopic:          f.TimerTopic,
+		TimerHop:            f.TimerHop,
 		Eject:               f.Eject,
 		LookupdHTTPAddrs:    slices.Clone(f.Lookupd.Addrs),
 		LookupdPollInterval: f.Lookupd.PollInterval,

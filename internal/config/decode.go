@@ -32,6 +32,8 @@ type rawFile struct {
 	MinReplicas    int         `yaml:"min_replicas"`
 	StandbyDelay   duration    `yaml:"standby_delay"`
 	AckTopic       string      `yaml:"ack_topic"`
+	TimerTopic     string      `yaml:"timer_topic"`
+	TimerHop       duration    `yaml:"timer_hop"`
 	Eject          rawEject    `yaml:"eject"`
 	Lookupd        rawLookupd  `yaml:"lookupd"`
 	Limits         rawLimits   `yaml:"limits"`

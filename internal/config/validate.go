@@ -287,7 +287,7 @@ func (c *checker) positive(path string, n int64) int64 {
 }
 
 // replication checks the keys of replicated sends: replicas, min_replicas,
-// standby_delay and ack_topic.
+// standby_delay, ack_topic, timer_topic and timer_hop.
 func (c *checker) replication(r *rawFile, f *File) {
 	if c.present("replicas") {
 		f.Replicas = r.Replicas
@@ -310,5 +310,15 @@ func (c *checker) replication(r *rawFile, f *File) {
 		if r.AckTopic != AckTopicOff && !gonsq.IsValidTopicName(r.AckTopic) {
 			c.fail("ack_topic", "%q is not a valid NSQ topic name (or %q: acks not shared)", r.AckTopic, AckTopicOff)
 		}
+	}
+	if c.present("timer_topic") {
+		f.TimerTopic = r.TimerTopic
+		if r.TimerTopic != TimerTopicOff && !gonsq.IsValidTopicName(r.TimerTopic) {
+			c.fail("timer_topic", "%q is not a valid NSQ topic name (or %q: delays up to timer_hop only)", r.TimerTopic, TimerTopicOff)
+		}
+	}
+	f.TimerHop = c.duration("timer_hop", r.TimerHop)
+	if f.TimerHop != 0 && (f.TimerHop < 10*time.Millisecond || f.TimerHop > nsq.DefaultTimerHop) {
+		c.fail("timer_hop", "must be 10ms to %v (nsqd's --max-req-timeout, which it must not exceed)", nsq.DefaultTimerHop)
 	}
 }

@@ -64,7 +64,14 @@ type Envelope struct {
 	// When the message expires (Message.ttl): a subscription that meets it
 	// after this finishes it without delivery, or dead-letters it. Unset:
 	// it never expires.
-	ExpireAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_at,json=expireAt,proto3" json:"expire_at,omitempty"`
+	ExpireAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_at,json=expireAt,proto3" json:"expire_at,omitempty"`
+	// Set only on a timer message: a message sent with a delay longer than
+	// one step of nsqd's deferral (its --max-req-timeout, 1 hour by default)
+	// waits on qgate's timer topic (qgate.timer by default), read by every
+	// qgate instance on the channel "qgate", which defers it step by step
+	// until not_before and then writes it, without this field, to this
+	// topic on the same node. Always the last field of a timer message.
+	TimerTopic    string `protobuf:"bytes,10,opt,name=timer_topic,json=timerTopic,proto3" json:"timer_topic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +167,13 @@ func (x *Envelope) GetExpireAt() *timestamppb.Timestamp {
 		return x.ExpireAt
 	}
 	return nil
+}
+
+func (x *Envelope) GetTimerTopic() string {
+	if x != nil {
+		return x.TimerTopic
+	}
+	return ""
 }
 
 // AckRecord tells the other qgate instances of a pool which replicated
@@ -337,7 +351,7 @@ var File_qgate_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x03\n" +
+	"\x17qgate/v1/envelope.proto\x12\bqgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x03\n" +
 	"\bEnvelope\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12B\n" +
@@ -351,7 +365,10 @@ const file_qgate_v1_envelope_proto_rawDesc = "" +
 	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x18\n" +
 	"\astandby\x18\a \x01(\bR\astandby\x12\x1b\n" +
 	"\tclient_id\x18\b \x01(\bR\bclientId\x127\n" +
-	"\texpire_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bexpireAt\x1a=\n" +
+	"\texpire_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bexpireAt\x12\x1f\n" +
+	"\vtimer_topic\x18\n" +
+	" \x01(\tR\n" +
+	"timerTopic\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x01\n" +

@@ -156,8 +156,24 @@ type SendRequest struct {
 	// MPUB body: envelopes plus 4 bytes of framing per message).
 	Messages []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	// Deferred delivery: the messages become visible to subscribers after this
-	// delay. Optional; 0 or unset means at once; at most 1 hour (nsqd's default
-	// --max-req-timeout).
+	// delay, counted from when qgate accepts the request. Optional; 0 or unset
+	// means at once; at most 366 days (1 hour on a server whose timer topic
+	// is off: qgate serve --timer-topic off); otherwise
+	// INVALID_ARGUMENT with a violation on delay. Set delay or deliver_at, not
+	// both.
+	//
+	// No subscriber sees a message more than 10 ms before it is due (plus
+	// the difference between the clocks of the qgate instances involved);
+	// while subscribers keep up and a qgate instance runs, it is delivered
+	// within about a second after it is due (the first messages of a channel
+	// created moments before may wait up to nsqd's
+	// --queue-scan-refresh-interval, 5 s by default). Up to 1 hour (one step of nsqd's deferral, its
+	// --max-req-timeout) the message waits in its topic, deferred by nsqd;
+	// longer delays wait on qgate's timer topic and enter the topic when due,
+	// so GetBacklog shows them only then. A deferred message is in nsqd's
+	// memory: it survives a graceful restart of its node (nsqd writes it to
+	// disk and qgate defers it again) and of qgate, and the loss of its node
+	// only with replicas of 2 or more.
 	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
 	// How many nodes, each in a different group, must each acknowledge a copy
 	// of the messages before Send returns OK. 0 means the server default
@@ -173,7 +189,13 @@ type SendRequest struct {
 	// fewer groups than asked have an up node, Send fails with UNAVAILABLE,
 	// and the caller may assume neither that a copy was written nor that
 	// none was.
-	Replicas      uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas uint32 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Deferred delivery at a time: as delay, with the delay from when qgate
+	// accepts the request until deliver_at. A time in the past means at once.
+	// Optional; at most the server's delay limit ahead; otherwise
+	// INVALID_ARGUMENT with a violation on deliver_at. Set delay or
+	// deliver_at, not both. Every message's ttl must outlast it.
+	DeliverAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deliver_at,json=deliverAt,proto3" json:"deliver_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +256,13 @@ func (x *SendRequest) GetReplicas() uint32 {
 		return x.Replicas
 	}
 	return 0
+}
+
+func (x *SendRequest) GetDeliverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliverAt
+	}
+	return nil
 }
 
 // SendResponse is the response of QueueService.Send.
@@ -1380,12 +1409,14 @@ const file_qgate_v1_queue_proto_rawDesc = "" +
 	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x01\n" +
 	"\vSendRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12-\n" +
 	"\bmessages\x18\x02 \x03(\v2\x11.qgate.v1.MessageR\bmessages\x12/\n" +
 	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x1a\n" +
-	"\breplicas\x18\x04 \x01(\rR\breplicas\"/\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\x129\n" +
+	"\n" +
+	"deliver_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\"/\n" +
 	"\fSendResponse\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\"]\n" +
@@ -1506,47 +1537,48 @@ var file_qgate_v1_queue_proto_goTypes = []any{
 	(*SubscribeResponse_AckError)(nil),   // 16: qgate.v1.SubscribeResponse.AckError
 	nil,                                  // 17: qgate.v1.Delivery.AttributesEntry
 	(*durationpb.Duration)(nil),          // 18: google.protobuf.Duration
-	(*status.Status)(nil),                // 19: google.rpc.Status
-	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
+	(*status.Status)(nil),                // 20: google.rpc.Status
 }
 var file_qgate_v1_queue_proto_depIdxs = []int32{
 	9,  // 0: qgate.v1.Message.attributes:type_name -> qgate.v1.Message.AttributesEntry
 	18, // 1: qgate.v1.Message.ttl:type_name -> google.protobuf.Duration
 	0,  // 2: qgate.v1.SendRequest.messages:type_name -> qgate.v1.Message
 	18, // 3: qgate.v1.SendRequest.delay:type_name -> google.protobuf.Duration
-	1,  // 4: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
-	19, // 5: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
-	10, // 6: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
-	11, // 7: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
-	12, // 8: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
-	13, // 9: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
-	15, // 10: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
-	8,  // 11: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
-	16, // 12: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
-	14, // 13: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
-	18, // 14: qgate.v1.RetryPolicy.minimum_backoff:type_name -> google.protobuf.Duration
-	18, // 15: qgate.v1.RetryPolicy.maximum_backoff:type_name -> google.protobuf.Duration
-	17, // 16: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
-	20, // 17: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
-	20, // 18: qgate.v1.Delivery.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 19: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
-	7,  // 20: qgate.v1.SubscribeRequest.Open.retry_policy:type_name -> qgate.v1.RetryPolicy
-	18, // 21: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
-	8,  // 22: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
-	18, // 23: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
-	7,  // 24: qgate.v1.SubscribeResponse.Opened.retry_policy:type_name -> qgate.v1.RetryPolicy
-	19, // 25: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
-	1,  // 26: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
-	3,  // 27: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
-	5,  // 28: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
-	2,  // 29: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
-	4,  // 30: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
-	6,  // 31: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
-	29, // [29:32] is the sub-list for method output_type
-	26, // [26:29] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	19, // 4: qgate.v1.SendRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	1,  // 5: qgate.v1.SendStreamRequest.send:type_name -> qgate.v1.SendRequest
+	20, // 6: qgate.v1.SendStreamResponse.status:type_name -> google.rpc.Status
+	10, // 7: qgate.v1.SubscribeRequest.open:type_name -> qgate.v1.SubscribeRequest.Open
+	11, // 8: qgate.v1.SubscribeRequest.ack:type_name -> qgate.v1.SubscribeRequest.Ack
+	12, // 9: qgate.v1.SubscribeRequest.nack:type_name -> qgate.v1.SubscribeRequest.Nack
+	13, // 10: qgate.v1.SubscribeRequest.extend:type_name -> qgate.v1.SubscribeRequest.Extend
+	15, // 11: qgate.v1.SubscribeResponse.opened:type_name -> qgate.v1.SubscribeResponse.Opened
+	8,  // 12: qgate.v1.SubscribeResponse.delivery:type_name -> qgate.v1.Delivery
+	16, // 13: qgate.v1.SubscribeResponse.ack_error:type_name -> qgate.v1.SubscribeResponse.AckError
+	14, // 14: qgate.v1.SubscribeResponse.deliveries:type_name -> qgate.v1.SubscribeResponse.Deliveries
+	18, // 15: qgate.v1.RetryPolicy.minimum_backoff:type_name -> google.protobuf.Duration
+	18, // 16: qgate.v1.RetryPolicy.maximum_backoff:type_name -> google.protobuf.Duration
+	17, // 17: qgate.v1.Delivery.attributes:type_name -> qgate.v1.Delivery.AttributesEntry
+	19, // 18: qgate.v1.Delivery.publish_time:type_name -> google.protobuf.Timestamp
+	19, // 19: qgate.v1.Delivery.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 20: qgate.v1.SubscribeRequest.Open.ack_deadline:type_name -> google.protobuf.Duration
+	7,  // 21: qgate.v1.SubscribeRequest.Open.retry_policy:type_name -> qgate.v1.RetryPolicy
+	18, // 22: qgate.v1.SubscribeRequest.Nack.delay:type_name -> google.protobuf.Duration
+	8,  // 23: qgate.v1.SubscribeResponse.Deliveries.deliveries:type_name -> qgate.v1.Delivery
+	18, // 24: qgate.v1.SubscribeResponse.Opened.ack_deadline:type_name -> google.protobuf.Duration
+	7,  // 25: qgate.v1.SubscribeResponse.Opened.retry_policy:type_name -> qgate.v1.RetryPolicy
+	20, // 26: qgate.v1.SubscribeResponse.AckError.status:type_name -> google.rpc.Status
+	1,  // 27: qgate.v1.QueueService.Send:input_type -> qgate.v1.SendRequest
+	3,  // 28: qgate.v1.QueueService.SendStream:input_type -> qgate.v1.SendStreamRequest
+	5,  // 29: qgate.v1.QueueService.Subscribe:input_type -> qgate.v1.SubscribeRequest
+	2,  // 30: qgate.v1.QueueService.Send:output_type -> qgate.v1.SendResponse
+	4,  // 31: qgate.v1.QueueService.SendStream:output_type -> qgate.v1.SendStreamResponse
+	6,  // 32: qgate.v1.QueueService.Subscribe:output_type -> qgate.v1.SubscribeResponse
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_qgate_v1_queue_proto_init() }
