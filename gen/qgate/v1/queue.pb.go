@@ -163,14 +163,16 @@ type SendRequest struct {
 	// both.
 	//
 	// No subscriber sees a message more than 10 ms before it is due (plus
-	// the difference between the clocks of the qgate instances involved);
-	// while subscribers keep up and a qgate instance runs, it is delivered
-	// within about a second after it is due (the first messages of a channel
-	// created moments before may wait up to nsqd's
-	// --queue-scan-refresh-interval, 5 s by default). Up to 1 hour (one step of nsqd's deferral, its
+	// the difference between the clocks of the qgate instances involved).
+	// It is delivered soon after it is due while subscribers keep up and a
+	// qgate instance runs: up to nsqd's queue scan (100 ms) and a write, more
+	// when nsqd's disk is the bottleneck, and up to nsqd's
+	// --queue-scan-refresh-interval (5 s) on a channel created moments
+	// before. Up to 1 hour (one step of nsqd's deferral, its
 	// --max-req-timeout) the message waits in its topic, deferred by nsqd;
-	// longer delays wait on qgate's timer topic and enter the topic when due,
-	// so GetBacklog shows them only then. A deferred message is in nsqd's
+	// longer delays wait on qgate's timer topic, re-deferred every hour (a
+	// disk write on the node each time), and enter the topic when due, so
+	// GetBacklog shows them only then. A deferred message is in nsqd's
 	// memory: it survives a graceful restart of its node (nsqd writes it to
 	// disk and qgate defers it again) and of qgate, and the loss of its node
 	// only with replicas of 2 or more.
