@@ -59,6 +59,13 @@ type Config struct {
 	// the workload's max in flight; 1 means one delivery per response, as a
 	// client that does not set max_batch gets.
 	SubBatch int
+	// TTL, if above 0, is the ttl of every message qgate's side sends (the
+	// cost of expiry: the envelope's expire_at and the checks).
+	TTL time.Duration
+	// Filter, if set, is the filter of qgate's drain subscriptions: a CEL
+	// expression that should accept every message, so the drain measures
+	// the cost of evaluating it.
+	Filter string
 	// CPUProfileDir, if set, receives a CPU profile of the first round of
 	// each side of each workload: <dir>/<workload>-<A|B>.pprof.
 	CPUProfileDir string

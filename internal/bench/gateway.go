@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	qgatev1 "github.com/qgate/qgate/gen/qgate/v1"
 )
@@ -26,6 +27,9 @@ func (g *gateway) request(topic string, n int) *qgatev1.SendRequest {
 	msgs := make([]*qgatev1.Message, n)
 	for i := range msgs {
 		msgs[i] = &qgatev1.Message{Body: g.body}
+		if ttl := g.e.cfg.TTL; ttl > 0 {
+			msgs[i].Ttl = durationpb.New(ttl)
+		}
 	}
 	return &qgatev1.SendRequest{Topic: topic, Messages: msgs}
 }
@@ -119,7 +123,7 @@ func (g *gateway) subscribe(ctx context.Context, topic, channel string, inFly in
 		return nil, fmt.Errorf("bench: Subscribe: %w", err)
 	}
 	err = stream.Send(&qgatev1.SubscribeRequest{Kind: &qgatev1.SubscribeRequest_Open_{
-		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(inFly), MaxBatch: uint32(g.maxBatch(inFly))},
+		Open: &qgatev1.SubscribeRequest_Open{Topic: topic, Channel: channel, MaxInFlight: uint32(inFly), MaxBatch: uint32(g.maxBatch(inFly)), Filter: g.e.cfg.Filter},
 	}})
 	if err == nil {
 		var resp *qgatev1.SubscribeResponse
