@@ -118,7 +118,10 @@ func (t *timerMover) run(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			t.move(ctx, d.Acker.(*delivery))
+			// Not ctx: a write begun is finished (its attempt budget
+			// bounds it), so that closing does not leave an unknown
+			// outcome behind, written again as a duplicate.
+			t.move(p.ctx, d.Acker.(*delivery))
 		}()
 	}
 }
