@@ -65,7 +65,12 @@ func (s *subscription) HandleMessage(m *gonsq.Message) error {
 	}
 	var claimed time.Time // a hold this copy took at arrival (see below)
 	// backlog: old enough that a replicated twin may be live too.
+	// A deferred first copy is as fresh at its due time as an immediate one
+	// at its send: its twins (standbys) are due StandbyDelay/2 or more later.
 	pub := msg.PublishTime
+	if !info.standby && info.notBefore.After(pub) {
+		pub = info.notBefore
+	}
 	backlog := !pub.IsZero() && now.Sub(pub) >= s.p.holdAfter()
 	if info.dedup {
 		var acked bool
