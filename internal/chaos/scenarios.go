@@ -562,8 +562,8 @@ func s12() Scenario {
 		Name: "S12", Title: "deferred sends and nacks with delay, then SIGTERM the node holding them",
 		Nodes: 2, Mode: nsq.ModeFailover,
 		Setup: func(_ context.Context, h *Harness) error {
-			h.AddPublisher("p1", h.P.Rate/2, 0)
-			h.AddPublisher("deferred", h.P.Rate/2, 3*time.Second)
+			h.AddPublisher("p1", h.rate/2, 0)
+			h.AddPublisher("deferred", h.rate/2, 3*time.Second)
 			// The first delivery of every third immediate message is
 			// nacked with a 2 s delay.
 			h.decide = func(d *qgatev1.Delivery) (Action, time.Duration) {
