@@ -62,6 +62,10 @@ type Config struct {
 	// TTL, if above 0, is the ttl of every message qgate's side sends (the
 	// cost of expiry: the envelope's expire_at and the checks).
 	TTL time.Duration
+	// ClientIDs gives every message qgate's side sends a client-chosen id,
+	// unique (the cost of idempotent sends: the id's validation, the
+	// envelope's mark, and the subscriptions' deduplication by it).
+	ClientIDs bool
 	// Filter, if set, is the filter of qgate's drain subscriptions: a CEL
 	// expression that should accept every message, so the drain measures
 	// the cost of evaluating it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -19,6 +20,7 @@ import (
 type gateway struct {
 	e    *env
 	body []byte
+	ids  atomic.Uint64 // the last client-chosen id (Config.ClientIDs)
 }
 
 func (g *gateway) name() string { return "B" }
@@ -30,6 +32,9 @@ func (g *gateway) request(topic string, n int) *qgatev1.SendRequest {
 		if ttl := g.e.cfg.TTL; ttl > 0 {
 			msgs[i].Ttl = durationpb.New(ttl)
 		}
+		if g.e.cfg.ClientIDs {
+			msgs[i].Id = "b-" + strconv.FormatUint(g.ids.Add(1), 36)
+		}
 	}
 	return &qgatev1.SendRequest{Topic: topic, Messages: msgs}
 }
@@ -37,6 +42,9 @@ func (g *gateway) request(topic string, n int) *qgatev1.SendRequest {
 func (g *gateway) sender(topic string, w *workload, _ int) func(context.Context) error {
 	req := g.request(topic, w.batch)
 	return func(ctx context.Context) error {
+		if g.e.cfg.ClientIDs {
+			req = g.request(topic, w.batch) // ids are not reused
+		}
 		_, err := g.e.client.Send(ctx, req)
 		return err
 	}
@@ -50,6 +58,9 @@ func (g *gateway) openWindow(ctx context.Context, topic string, w *workload, com
 		return nil, fmt.Errorf("bench: SendStream: %w", err)
 	}
 	ws := &gatewayWindow{stream: stream, req: g.request(topic, w.batch), cancel: cancel}
+	if g.e.cfg.ClientIDs {
+		ws.fresh = func() *qgatev1.SendRequest { return g.request(topic, w.batch) }
+	}
 	ws.wg.Add(1)
 	go func() {
 		defer ws.wg.Done()
@@ -75,7 +86,8 @@ type gatewayWindow struct {
 		Send(*qgatev1.SendStreamRequest) error
 		CloseSend() error
 	}
-	req    *qgatev1.SendRequest // shared, never modified
+	req    *qgatev1.SendRequest        // shared, never modified
+	fresh  func() *qgatev1.SendRequest // if set, a new request (new ids) per send
 	seq    uint64
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -83,7 +95,11 @@ type gatewayWindow struct {
 
 func (ws *gatewayWindow) send(slot int) error {
 	ws.seq++
-	err := ws.stream.Send(&qgatev1.SendStreamRequest{RequestId: ws.seq<<16 | uint64(slot), Send: ws.req})
+	req := ws.req
+	if ws.fresh != nil {
+		req = ws.fresh()
+	}
+	err := ws.stream.Send(&qgatev1.SendStreamRequest{RequestId: ws.seq<<16 | uint64(slot), Send: req})
 	if err != nil {
 		return fmt.Errorf("bench: SendStream: %w", err)
 	}

@@ -104,6 +104,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MemInFlight, "mem-in-flight", DefaultMemInFlight, "the memory workload's stalled subscribers' max in flight")
 	fs.IntVar(&cfg.SubBatch, "sub-batch", 0, "qgate's drain subscriptions take up to `n` deliveries per response (open.max_batch); 0: the max in flight, 1: one per response")
 	fs.DurationVar(&cfg.TTL, "ttl", 0, "qgate's side sends every message with this ttl (the cost of expiry); 0: none")
+	fs.BoolVar(&cfg.ClientIDs, "client-ids", false, "qgate's side gives every message a unique client-chosen id (the cost of idempotent sends)")
 	fs.StringVar(&cfg.Filter, "filter", "", "qgate's drain subscriptions open with this CEL filter, which should accept every message (the cost of filters), e.g. '!has(attributes.skip)'")
 	fs.StringVar(&cfg.CPUProfileDir, "cpuprofile", "", "write CPU profiles of round 1 of each side to `dir`/<workload>-<A|B>.pprof")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
