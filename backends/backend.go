@@ -85,9 +85,19 @@ type Sizer interface {
 }
 
 // MaxDelayer is implemented by a Backend whose longest SendOptions.Delay
-// is known; the service refuses longer delays before anything is written.
+// is known (0: not known); the service refuses longer delays before
+// anything is written.
 type MaxDelayer interface {
 	MaxDelay() time.Duration
+}
+
+// MaxDelay is b's MaxDelay when b is a MaxDelayer, else 0 (not known).
+// A Backend that wraps another forwards it with this.
+func MaxDelay(b Backend) time.Duration {
+	if md, ok := b.(MaxDelayer); ok {
+		return md.MaxDelay()
+	}
+	return 0
 }
 
 // MessageSize is b's MessageSize when b is a Sizer, else the size of m's

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -40,10 +41,7 @@ func New(b backends.Backend, opts ...Option) *Queue {
 		opt(&o)
 	}
 	if o.limits.MaxSendDelay <= 0 {
-		o.limits.MaxSendDelay = o.limits.MaxDelay
-		if md, ok := b.(backends.MaxDelayer); ok {
-			o.limits.MaxSendDelay = md.MaxDelay()
-		}
+		o.limits.MaxSendDelay = cmp.Or(backends.MaxDelay(b), o.limits.MaxDelay)
 	}
 	return &Queue{
 		backend: b,

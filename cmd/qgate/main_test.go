@@ -296,6 +296,23 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		if code != 0 || strings.Contains(out, "ZHJvcA==") || !strings.Contains(out, "expireTime") {
 			t.Errorf("subscribe --filter: status %d, stdout %q, stderr %q; want the two orders, one with an expiry", code, out, errOut)
 		}
+		// Delivery at a time (one past: at once), a delay beyond the timer
+		// hop (accepted: it waits on the timer topic), both at once refused.
+		past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+		if code, _, errOut := cli(t, "", "send", "--addr", addr, "--topic", "clat", "--deliver-at", past, "now"); code != 0 {
+			t.Errorf("send --deliver-at: status %d, stderr %q", code, errOut)
+		}
+		if code, _, errOut := cli(t, "", "send", "--addr", addr, "--topic", "clat", "--delay", "72h", "later"); code != 0 {
+			t.Errorf("send --delay 72h: status %d, stderr %q", code, errOut)
+		}
+		if code, _, _ := cli(t, "", "send", "--addr", addr, "--topic", "clat", "--delay", "1s", "--deliver-at", past, "x"); code != 2 {
+			t.Errorf("send --delay with --deliver-at: status %d, want 2", code)
+		}
+		code, out, errOut = cli(t, "", "subscribe", "--addr", addr, "--topic", "clat", "--channel", "c",
+			"--min-backoff", "100ms", "--max-backoff", "1s", "--count", "1")
+		if code != 0 || strings.TrimSpace(out) != "now" {
+			t.Errorf("subscribe with a retry policy: status %d, stdout %q, stderr %q; want the message sent for the past", code, out, errOut)
+		}
 	})
 
 	if code := stop(); code != 0 {

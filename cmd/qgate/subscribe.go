@@ -38,6 +38,8 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	ackDeadline := fs.Duration("ack-deadline", 0, "time to ack a delivery before it is redelivered (0: the server's default, 60s)")
 	batch := fs.Uint("batch", 0, "take up to this many deliveries per server response, acked together (0 or 1: one at a time; at most --max-in-flight)")
 	filter := fs.String("filter", "", "deliver only messages for which this CEL expression over `attributes` is true, e.g. 'attributes.kind == \"order\"'; the others are finished on the channel, so give every subscriber of a channel the same filter")
+	minBackoff := fs.Duration("min-backoff", 0, "with a retry policy: redeliver a message whose ack deadline passed after this, doubling per attempt (10ms to 1h; 0 with --max-backoff set: the server's default, 1s)")
+	maxBackoff := fs.Duration("max-backoff", 0, "with a retry policy: the longest redelivery backoff (10ms to 1h; 0 with --min-backoff set: the server's default, 10m)")
 	deadExpired := fs.Bool("dead-letter-expired", false, "write expired messages to the dead-letter topic (TOPIC.dead) instead of dropping them")
 	batchBytes := fs.Uint("max-batch-bytes", 0, "with --batch, the most bytes per server response (0: the server's default, 1 MiB); this client accepts responses up to 4 MiB or this + 1 MiB, whichever is larger, so raise it to receive messages larger than 4 MiB")
 	if err := fs.parse(e, args); err != nil {
@@ -60,6 +62,9 @@ func runSubscribe(ctx context.Context, e *env, args []string) error {
 	settings := client.ReceiveSettings{MaxOutstandingMessages: int(*maxInFlight), AckDeadline: *ackDeadline,
 		MaxBatch: max(int(*batch), 1), MaxBatchBytes: int(*batchBytes), NumGoroutines: 1, DeadLetterExpired: *deadExpired, Filter: *filter,
 		OnStreamError: func(err error) { fmt.Fprintf(e.stderr, "qgate subscribe: %v; reconnecting\n", err) }}
+	if *minBackoff > 0 || *maxBackoff > 0 {
+		settings.RetryPolicy = &client.RetryPolicy{MinBackoff: *minBackoff, MaxBackoff: *maxBackoff}
+	}
 	if settings.MaxOutstandingMessages == 0 {
 		settings.MaxOutstandingMessages = serverDefaultMaxInFlight
 	}

@@ -27,6 +27,10 @@ func (b *backend) MessageSize(m *backends.Message) int { return backends.Message
 
 func (b *backend) BatchSize(n, total int) int { return backends.BatchSize(b.Backend, n, total) }
 
+// MaxDelay is b's backend's (backends.MaxDelayer): without it a server
+// would refuse the delays its pool takes.
+func (b *backend) MaxDelay() time.Duration { return backends.MaxDelay(b.Backend) }
+
 func (b *backend) Send(ctx context.Context, topic string, msgs []*backends.Message, opts backends.SendOptions) error {
 	start := time.Now()
 	err := b.Backend.Send(ctx, topic, msgs, opts)

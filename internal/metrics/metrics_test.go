@@ -342,3 +342,18 @@ func TestHTTPAndGRPCMetrics(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestBackendForwardsLimits: the instrumented backend keeps what the
+// service learns from the pool: its message sizes and its longest delay
+// (without the latter qgate serve refused every delay past an hour).
+func TestBackendForwardsLimits(t *testing.T) {
+	p := newPool(t, nsq.ModeCluster, 1)
+	b := metrics.New().Backend(p)
+	if got, want := backends.MaxDelay(b), p.MaxDelay(); got != want || got == 0 {
+		t.Errorf("MaxDelay through the metrics backend = %v, want the pool's %v", got, want)
+	}
+	m := &backends.Message{ID: "x", Body: []byte("body")}
+	if got, want := backends.MessageSize(b, m), p.MessageSize(m); got != want {
+		t.Errorf("MessageSize through the metrics backend = %d, want the pool's %d", got, want)
+	}
+}
