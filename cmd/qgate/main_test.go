@@ -372,3 +372,30 @@ func TestNodesWatch(t *testing.T) {
 		t.Error("nodes --watch did not exit after interrupt")
 	}
 }
+
+// TestServeLongDelay: through qgate serve with a short --timer-hop, a
+// message sent with a delay of several hops waits on the timer topic and
+// is delivered once it is due, not before; --timer-topic off limits
+// delays to the hop.
+func TestServeLongDelay(t *testing.T) {
+	addr, stop := startServe(t, "--timer-hop", "100ms")
+	defer stop()
+	start := time.Now()
+	if code, _, errOut := cli(t, "", "send", "--addr", addr, "--topic", "late", "--delay", "1s", "hello"); code != 0 {
+		t.Fatalf("send --delay 1s: status %d, stderr %q", code, errOut)
+	}
+	code, out, errOut := cli(t, "", "subscribe", "--addr", addr, "--topic", "late", "--channel", "c", "--count", "1", "--json")
+	if code != 0 || !strings.Contains(out, `"attempt":1`) {
+		t.Fatalf("subscribe: status %d, stdout %q, stderr %q; want the message, attempt 1", code, out, errOut)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("delivered %v after the send, before its 1s delay", took)
+	}
+
+	addr2, stop2 := startServe(t, "--timer-topic", "off", "--timer-hop", "100ms")
+	defer stop2()
+	code, _, errOut = cli(t, "", "send", "--addr", addr2, "--topic", "late", "--delay", "1s", "x")
+	if code == 0 || !strings.Contains(errOut, "at most 100ms") {
+		t.Errorf("send --delay 1s with the timer topic off: status %d, stderr %q; want refused, at most 100ms", code, errOut)
+	}
+}
