@@ -523,9 +523,26 @@ func (b *ackBus) readLoop() {
 			}
 			if len(rec.Held) > 0 {
 				b.p.acked.hold(rec.Topic, rec.Channel, rec.Instance, rec.Held, now)
+				b.echo(rec, now)
 			}
 		}
 		_ = d.Acker.Ack()
+	}
+}
+
+// echo says again that ids this instance knows acked were acked, when
+// another instance claims them (a hold that has not ended): that instance
+// has not heard of the ack (it started after the ack was shared: a
+// restarted qgate), and learns it within its claim's settle time instead
+// of delivering the copy it holds a second time.
+func (b *ackBus) echo(rec envelope.AckRecord, now time.Time) {
+	for _, h := range rec.Held {
+		if !h.Until.After(now) {
+			continue // the end of a hold, not a claim
+		}
+		if acked, _ := b.p.acked.state(rec.Topic, rec.Channel, h.ID, now); acked {
+			b.note(rec.Topic, rec.Channel, h.ID, time.Time{}, time.Time{})
+		}
 	}
 }
 
