@@ -114,6 +114,19 @@ func newAckedIDs(ttl time.Duration, max int) *ackedIDs {
 	return &ackedIDs{ttl: ttl, max: max, chans: make(map[chanKey]*chanIDs)}
 }
 
+// recent returns, per topic and channel, the ids acked at or after t.
+func (a *ackedIDs) recent(t time.Time) map[chanKey][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[chanKey][]string)
+	for k, c := range a.chans {
+		if ids := c.acked.since(t); len(ids) > 0 {
+			out[k] = ids
+		}
+	}
+	return out
+}
+
 // state reports whether id was acked on topic/channel within the window
 // and, if not, until when it is held there (zero: not held).
 func (a *ackedIDs) state(topic, channel, id string, now time.Time) (acked bool, heldUntil time.Time) {
@@ -310,11 +323,13 @@ func (b *ackBus) note(topic, channel, id string, until, since time.Time) {
 	}
 }
 
-// close flushes what is queued (bounded), stops reading, and deletes this
-// instance's channel on every node. It runs before the pool closes.
+// close flushes what is queued (bounded), stops reading, hands over what
+// this instance knows, and deletes its channel on every node. It runs
+// before the pool closes.
 func (b *ackBus) close() {
 	close(b.stop)
 	b.done.Wait()
+	b.handover()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.p.cfg.Check.Timeout)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -328,6 +343,42 @@ func (b *ackBus) close() {
 		}()
 	}
 	wg.Wait()
+}
+
+// handover writes again every id this instance knows acked within the
+// last two standby delays, as records of its own: the standbys of those
+// messages may still surface, and an instance that started after the ack
+// was first shared (a restarted qgate, in a rolling restart) would not
+// know it once this one is gone, and would deliver them a second time.
+// Bounded by ackWriteTimeout per batch and the pool's check timeout in all.
+func (b *ackBus) handover() {
+	now := time.Now()
+	recent := b.p.acked.recent(now.Add(-2 * b.p.cfg.StandbyDelay))
+	if len(recent) == 0 {
+		return
+	}
+	var bodies [][]byte
+	n := 0
+	for k, ids := range recent {
+		for len(ids) > 0 {
+			part := ids[:min(len(ids), ackBatchMax)]
+			ids = ids[len(part):]
+			bodies = append(bodies, envelope.AppendAckRecord(nil, &envelope.AckRecord{
+				Instance: b.instance, Topic: k.topic, Channel: k.channel, IDs: part, Sent: now}))
+			n += len(part)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(2*b.p.cfg.Check.Timeout, ackWriteTimeout))
+	defer cancel()
+	for len(bodies) > 0 && ctx.Err() == nil {
+		part := bodies[:min(len(bodies), 32)] // under nsqd's 5 MiB MPUB at 1000 ids of 64 bytes
+		bodies = bodies[len(part):]
+		if err := b.write(ctx, part); err != nil {
+			b.p.log.Warn("nsq acks not handed over (their standbys may be delivered twice)", "err", err)
+			return
+		}
+	}
+	b.p.log.Info("nsq acks handed over to the other instances", "ids", n)
 }
 
 // publishLoop batches queued ids into records and writes them.

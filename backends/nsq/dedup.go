@@ -55,4 +55,20 @@ func (w *idWindow) evict(now time.Time) {
 }
 
 // len returns how many ids are remembered.
+// since returns the ids added at or after t (and still remembered), the
+// oldest first.
+func (w *idWindow) since(t time.Time) []string {
+	i := len(w.order)
+	for i > w.head && !w.order[i-1].at.Before(t) {
+		i--
+	}
+	out := make([]string, 0, len(w.order)-i)
+	for _, e := range w.order[i:] {
+		if _, ok := w.ids[e.id]; ok {
+			out = append(out, e.id)
+		}
+	}
+	return out
+}
+
 func (w *idWindow) len() int { return len(w.ids) }

@@ -2,6 +2,7 @@ package nsq
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -34,5 +35,24 @@ func TestIDWindow(t *testing.T) {
 	}
 	if w.len() != 100 || len(w.order)-w.head != 100 || cap(w.order) > 1000 {
 		t.Errorf("len %d, order %d (head %d, cap %d)", w.len(), len(w.order), w.head, cap(w.order))
+	}
+}
+
+// TestIDWindowSince: since returns the ids added from a time on, oldest
+// first, without those forgotten (by age or the cap).
+func TestIDWindowSince(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	w := newIDWindow(time.Minute, 3)
+	for i, id := range []string{"a", "b", "c", "d"} {
+		w.add(id, t0.Add(time.Duration(i)*time.Second))
+	}
+	if got := w.since(t0); !slices.Equal(got, []string{"b", "c", "d"}) { // a: over the cap
+		t.Errorf("since(t0) = %q", got)
+	}
+	if got := w.since(t0.Add(2 * time.Second)); !slices.Equal(got, []string{"c", "d"}) {
+		t.Errorf("since(t0+2s) = %q", got)
+	}
+	if got := w.since(t0.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("since(later) = %q, want none", got)
 	}
 }

@@ -82,3 +82,56 @@ func TestAckEchoForNewInstance(t *testing.T) {
 		return true
 	})
 }
+
+// TestAckHandoverOnClose: a rolling restart. Instance B starts after A
+// acked messages (B's ack channel did not exist when A shared them), then
+// A stops gracefully: it hands what it knows over, so the standbys of
+// those messages, which can only reach B, are finished there, not
+// delivered a second time. (No instance is left to echo the acks.)
+func TestAckHandoverOnClose(t *testing.T) {
+	nodes := nsqdtest.StartNodes(t, 2)
+	const standby = 6 * time.Second
+	tweak := func(c *Config) { c.StandbyDelay, c.AckTopic = standby, DefaultAckTopic }
+	a := newPool(t, ModeCluster, localNodes(nodes), tweak)
+	waitAckReaders(t, nodes, a.cfg.InstanceID)
+	const topic, n = "handover", 20
+	createChannels(t, a, localHTTP(nodes), topic, "c")
+	opts := backends.SubscribeOptions{Topic: topic, Channel: "c", MaxInFlight: n, AckDeadline: 10 * time.Second}
+	subA, err := a.Subscribe(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	for i := range n {
+		if err := sendReplicas(context.Background(), a, topic, 2, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		if err := receive(t, subA, 10*time.Second).Acker.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newPool(t, ModeCluster, localNodes(nodes), tweak)
+	waitAckReaders(t, nodes, b.cfg.InstanceID)
+	a.Close() // hands over, then its channel and subscription go
+	if time.Since(sent) >= standby {
+		t.Fatalf("A closed %v after the sends, after the standbys surfaced: nothing tested", time.Since(sent))
+	}
+	subB := subscribeOpts(t, b, opts)
+	ctx, cancel := context.WithDeadline(context.Background(), sent.Add(standby+3*time.Second))
+	defer cancel()
+	twice := 0
+	for {
+		d, err := subB.Receive(ctx)
+		if err != nil {
+			break
+		}
+		twice++
+		t.Logf("%s delivered again at B (attempt %d)", d.ID, d.Attempt)
+		_ = d.Acker.Ack()
+	}
+	if twice > 0 {
+		t.Errorf("%d of %d messages acked at A were delivered again at B after A stopped", twice, n)
+	}
+}

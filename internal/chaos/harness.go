@@ -45,6 +45,7 @@ type Harness struct {
 	faults []*Fault
 
 	subs    []*subscriber
+	lib     *libLoad // the Go client library's load (AddLibrary), or nil
 	subStop []context.CancelFunc
 	pubs    []*publisher
 	spubs   []*streamPublisher

@@ -67,6 +67,7 @@ type Scenario struct {
 	Child bool
 	// Subscribers is the number of acking subscribers on the one channel,
 	// on each qgate. Default 2.
+	// -1: none (the library's subscriber only, see Harness.AddLibrary).
 	Subscribers int
 	// Gateways is the number of qgate instances on the same nodes
 	// (default 1). Each gets Subscribers subscribers and its own

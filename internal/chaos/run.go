@@ -73,7 +73,7 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 		senders = "unary Send and SendStream"
 	}
 	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s (%s), %d qgate × %d subscribers, ack deadline %v, checks every %v, standby delay %v, nsqd args %v",
-		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, sc.Subscribers, sc.AckDeadline, sc.CheckInterval, sc.StandbyDelay, sc.NodeArgs)
+		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, max(sc.Subscribers, 0), sc.AckDeadline, sc.CheckInterval, sc.StandbyDelay, sc.NodeArgs)
 	if sc.Child {
 		r.Setup += ", qgate as child processes"
 	}
@@ -179,7 +179,12 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 			}
 		}
 	}
-	if len(h.pubs) == 0 && len(h.spubs) == 0 {
+	if h.lib != nil {
+		if err := h.startLibrary(runCtx); err != nil {
+			return err
+		}
+	}
+	if len(h.pubs) == 0 && len(h.spubs) == 0 && h.lib == nil {
 		// Two publishers per qgate, sharing the rate; with Streams the
 		// second of each pair uses SendStream.
 		n := 2 * len(h.inst)
@@ -211,6 +216,13 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 		go func() {
 			defer pubWG.Done()
 			p.run(loadCtx)
+		}()
+	}
+	if h.lib != nil {
+		pubWG.Add(1)
+		go func() {
+			defer pubWG.Done()
+			h.runLibraryPublisher(loadCtx)
 		}()
 	}
 
@@ -268,6 +280,9 @@ func (h *Harness) run(ctx context.Context, mode nsq.Mode, r *Report) (err error)
 		opens, broken, ackErrs = opens+s.opens.Load(), broken+s.broken.Load(), ackErrs+s.ackErrors.Load()
 	}
 	r.AddText("subscribe streams", float64(opens), "", fmt.Sprintf("%d opened, %d broke, %d ack errors", opens, broken, ackErrs))
+	if h.lib != nil {
+		h.measureLibrary(r, loadStart, loadEnd)
+	}
 	if h.Sc.Measure != nil {
 		h.Sc.Measure(h, r)
 	}

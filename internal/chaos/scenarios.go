@@ -45,7 +45,7 @@ func Scenarios() []Scenario {
 		s1r(1), s1r(2), s1dedup(),
 		s2(), s3(), s4(), s5(), s6(), s7(), s8(), s9(), s10(), s11(), s12(),
 		s13(nsq.ModeCluster, 1), s13(nsq.ModeCluster, 2), s13(nsq.ModeFailover, 1), s13(nsq.ModeFailover, 2),
-		s14(), s15(2), s15(1), s16(), s17(), s18(2), s18(1), s19(), s20(),
+		s14(), s15(2), s15(1), s16(), s17(), s18(2), s18(1), s19(), s20(), s21(),
 	}
 }
 

@@ -201,3 +201,59 @@ func measureDeferred(h *Harness, r *Report) {
 			lates[n/2], lates[n*99/100], lates[n-1]))
 	}
 }
+
+// Promises of S21 (issue 11's retries).
+var (
+	noPublishErrors = Promise{Metric: "publish errors", Max: never,
+		Why: "the Publisher rides through a qgate's SIGKILL and SIGTERM: every Publish succeeds"}
+	receiveGap = Promise{Metric: "longest receive gap", Max: 2,
+		Why: "the Subscriber is receiving again within 2 s of a qgate's loss"}
+)
+
+// s21 is the Go client library across gateway faults: one client over
+// both qgate processes (round-robin), a Publisher (100 msg/s, client ids)
+// and a Subscriber; qgate 2 is SIGKILLed and restarted, then qgate 1 is
+// SIGTERMed and restarted. The application sees no publish error, loses
+// nothing, and never waits more than 2 s for a delivery.
+func s21() Scenario {
+	sc := issue9(Scenario{
+		Name:        "S21",
+		Title:       "Go client library: Publisher and Subscriber over 2 qgate processes, SIGKILL qgate 2 and restart, then SIGTERM qgate 1 and restart (replicas=2)",
+		Replicas:    2,
+		Gateways:    2,
+		Child:       true,
+		Subscribers: -1,
+		Setup: func(_ context.Context, h *Harness) error {
+			h.AddLibrary(h.rate / 2)
+			return nil
+		},
+		Fault: func(ctx context.Context, h *Harness) error {
+			for _, step := range []struct {
+				g    int
+				kill bool
+				name string
+			}{{1, true, "qgate2 SIGKILL"}, {0, false, "qgate1 SIGTERM"}} {
+				f := h.Begin(step.name)
+				if err := h.StopGatewayN(step.g, step.kill); err != nil {
+					return err
+				}
+				if err := h.Sleep(ctx, time.Second); err != nil {
+					return err
+				}
+				if err := h.StartGatewayN(ctx, step.g); err != nil {
+					return err
+				}
+				h.Heal(f)
+				if err := h.Sleep(ctx, 2*time.Second); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Promises: []Promise{noLoss, noPublishErrors, receiveGap},
+		Notes: []string{"issue 11: the client library's retries and reconnects; the load is the library's only (half the rate)",
+			"longest receive gap: the longest time between two deliveries to the library's Subscriber while the load ran"},
+	})
+	sc.Streams = false
+	return sc
+}
