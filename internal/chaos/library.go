@@ -24,7 +24,7 @@ type libLoad struct {
 
 	pubErrors atomic.Int64
 	mu        sync.Mutex
-	errs      []string   // the first failed results
+	errs      []string    // the first failed results
 	got       []time.Time // the subscriber's deliveries, in order
 }
 
