@@ -90,6 +90,9 @@ type Scenario struct {
 	// 10 s; the scenarios that promise a duplicate rate use qgate serve's
 	// default, nsq.DefaultStandbyDelay).
 	StandbyDelay time.Duration
+	// Load, if set, says in the report's header what the load is when
+	// Setup replaces the default publishers and subscribers.
+	Load string
 	// TimerHop is the qgates' timer hop (nsq.Config.TimerHop; default
 	// nsq.DefaultTimerHop): a delay longer than it waits on the timer
 	// topic, which every qgate reads.

@@ -72,6 +72,9 @@ func Run(ctx context.Context, sc Scenario, p Params) *Report {
 	if sc.Streams {
 		senders = "unary Send and SendStream"
 	}
+	if sc.Load != "" {
+		senders = sc.Load
+	}
 	r.Setup = fmt.Sprintf("%s form; %d nsqd, mode %s, replicas %d, %d msg/s (%s), %d qgate × %d subscribers, ack deadline %v, checks every %v, standby delay %v, nsqd args %v",
 		form, sc.Nodes, mode, max(h.replicas(), 1), h.rate, senders, sc.Gateways, max(sc.Subscribers, 0), sc.AckDeadline, sc.CheckInterval, sc.StandbyDelay, sc.NodeArgs)
 	if sc.Child {

@@ -223,6 +223,7 @@ func s21() Scenario {
 		Gateways:    2,
 		Child:       true,
 		Subscribers: -1,
+		Load:        "the Go client library only: a Publisher at half that rate and 1 Subscriber, over both qgates",
 		Setup: func(_ context.Context, h *Harness) error {
 			h.AddLibrary(h.rate / 2)
 			return nil
