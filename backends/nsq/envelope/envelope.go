@@ -230,6 +230,14 @@ func Decode(b []byte) (m Message, ok bool) {
 				m.ClientID = v != 0
 			}
 			b = b[n:]
+		case num == fieldTimerTopic && typ == protowire.BytesType:
+			// Not part of Message (see SplitTimer), but a string: valid
+			// UTF-8, as protobuf requires.
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || !utf8.Valid(v) {
+				return Message{}, false
+			}
+			b = b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
