@@ -350,7 +350,8 @@ func (b *ackBus) close() {
 // messages may still surface, and an instance that started after the ack
 // was first shared (a restarted qgate, in a rolling restart) would not
 // know it once this one is gone, and would deliver them a second time.
-// Bounded by ackWriteTimeout per batch and the pool's check timeout in all.
+// Bounded in all by twice the check timeout or ackWriteTimeout, whichever
+// is longer; what is not written by then is not handed over.
 func (b *ackBus) handover() {
 	now := time.Now()
 	recent := b.p.acked.recent(now.Add(-2 * b.p.cfg.StandbyDelay))
