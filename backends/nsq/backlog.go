@@ -43,16 +43,10 @@ type nsqdTopicStats struct {
 func (p *Pool) Backlog(ctx context.Context, topic string) []backends.NodeBacklog {
 	nodes := p.Nodes()
 	out := make([]backends.NodeBacklog, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		out[i].Node = n.Name
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, p.cfg.Check.Timeout)
-			defer cancel()
-			out[i].Topics, out[i].Err = p.nodeBacklog(ctx, n.HTTPAddr, topic)
-		})
-	}
-	wg.Wait()
+	p.onEveryNode(ctx, nodes, func(ctx context.Context, i int) {
+		out[i].Node = nodes[i].Name
+		out[i].Topics, out[i].Err = p.nodeBacklog(ctx, nodes[i].HTTPAddr, topic)
+	})
 	return out
 }
 
@@ -111,15 +105,23 @@ func (p *Pool) ChannelOp(ctx context.Context, topic, channel string, op backends
 	}
 	nodes := p.Nodes()
 	out := make([]backends.NodeResult, len(nodes))
+	p.onEveryNode(ctx, nodes, func(ctx context.Context, i int) {
+		out[i].Node = nodes[i].Name
+		out[i].Err = p.nsqdPost(ctx, nodes[i].HTTPAddr, path, topic, channel)
+	})
+	return out
+}
+
+// onEveryNode calls f for each of nodes at once, each with ctx bounded by
+// the check timeout, and returns when every call has.
+func (p *Pool) onEveryNode(ctx context.Context, nodes []backends.NodeStatus, f func(ctx context.Context, i int)) {
 	var wg sync.WaitGroup
-	for i, n := range nodes {
-		out[i].Node = n.Name
+	for i := range nodes {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, p.cfg.Check.Timeout)
 			defer cancel()
-			out[i].Err = p.nsqdPost(ctx, n.HTTPAddr, path, topic, channel)
+			f(ctx, i)
 		})
 	}
 	wg.Wait()
-	return out
 }
