@@ -226,3 +226,51 @@ func TestTimerEnvelope(t *testing.T) {
 		t.Errorf("timer topic took %d bytes, more than MaxTimerTopicSize", len(tm)-len(env))
 	}
 }
+
+// TestLongDelaySurvivesNodeKill: with replicas 2, messages waiting on the
+// timer topic survive the SIGKILL of a node (which loses what it held
+// deferred, in memory): their other copies, on the surviving node, are
+// delivered, once each and not before they are due (a message whose
+// first copy was on the killed node comes with its standby, after the
+// standby delay).
+func TestLongDelaySurvivesNodeKill(t *testing.T) {
+	procs := startProcs(t, 2, nsqdtest.Args("--mem-queue-size=0", "--sync-every=1"))
+	const standby = time.Second
+	p := newPool(t, ModeCluster, processNodes(procs), func(c *Config) {
+		withTimer(c)
+		c.StandbyDelay = standby
+	})
+	const topic = "killed"
+	httpAddrs := []string{procs[0].HTTPAddr(), procs[1].HTTPAddr()}
+	createChannels(t, p, httpAddrs, topic, "c")
+	var s sentAt
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("k%02d", i)
+	}
+	s.sendDelayed(t, p, topic, 2*time.Second, 2, ids...)
+	// Every copy deferred on a timer channel (in nsqd's memory) before
+	// the kill.
+	waitFor(t, 10*time.Second, "20 deferred timer copies", func() bool {
+		n := 0
+		for _, h := range httpAddrs {
+			for _, tp := range nsqdtest.Stats(t, h).Topics {
+				for _, c := range tp.Channels {
+					if tp.Name == DefaultTimerTopic && c.Name == TimerChannel {
+						n += c.DeferredCount
+					}
+				}
+			}
+		}
+		return n == 2*len(ids)
+	})
+	procs[0].Kill() // never restarted
+	sub := subscribe(t, p, topic, "c", 50)
+	late := s.receiveAll(t, sub, len(ids), 30*time.Second)
+	t.Logf("latest delivery: %v after its due time", late)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*standby)
+	defer cancel()
+	if d, err := sub.Receive(ctx); err == nil {
+		t.Errorf("%q delivered again (attempt %d)", d.ID, d.Attempt)
+	}
+}
